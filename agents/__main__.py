@@ -1,0 +1,5 @@
+"""``python -m robeing.agents`` runs the ``robeing`` command."""
+
+from .cli import main
+
+main()

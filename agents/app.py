@@ -1,0 +1,186 @@
+"""User applications: handlers, middleware and lifecycle hooks.
+
+A module passed with ``--app`` (like ``celery -A``) exposes an :class:`App`::
+
+    from robeing.agents import App
+
+    app = App()
+
+    @app.handler("greet")
+    async def greet(msg):
+        return {"hello": msg.sender}     # becomes the reply to a request
+
+Handlers run at least once per accepted message; make them idempotent.
+A handler steers the outcome by raising ``Retry(delay=...)`` (the message is
+handed back and delivered again later) or ``Reject(reason)`` (it is
+dead-lettered with that reason). Any other exception is dead-lettered as
+``handler_error`` and, for requests and ACKs, reported to the sender as data.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..protocol.envelope import Envelope
+from ..protocol.errors import ConfigError
+from ..protocol.identity import Certificate
+
+if TYPE_CHECKING:
+    from .runtime import Agent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What a handler receives: the verified envelope plus context.
+
+    Attributes:
+        envelope: the verified, decrypted envelope.
+        certificate: the sender's certificate (role, key, expiry).
+        agent: the receiving agent, to send further messages.
+        redelivered: the broker delivered this message before.
+    """
+
+    envelope: Envelope
+    certificate: Certificate
+    agent: Agent
+    redelivered: bool = False
+
+    @property
+    def payload(self) -> Any:
+        return self.envelope.payload
+
+    @property
+    def sender(self) -> str:
+        return self.envelope.sender
+
+    @property
+    def sender_role(self) -> str:
+        return self.certificate.role
+
+    @property
+    def type(self) -> str:
+        return self.envelope.type
+
+    @property
+    def id(self) -> str:
+        return self.envelope.id
+
+
+Handler = Callable[[Message], Any]
+Hook = Callable[["Agent"], Awaitable[None] | None]
+
+
+class Middleware:
+    """No-op hooks around message handling (dramatiq-style).
+
+    Subclass and override what you need. A middleware that raises is logged
+    and skipped; it never breaks message handling.
+    """
+
+    def before_handle(self, agent: Agent, message: Message) -> None:
+        """Called before the handler runs."""
+
+    def after_handle(
+        self, agent: Agent, message: Message, result: Any, error: BaseException | None
+    ) -> None:
+        """Called after the handler returned (``error`` is None) or raised."""
+
+    def on_rejected(self, agent: Agent, reason: str, detail: str) -> None:
+        """Called when an incoming message is refused and dead-lettered."""
+
+
+@dataclass
+class App:
+    """A registry of handlers, middleware and hooks for agents."""
+
+    name: str = "app"
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    middleware: list[Middleware] = field(default_factory=list)
+    start_hooks: list[Hook] = field(default_factory=list)
+    stop_hooks: list[Hook] = field(default_factory=list)
+
+    def handler(self, message_type: str) -> Callable[[Handler], Handler]:
+        """Register the decorated function for ``message_type``.
+
+        The function takes a :class:`Message` and may be sync or async; its
+        return value is the reply to a request.
+
+        Raises:
+            ConfigError: a handler for the type is already registered.
+        """
+
+        def register(fn: Handler) -> Handler:
+            if message_type in self.handlers:
+                raise ConfigError(f"a handler for {message_type!r} is already registered")
+            self.handlers[message_type] = fn
+            return fn
+
+        return register
+
+    def on_start(self, fn: Hook) -> Hook:
+        """Run ``fn(agent)`` once the agent is connected, before it consumes.
+
+        If it raises, the agent does not start (the error is reported).
+        """
+        self.start_hooks.append(fn)
+        return fn
+
+    def on_stop(self, fn: Hook) -> Hook:
+        """Run ``fn(agent)`` during shutdown, after in-flight work finished.
+
+        Errors are logged; shutdown continues.
+        """
+        self.stop_hooks.append(fn)
+        return fn
+
+    def include(self, other: App) -> None:
+        """Merge another app's handlers, middleware and hooks into this one.
+
+        Raises:
+            ConfigError: both register a handler for the same type.
+        """
+        for message_type, fn in other.handlers.items():
+            self.handler(message_type)(fn)
+        self.middleware.extend(other.middleware)
+        self.start_hooks.extend(other.start_hooks)
+        self.stop_hooks.extend(other.stop_hooks)
+
+
+async def call_handler(fn: Handler, message: Message) -> Any:
+    """Call a sync or async handler."""
+    result = fn(message)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+async def call_hook(fn: Hook, agent: Agent) -> None:
+    result = fn(agent)
+    if inspect.isawaitable(result):
+        await result
+
+
+def load_app(spec: str) -> App:
+    """Import ``module`` or ``module:attribute`` and return its :class:`App`.
+
+    Without an attribute, the module's ``app`` is used.
+
+    Raises:
+        ConfigError: the module cannot be imported or has no App there.
+    """
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ConfigError(f"cannot import app module {module_name!r}: {exc}") from exc
+    obj = getattr(module, attr or "app", None)
+    if not isinstance(obj, App):
+        raise ConfigError(f"{spec!r} has no robeing App (expected an `app = App()` attribute)")
+    return obj

@@ -1,0 +1,81 @@
+"""Logging setup — called by the CLI only; library code just uses getLogger.
+
+Every line carries the agent id, role and (when set) the task id. On a
+terminal lines are readable; elsewhere (containers, CI, files) they are JSON,
+one object per line.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+from typing import Any
+
+task_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("task_id", default=None)
+
+
+class _ContextFilter(logging.Filter):
+    def __init__(self, agent_id: str, role: str) -> None:
+        super().__init__()
+        self.agent_id = agent_id
+        self.role = role
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.agent_id = self.agent_id
+        record.role = self.role
+        record.task_id = task_id_var.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "agent_id": getattr(record, "agent_id", None),
+            "role": getattr(record, "role", None),
+        }
+        task_id = getattr(record, "task_id", None)
+        if task_id:
+            data["task_id"] = task_id
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)-7s %(agent_id)s %(name)s: %(message)s", "%H:%M:%S"
+        )
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        task_id = getattr(record, "task_id", None)
+        return f"{line} [task={task_id}]" if task_id else line
+
+
+def configure(level: str = "info", fmt: str = "auto", agent_id: str = "-", role: str = "-") -> None:
+    """Configure the root logger for a robeing process.
+
+    Args:
+        level: debug, info, warning or error.
+        fmt: ``text``, ``json`` or ``auto`` (text on a terminal, JSON otherwise).
+        agent_id: bound to every line.
+        role: bound to every line.
+    """
+    if fmt == "auto":
+        fmt = "text" if sys.stderr.isatty() else "json"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_ContextFilter(agent_id, role))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # aio-pika/aiormq are chatty at INFO during reconnects; keep their warnings.
+    for noisy in ("aio_pika", "aiormq"):
+        logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))

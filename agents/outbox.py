@@ -1,0 +1,247 @@
+"""Sending: point-to-point messages with ACKs, requests, replies and broadcasts.
+
+Promises:
+    * ``send`` returns once the broker confirmed the message into the
+      receiver's durable queue; with ``requires_ack`` it returns only after
+      the receiver's *signed* ACK arrived on our reply-to queue, or raises
+      :class:`~robeing.protocol.errors.AckTimeout`.
+    * A negative ACK (the receiver's handler failed or refused) raises the
+      receiver's error, rebuilt from data (never unpickled).
+    * ``broadcast`` reaches every live agent's broadcast queue; receivers
+      drop their own broadcasts, so the sender never handles its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..broker import topology as topo
+from ..broker.base import Transport
+from ..protocol.codec import Codec, Opened
+from ..protocol.envelope import BROADCAST, Envelope
+from ..protocol.errors import AckTimeout, UnknownPeer, Unroutable, error_from_data
+from ..protocol.identity import Certificate
+
+log = logging.getLogger(__name__)
+
+ACK = "ack"
+REPLY = "reply"
+
+
+class Outbox:
+    """Seals and publishes envelopes; matches ACKs and replies to waiters.
+
+    Args:
+        codec: seals our envelopes.
+        transport: the broker connection.
+        reply_to: our reply queue name.
+        lookup_peer: finds a receiver's certificate bytes when unknown
+            (e.g. in the keys directory); may return None.
+        ack_timeout: default wait for an ACK or reply.
+        clock: wall clock (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        codec: Codec,
+        transport: Transport,
+        reply_to: str,
+        lookup_peer: Callable[[str], bytes | None] | None = None,
+        ack_timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.codec = codec
+        self.transport = transport
+        self.reply_to = reply_to
+        self.lookup_peer = lookup_peer
+        self.ack_timeout = ack_timeout
+        self.clock = clock
+        # message id -> (the agent that must answer, its waiter)
+        self._pending: dict[str, tuple[str, asyncio.Future[Opened]]] = {}
+        self.sent = 0
+
+    # -- outgoing ------------------------------------------------------------
+
+    def _ensure_peer(self, agent_id: str) -> Certificate:
+        cert = self.codec.trust.peer(agent_id)
+        if cert is None and self.lookup_peer is not None:
+            raw = self.lookup_peer(agent_id)
+            if raw is not None:
+                cert = self.codec.trust.check_certificate(raw, self.clock())
+                self.codec.trust.learn(cert)
+        if cert is None:
+            raise UnknownPeer(
+                f"no certificate known for {agent_id!r}: it has not announced itself "
+                "and is not in the keys directory"
+            )
+        return cert
+
+    async def send(
+        self,
+        receiver: str,
+        message_type: str,
+        payload: Any = None,
+        *,
+        priority: int = 5,
+        requires_ack: bool = False,
+        timeout: float | None = None,
+        encrypt: bool | None = None,
+    ) -> Opened | None:
+        """Send a point-to-point message.
+
+        Returns:
+            The receiver's verified ACK envelope when ``requires_ack``, else None.
+
+        Raises:
+            UnknownPeer: no certificate for ``receiver``.
+            Unroutable: the receiver has no queue.
+            AckTimeout: no ACK within ``timeout``.
+            RobeingError: the receiver's handler failed (rebuilt from data).
+        """
+        if encrypt is not False:
+            self._ensure_peer(receiver)
+        env = Envelope(
+            message_type,
+            payload,
+            receiver=receiver,
+            priority=priority,
+            requires_ack=requires_ack,
+            reply_to=self.reply_to if requires_ack else None,
+        )
+        if not requires_ack:
+            await self._publish_direct(env, encrypt)
+            return None
+        return await self._await_answer(env, encrypt, timeout)
+
+    async def request(
+        self,
+        receiver: str,
+        message_type: str,
+        payload: Any = None,
+        *,
+        priority: int = 5,
+        timeout: float | None = None,
+        encrypt: bool | None = None,
+    ) -> Any:
+        """Send a message and wait for the handler's return value.
+
+        Raises:
+            The same as :meth:`send`.
+        """
+        if encrypt is not False:
+            self._ensure_peer(receiver)
+        env = Envelope(
+            message_type,
+            payload,
+            receiver=receiver,
+            priority=priority,
+            requires_ack=True,
+            reply_to=self.reply_to,
+        )
+        opened = await self._await_answer(env, encrypt, timeout)
+        return opened.envelope.payload.get("result") if opened else None
+
+    async def _await_answer(
+        self, env: Envelope, encrypt: bool | None, timeout: float | None
+    ) -> Opened:
+        fut: asyncio.Future[Opened] = asyncio.get_running_loop().create_future()
+        self._pending[env.id] = (env.receiver, fut)
+        try:
+            await self._publish_direct(env, encrypt)
+            wait = timeout if timeout is not None else self.ack_timeout
+            try:
+                opened = await asyncio.wait_for(fut, wait)
+            except TimeoutError:
+                raise AckTimeout(f"no ACK from {env.receiver!r} within {wait}s") from None
+        finally:
+            self._pending.pop(env.id, None)
+        answer = opened.envelope.payload
+        if isinstance(answer, dict) and not answer.get("ok", True):
+            raise error_from_data(answer.get("error") or {})
+        return opened
+
+    async def _publish_direct(self, env: Envelope, encrypt: bool | None) -> None:
+        body = self.codec.seal(env, self.clock(), encrypt)
+        try:
+            await self.transport.publish(
+                topo.DIRECT_EXCHANGE, env.receiver, body, priority=env.priority
+            )
+        except Unroutable:
+            raise Unroutable(f"no agent {env.receiver!r} (its queue does not exist)") from None
+        self.sent += 1
+
+    async def broadcast(self, message_type: str, payload: Any = None, *, priority: int = 5) -> str:
+        """Publish a signed broadcast to every live agent.
+
+        Returns:
+            The envelope id.
+        """
+        env = Envelope(message_type, payload, receiver=BROADCAST, priority=priority)
+        body = self.codec.seal(env, self.clock())
+        await self.transport.publish(
+            topo.BROADCAST_EXCHANGE, "", body, priority=priority, mandatory=False
+        )
+        self.sent += 1
+        return env.id
+
+    async def answer(
+        self, to: Opened, result: Any = None, error: dict[str, Any] | None = None
+    ) -> None:
+        """Send the signed ACK (carrying ``result`` or ``error``) for ``to``.
+
+        A requester that is gone (its reply queue vanished) is not an error.
+        """
+        env = to.envelope
+        if not env.reply_to:
+            return
+        payload: dict[str, Any] = {"ok": error is None}
+        if error is not None:
+            payload["error"] = error
+        elif result is not None:
+            payload["result"] = result
+        ack = Envelope(ACK, payload, receiver=env.sender, in_reply_to=env.id, priority=env.priority)
+        # ACKs carry no secret of the sender's; results are encrypted.
+        encrypt = None if result is not None else False
+        if encrypt is None:
+            try:
+                self._ensure_peer(env.sender)
+            except UnknownPeer:
+                encrypt = False
+        body = self.codec.seal(ack, self.clock(), encrypt)
+        try:
+            await self.transport.publish("", env.reply_to, body, persistent=False)
+        except Unroutable:
+            log.debug("requester %s left before its ACK for %s", env.sender, env.id)
+
+    # -- incoming answers ------------------------------------------------------
+
+    def resolve(self, opened: Opened) -> bool:
+        """Hand an incoming ACK or reply to its waiter.
+
+        Returns:
+            True if someone was waiting for it.
+        """
+        ref = opened.envelope.in_reply_to
+        entry = self._pending.get(ref) if ref else None
+        if entry is None:
+            return False
+        expected, fut = entry
+        if opened.envelope.sender != expected:
+            # Only the agent we wrote to may answer; ids are visible on the wire.
+            log.warning(
+                "ignoring answer to %s from %s (expected %s)", ref, opened.envelope.sender, expected
+            )
+            return False
+        if fut.done():
+            return False
+        fut.set_result(opened)
+        return True
+
+    def fail_all(self, exc: BaseException) -> None:
+        for _, fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(exc)

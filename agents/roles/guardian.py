@@ -1,0 +1,141 @@
+"""Guardian: security, monitoring and validation.
+
+The guardian watches every dead letter: it binds its own bounded queue to the
+dead-letter exchange (the shared ``robeing.dead-letters`` queue keeps the
+messages themselves for operators), counts them by reason, by source queue
+and by claimed sender, and raises a signed ``guardian.alert`` broadcast when
+one sender's rejections cross ``ALERT_THRESHOLD`` within ``ALERT_WINDOW``
+seconds. Its counts travel in its heartbeats and answer ``guardian.report``
+requests. The sender named in a dead letter is only *claimed* (the message
+failed its checks); alerts say so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from typing import TYPE_CHECKING, Any
+
+from ...broker import topology as topo
+from ...broker.base import Delivery
+from ...protocol.envelope import split_wire
+from ...protocol.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from ..app import Message
+    from ..runtime import Agent
+
+log = logging.getLogger(__name__)
+
+ALERT_THRESHOLD = 20
+ALERT_WINDOW = 60.0
+WATCH_MAX_LENGTH = 10_000
+
+
+class DeadLetterWatch:
+    """Counts dead letters and decides when to alert (pure, clock passed in)."""
+
+    def __init__(self, threshold: int = ALERT_THRESHOLD, window: float = ALERT_WINDOW) -> None:
+        self.threshold = threshold
+        self.window = window
+        self.by_reason: Counter[str] = Counter()
+        self.by_queue: Counter[str] = Counter()
+        self.by_sender: Counter[str] = Counter()
+        self._recent: dict[str, deque[float]] = {}
+        self._alerted: dict[str, float] = {}
+
+    def observe(
+        self, reason: str, queue: str, claimed_sender: str | None, now: float
+    ) -> str | None:
+        """Record one dead letter.
+
+        Returns:
+            The sender to alert about, when it just crossed the threshold.
+        """
+        self.by_reason[reason] += 1
+        self.by_queue[queue] += 1
+        if claimed_sender is None:
+            return None
+        self.by_sender[claimed_sender] += 1
+        times = self._recent.setdefault(claimed_sender, deque())
+        times.append(now)
+        while times and times[0] < now - self.window:
+            times.popleft()
+        if (
+            len(times) >= self.threshold
+            and now - self._alerted.get(claimed_sender, -1e18) > self.window
+        ):
+            self._alerted[claimed_sender] = now
+            return claimed_sender
+        return None
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "dead_letters": sum(self.by_reason.values()),
+            "by_reason": dict(self.by_reason),
+            "by_queue": dict(self.by_queue),
+            "top_senders": dict(self.by_sender.most_common(10)),
+        }
+
+
+def _claimed_sender(body: bytes) -> str | None:
+    try:
+        return str(split_wire(body).fields["sender"])
+    except (ProtocolError, KeyError):
+        return None
+
+
+def install(agent: Agent) -> None:
+    watch = DeadLetterWatch()
+    spec = topo.QueueSpec(
+        f"robeing.guardian.{agent.id}.dead-letters",
+        durable=False,
+        exclusive=True,
+        auto_delete=True,
+        arguments={"x-max-length": WATCH_MAX_LENGTH},
+    )
+
+    async def on_dead_letter(delivery: Delivery) -> None:
+        reason = str(delivery.headers.get(topo.REASON_HEADER) or _death_reason(delivery))
+        queue = str(delivery.headers.get(topo.SOURCE_HEADER, "?"))
+        sender = _claimed_sender(delivery.body)
+        offender = watch.observe(reason, queue, sender, time.time())
+        await delivery.ack()
+        if offender is not None:
+            log.warning(
+                "agent %s (claimed) has %d+ rejected messages in %.0fs",
+                offender,
+                watch.threshold,
+                watch.window,
+            )
+            try:
+                await agent.broadcast(
+                    "guardian.alert",
+                    {
+                        "claimed_sender": offender,
+                        "reason": reason,
+                        "count": watch.by_sender[offender],
+                        "window_s": watch.window,
+                    },
+                )
+            except Exception as exc:
+                log.warning("could not broadcast alert: %s", exc)
+
+    async def start(a: Agent) -> None:
+        await a.transport.consume(spec, on_dead_letter, prefetch=100)
+        await a.transport.bind(spec.name, topo.DEAD_EXCHANGE)
+
+    agent.app.on_start(start)
+    agent.heartbeat_extras.append(lambda: {"guardian": watch.report()})
+
+    @agent.app.handler("guardian.report")
+    def report(msg: Message) -> dict[str, Any]:
+        return watch.report()
+
+
+def _death_reason(delivery: Delivery) -> str:
+    deaths = delivery.headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        return str(deaths[0].get("reason", "dead"))
+    return "dead"

@@ -1,0 +1,111 @@
+"""Typed settings: built once at the entry point (CLI or Python) and passed down.
+
+Nothing below the CLI reads ``os.environ``; the CLI maps each option to its
+environment variable (the seed's ``AGENT_ROLE``, ``SPECIALIZATION``,
+``CLUSTER_ID``, ``AGENT_COUNT`` and ``AMQP_URL`` keep working).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..broker.topology import TopologySettings
+from ..protocol.errors import ConfigError
+from ..protocol.roles import AGENT_ROLES, ROLES
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
+DEFAULT_KEYS_DIR = Path(".robeing/keys")
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+def default_agent_id(role: str) -> str:
+    """``<role>-<host>-<pid>``: unique per process on a machine, readable in the UI."""
+    host = socket.gethostname().split(".")[0] or "host"
+    return f"{role}-{host}-{os.getpid()}"
+
+
+def check_agent_id(agent_id: str) -> str:
+    """Validate an agent id (it becomes part of queue names and routing keys).
+
+    Raises:
+        ConfigError: empty, too long, or with characters outside ``[A-Za-z0-9_.:-]``.
+    """
+    if not _ID_RE.match(agent_id) or agent_id == "*":
+        raise ConfigError(
+            f"invalid agent id {agent_id!r}: use letters, digits, '_', '.', ':' or '-' (max 128)"
+        )
+    return agent_id
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything an agent process needs to run.
+
+    Attributes:
+        role: one of coordinator, specialist, worker, messenger, guardian
+            (``client`` for submitters).
+        agent_id: unique id; default ``<role>-<host>-<pid>``.
+        specializations: skills offered (e.g. ``data_processing``).
+        cluster_id: the cluster this agent belongs to.
+        amqp_url: broker URL including the vhost.
+        keys_dir: where the authority key, certificates and agent keys live.
+        app: optional ``module`` or ``module:attribute`` with user handlers.
+        heartbeat_interval: seconds between heartbeats.
+        concurrency: messages handled at once (the prefetch), also the
+            capacity announced in heartbeats.
+        publish_timeout: seconds to wait for a broker confirm.
+        ack_timeout: default seconds to wait for a receiver's ACK or reply.
+        grace_period: seconds to finish in-flight work on SIGTERM.
+        max_age: oldest accepted message timestamp, seconds.
+        max_skew: furthest-future accepted message timestamp, seconds.
+        cluster_key_file: optional 32-byte key file to encrypt broadcasts.
+        auto_issue: issue our own certificate when the authority key is at
+            hand and we have none (development; never in production).
+    """
+
+    role: str = "worker"
+    agent_id: str = ""
+    specializations: tuple[str, ...] = ()
+    cluster_id: str = "default"
+    amqp_url: str = DEFAULT_AMQP_URL
+    keys_dir: Path = DEFAULT_KEYS_DIR
+    app: str | None = None
+    heartbeat_interval: float = 1.0
+    concurrency: int = 32
+    publish_timeout: float = 10.0
+    ack_timeout: float = 10.0
+    grace_period: float = 30.0
+    max_age: float = 300.0
+    max_skew: float = 30.0
+    cluster_key_file: Path | None = None
+    auto_issue: bool = True
+    topology: TopologySettings = field(default_factory=TopologySettings)
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ConfigError(f"unknown role {self.role!r}; choose one of {', '.join(AGENT_ROLES)}")
+        if not self.agent_id:
+            object.__setattr__(self, "agent_id", default_agent_id(self.role))
+        check_agent_id(self.agent_id)
+        if self.heartbeat_interval <= 0:
+            raise ConfigError("heartbeat interval must be positive")
+        if self.concurrency < 1:
+            raise ConfigError("concurrency must be at least 1")
+        if not self.amqp_url.startswith(("amqp://", "amqps://")):
+            raise ConfigError(
+                f"AMQP_URL must start with amqp:// or amqps://, got {self.amqp_url!r}"
+            )
+        for spec in self.specializations:
+            if not _ID_RE.match(spec):
+                raise ConfigError(f"invalid specialization {spec!r}")
+
+    @property
+    def connection_name(self) -> str:
+        """Readable in the management UI: role, id and specializations."""
+        specs = ",".join(self.specializations) or "-"
+        return f"robeing {self.role} {self.agent_id} [{specs}] cluster={self.cluster_id}"

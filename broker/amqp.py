@@ -1,0 +1,351 @@
+"""The aio-pika implementation of :class:`~robeing.broker.base.Transport`.
+
+Promises:
+    * One robust connection per agent, named for the management UI
+      (``connection_name`` client property). After a broker restart or a
+      dropped connection aio-pika restores channels, queues, bindings and
+      consumers; :meth:`AmqpTransport.consumers` lists what must come back,
+      and the integration tests compare it with the broker's own count.
+    * Every publish goes through a confirm channel with ``mandatory`` (unless
+      asked otherwise) and a timeout: it returns only once the broker has
+      confirmed it, raises ``Unroutable`` if no queue took it, and never
+      waits forever. Connection-level failures are retried with jittered
+      exponential backoff (tenacity) inside a bounded window; a confirm that
+      times out is not retried blindly (the message may have arrived) but
+      raised as ``PublishTimeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import aio_pika
+import aio_pika.abc
+import aio_pika.exceptions
+import aiormq.exceptions
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from ..protocol.errors import BrokerError, PublishTimeout, Unroutable
+from . import topology as topo
+from .base import Consumer, DeliveryHandler
+from .topology import QueueSpec, TopologySettings
+
+log = logging.getLogger(__name__)
+
+# Failures that mean "the connection is (temporarily) gone": retry after backoff.
+RETRYABLE = (
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.ChannelClosed,
+    ConnectionError,
+)
+
+
+class _Delivery:
+    """A received message; AMQP stays inside this module."""
+
+    __slots__ = (
+        "_msg",
+        "_transport",
+        "body",
+        "headers",
+        "queue",
+        "redelivered",
+        "reply_to",
+        "routing_key",
+    )
+
+    def __init__(
+        self, msg: aio_pika.abc.AbstractIncomingMessage, queue: str, transport: AmqpTransport
+    ) -> None:
+        self._msg = msg
+        self._transport = transport
+        self.body = msg.body
+        self.redelivered = bool(msg.redelivered)
+        self.routing_key = msg.routing_key or ""
+        self.reply_to = msg.reply_to
+        self.headers: Mapping[str, Any] = msg.headers or {}
+        self.queue = queue
+
+    async def ack(self) -> None:
+        await self._settle(self._msg.ack())
+
+    async def requeue(self) -> None:
+        await self._settle(self._msg.nack(requeue=True))
+
+    async def dead_letter(self, reason: str, detail: str) -> None:
+        headers = dict(self.headers)
+        headers.update(
+            {
+                topo.REASON_HEADER: reason,
+                topo.DETAIL_HEADER: detail[:500],
+                topo.SOURCE_HEADER: self.queue,
+            }
+        )
+        try:
+            await self._transport.publish(
+                topo.DEAD_EXCHANGE,
+                self.queue,
+                self.body,
+                headers=headers,
+                mandatory=False,
+                retry=False,
+            )
+        except Exception as exc:  # the queue's own DLX still catches a rejected message
+            log.warning("dead-letter publish failed (%s); rejecting to the queue's DLX", exc)
+            await self._settle(self._msg.reject(requeue=False))
+            return
+        await self.ack()
+
+    async def _settle(self, op: Any) -> None:
+        try:
+            await op
+        except (aio_pika.exceptions.MessageProcessError, *RETRYABLE) as exc:
+            # Delivery tag belongs to a dead channel: the broker will redeliver.
+            log.debug("could not settle delivery (%s); it will be redelivered", exc)
+
+
+class AmqpTransport:
+    """A robust aio-pika connection with confirmed publishing.
+
+    Args:
+        url: AMQP URL including the vhost.
+        connection_name: shown in the management UI.
+        topology: tunable topology settings.
+        publish_timeout: seconds to wait for a publisher confirm.
+        retry_window: total seconds a publish may spend retrying while the
+            connection recovers.
+        connect_attempts: attempts for the first connection.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        connection_name: str,
+        topology: TopologySettings | None = None,
+        publish_timeout: float = 10.0,
+        retry_window: float = 30.0,
+        connect_attempts: int = 3,
+    ) -> None:
+        self.url = url
+        self.connection_name = connection_name
+        self.topology = topology or TopologySettings()
+        self.publish_timeout = publish_timeout
+        self.retry_window = retry_window
+        self.connect_attempts = connect_attempts
+        self._conn: aio_pika.abc.AbstractRobustConnection | None = None
+        self._pub: aio_pika.abc.AbstractChannel | None = None
+        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        self._consumers: dict[
+            str, tuple[aio_pika.abc.AbstractQueue, aio_pika.abc.AbstractChannel]
+        ] = {}
+        self.reconnects = 0
+
+    @property
+    def is_connected(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed and self._conn.connected.is_set()
+
+    async def connect(self) -> None:
+        """Open the connection and the confirm channel.
+
+        Raises:
+            BrokerError: the broker is unreachable or refused us (one line,
+                suitable for the CLI).
+        """
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type((*RETRYABLE, OSError, asyncio.TimeoutError)),
+                stop=stop_after_attempt(self.connect_attempts),
+                wait=wait_random_exponential(multiplier=0.2, max=2.0),
+                reraise=True,
+            ):
+                with attempt:
+                    self._conn = await aio_pika.connect_robust(
+                        self.url,
+                        client_properties={"connection_name": self.connection_name},
+                        timeout=10,
+                        reconnect_interval=1.0,
+                        fail_fast="true",
+                    )
+        except aiormq.exceptions.ProbableAuthenticationError as exc:
+            raise BrokerError(f"broker at {_safe(self.url)} refused the credentials") from exc
+        except Exception as exc:
+            raise BrokerError(f"cannot reach the broker at {_safe(self.url)}: {exc}") from exc
+        self._conn.reconnect_callbacks.add(self._on_reconnect)
+        self._pub = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
+
+    def _on_reconnect(self, *_: Any) -> None:
+        self.reconnects += 1
+        log.info("reconnected to the broker (%d)", self.reconnects)
+
+    async def close(self) -> None:
+        if self._conn is not None and not self._conn.is_closed:
+            await self._conn.close()
+        self._consumers.clear()
+        self._exchanges.clear()
+
+    def _channel(self) -> aio_pika.abc.AbstractChannel:
+        if self._pub is None:
+            raise BrokerError("not connected")
+        return self._pub
+
+    async def declare_topology(self) -> None:
+        """Declare exchanges, the dead-letter queue and the coordinator's queues."""
+        ch = self._channel()
+        for name, kind in topo.EXCHANGES:
+            self._exchanges[name] = await ch.declare_exchange(name, kind, durable=True)
+        await self.declare_queue(topo.dead_letter_spec())
+        await self.bind(topo.DEAD_LETTER_QUEUE, topo.DEAD_EXCHANGE)
+        await self.declare_queue(topo.task_queue_spec(self.topology))
+        await self.bind(topo.TASK_QUEUE, topo.EVENTS_EXCHANGE, "task.#")
+        await self.declare_queue(topo.heartbeat_queue_spec(self.topology))
+        await self.bind(topo.HEARTBEAT_QUEUE, topo.EVENTS_EXCHANGE, "heartbeat.#")
+
+    async def declare_queue(self, spec: QueueSpec) -> None:
+        await self._channel().declare_queue(
+            spec.name,
+            durable=spec.durable,
+            exclusive=spec.exclusive,
+            auto_delete=spec.auto_delete,
+            arguments=spec.arguments,
+        )
+
+    async def bind(self, queue: str, exchange: str, routing_key: str = "") -> None:
+        q = await self._channel().get_queue(queue, ensure=False)
+        await q.bind(exchange, routing_key=routing_key)
+
+    async def _exchange(self, name: str) -> aio_pika.abc.AbstractExchange:
+        ex = self._exchanges.get(name)
+        if ex is None:
+            ch = self._channel()
+            ex = ch.default_exchange if name == "" else await ch.get_exchange(name, ensure=False)
+            self._exchanges[name] = ex
+        return ex
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        priority: int | None = None,
+        mandatory: bool = True,
+        persistent: bool = True,
+        expiration_s: float | None = None,
+        headers: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        retry: bool = True,
+    ) -> None:
+        """Publish and wait for the broker's confirm.
+
+        Raises:
+            Unroutable: ``mandatory`` and no queue is bound for the key.
+            PublishTimeout: no confirm within ``timeout``.
+            BrokerError: nacked, or the connection did not recover in time.
+        """
+        message = aio_pika.Message(
+            body,
+            priority=priority,
+            delivery_mode=(
+                aio_pika.DeliveryMode.PERSISTENT
+                if persistent
+                else aio_pika.DeliveryMode.NOT_PERSISTENT
+            ),
+            expiration=expiration_s,
+            headers=dict(headers) if headers else None,
+        )
+        timeout = timeout or self.publish_timeout
+        try:
+            try:
+                await self._publish_once(exchange, routing_key, message, mandatory, timeout)
+                return
+            except RETRYABLE:
+                if not retry:
+                    raise
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(RETRYABLE),
+                stop=stop_after_delay(self.retry_window) | stop_after_attempt(50),
+                wait=wait_random_exponential(multiplier=0.05, max=2.0),
+                reraise=True,
+            ):
+                with attempt:
+                    await self._publish_once(exchange, routing_key, message, mandatory, timeout)
+        except aio_pika.exceptions.PublishError as exc:
+            raise Unroutable(f"no queue for {exchange or '(default)'}/{routing_key}") from exc
+        except aio_pika.exceptions.DeliveryError as exc:
+            raise BrokerError(f"broker refused the message for {routing_key}: {exc}") from exc
+        except TimeoutError as exc:
+            raise PublishTimeout(f"no confirm for {routing_key} within {timeout}s") from exc
+        except RETRYABLE as exc:
+            raise BrokerError(f"publish to {routing_key} failed: {exc}") from exc
+
+    async def _publish_once(
+        self,
+        exchange: str,
+        routing_key: str,
+        message: aio_pika.Message,
+        mandatory: bool,
+        timeout: float,
+    ) -> None:
+        ex = await self._exchange(exchange)
+        await ex.publish(message, routing_key, mandatory=mandatory, timeout=timeout)
+
+    async def consume(
+        self, spec: QueueSpec, handler: DeliveryHandler, prefetch: int = 32
+    ) -> Consumer:
+        """Declare ``spec`` on its own channel (own prefetch) and consume it.
+
+        The channel and consumer are robust: restored after reconnects.
+        """
+        if self._conn is None:
+            raise BrokerError("not connected")
+        channel = await self._conn.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.declare_queue(
+            spec.name,
+            durable=spec.durable,
+            exclusive=spec.exclusive,
+            auto_delete=spec.auto_delete,
+            arguments=spec.arguments,
+        )
+        name = spec.name
+
+        async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await handler(_Delivery(msg, name, self))
+
+        tag = await queue.consume(on_message)
+        self._consumers[tag] = (queue, channel)
+        return Consumer(name, tag)
+
+    async def cancel(self, consumer: Consumer) -> None:
+        entry = self._consumers.pop(consumer.tag, None)
+        if entry is None:
+            return
+        queue, channel = entry
+        try:
+            await queue.cancel(consumer.tag)
+            await channel.close()
+        except (*RETRYABLE, aio_pika.exceptions.AMQPError) as exc:
+            log.debug("cancel of %s failed: %s", consumer.tag, exc)
+
+    def consumers(self) -> list[Consumer]:
+        return [Consumer(q.name, tag) for tag, (q, _) in self._consumers.items()]
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1) if "://" in url else ("amqp", url)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}@{host}"

@@ -1,0 +1,93 @@
+"""The small interface agents use to talk to the broker.
+
+Agents depend on :class:`Transport` and :class:`Delivery`, never on aio-pika
+types, so the runtime stays thin and the AMQP details live in
+:mod:`robeing.broker.amqp` alone.
+
+Delivery outcomes:
+    * ``ack()`` — done; the broker forgets the message.
+    * ``requeue()`` — hand it back for another consumer (graceful shutdown).
+    * ``dead_letter(reason, detail)`` — publish it to the dead-letter exchange
+      with the reason in headers, then acknowledge; if that publish cannot be
+      confirmed, reject without requeue so the queue's own DLX still keeps it.
+      Nothing is ever silently dropped.
+
+If the connection was lost between delivery and settlement, settling is a
+no-op: the broker redelivers the message (``redelivered=True``) and the
+receiver's duplicate detection absorbs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .topology import QueueSpec
+
+
+class Delivery(Protocol):
+    """One message received from a queue."""
+
+    body: bytes
+    redelivered: bool
+    routing_key: str
+    reply_to: str | None
+    headers: Mapping[str, Any]
+    queue: str
+
+    async def ack(self) -> None: ...
+
+    async def requeue(self) -> None: ...
+
+    async def dead_letter(self, reason: str, detail: str) -> None: ...
+
+
+DeliveryHandler = Callable[[Delivery], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    """A registered consumer, as reported by :meth:`Transport.consumers`."""
+
+    queue: str
+    tag: str
+
+
+class Transport(Protocol):
+    """What an agent needs from a broker connection."""
+
+    @property
+    def is_connected(self) -> bool: ...
+
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def declare_topology(self) -> None: ...
+
+    async def declare_queue(self, spec: QueueSpec) -> None: ...
+
+    async def bind(self, queue: str, exchange: str, routing_key: str = "") -> None: ...
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        priority: int | None = None,
+        mandatory: bool = True,
+        persistent: bool = True,
+        expiration_s: float | None = None,
+        headers: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> None: ...
+
+    async def consume(
+        self, spec: QueueSpec, handler: DeliveryHandler, prefetch: int = 32
+    ) -> Consumer: ...
+
+    async def cancel(self, consumer: Consumer) -> None: ...
+
+    def consumers(self) -> list[Consumer]: ...

@@ -1,0 +1,152 @@
+"""Names and declarations of robeing's broker topology (DESIGN §3).
+
+Everything is named so it reads well in the management UI:
+
+==========================  ========  ==============================================
+name                        kind      purpose
+==========================  ========  ==============================================
+``robeing.direct``          direct    point-to-point; routing key = agent id
+``robeing.agent.<id>``      queue     an agent's durable inbox (classic, priorities 0-9)
+``robeing.broadcast``       fanout    broadcasts to every live agent
+``robeing.broadcast.<id>``  queue     a live agent's broadcast feed (exclusive)
+``robeing.reply.<id>.<n>``  queue     an agent's reply-to queue for ACKs, results, votes
+``robeing.events``          topic     ``task.<specialization>…``, ``heartbeat.<role>.<id>``
+``robeing.coordinator.tasks``       quorum queue, ``task.#``, bounded delivery limit
+``robeing.coordinator.heartbeats``  quorum queue, ``heartbeat.#``, bounded length and age
+``robeing.dead``            fanout    dead-letter exchange
+``robeing.dead-letters``    queue     dead letters, reason in ``x-robeing-reason``
+==========================  ========  ==============================================
+
+Declarations are idempotent; arguments live here only, because RabbitMQ
+refuses a redeclaration whose arguments differ (PRECONDITION_FAILED).
+Only features of RabbitMQ 3.10 and newer are used (quorum queues with
+``x-delivery-limit``, message TTL and ``drop-head`` overflow).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+DIRECT_EXCHANGE = "robeing.direct"
+BROADCAST_EXCHANGE = "robeing.broadcast"
+EVENTS_EXCHANGE = "robeing.events"
+DEAD_EXCHANGE = "robeing.dead"
+DEAD_LETTER_QUEUE = "robeing.dead-letters"
+TASK_QUEUE = "robeing.coordinator.tasks"
+HEARTBEAT_QUEUE = "robeing.coordinator.heartbeats"
+
+# Header names on dead-lettered messages.
+REASON_HEADER = "x-robeing-reason"
+DETAIL_HEADER = "x-robeing-detail"
+SOURCE_HEADER = "x-robeing-queue"
+
+MAX_PRIORITY = 9
+
+
+def agent_queue(agent_id: str) -> str:
+    return f"robeing.agent.{agent_id}"
+
+
+def broadcast_queue(agent_id: str) -> str:
+    return f"robeing.broadcast.{agent_id}"
+
+
+def reply_queue(agent_id: str, instance: str) -> str:
+    return f"robeing.reply.{agent_id}.{instance}"
+
+
+def task_routing_key(specialization: str | None) -> str:
+    return f"task.{specialization or 'any'}"
+
+
+def heartbeat_routing_key(role: str, agent_id: str) -> str:
+    return f"heartbeat.{role}.{agent_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """A queue's name and declaration arguments."""
+
+    name: str
+    durable: bool = True
+    exclusive: bool = False
+    auto_delete: bool = False
+    arguments: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TopologySettings:
+    """Tunable parts of the topology.
+
+    Attributes:
+        task_delivery_limit: deliveries of one task message before the broker
+            dead-letters it (poison tasks).
+        heartbeat_ttl_ms: heartbeats older than this are dropped unread.
+        heartbeat_max_length: the heartbeat queue keeps at most this many.
+    """
+
+    task_delivery_limit: int = 5
+    heartbeat_ttl_ms: int = 30_000
+    heartbeat_max_length: int = 100_000
+
+
+def inbox_spec(agent_id: str) -> QueueSpec:
+    return QueueSpec(
+        agent_queue(agent_id),
+        arguments={"x-max-priority": MAX_PRIORITY, "x-dead-letter-exchange": DEAD_EXCHANGE},
+    )
+
+
+def broadcast_spec(agent_id: str) -> QueueSpec:
+    return QueueSpec(
+        broadcast_queue(agent_id),
+        durable=False,
+        exclusive=True,
+        auto_delete=True,
+        arguments={"x-dead-letter-exchange": DEAD_EXCHANGE},
+    )
+
+
+def reply_spec(agent_id: str, instance: str) -> QueueSpec:
+    return QueueSpec(
+        reply_queue(agent_id, instance), durable=False, exclusive=True, auto_delete=True
+    )
+
+
+def task_queue_spec(settings: TopologySettings) -> QueueSpec:
+    return QueueSpec(
+        TASK_QUEUE,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": settings.task_delivery_limit,
+            "x-dead-letter-exchange": DEAD_EXCHANGE,
+        },
+    )
+
+
+def heartbeat_queue_spec(settings: TopologySettings) -> QueueSpec:
+    # No dead-letter exchange: dropped or expired heartbeats are noise, not loss.
+    return QueueSpec(
+        HEARTBEAT_QUEUE,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": 3,
+            "x-message-ttl": settings.heartbeat_ttl_ms,
+            "x-max-length": settings.heartbeat_max_length,
+            "x-overflow": "drop-head",
+        },
+    )
+
+
+def dead_letter_spec() -> QueueSpec:
+    return QueueSpec(DEAD_LETTER_QUEUE)
+
+
+# (exchange name, type) declared by everyone, in dependency order.
+EXCHANGES: tuple[tuple[str, str], ...] = (
+    (DEAD_EXCHANGE, "fanout"),
+    (DIRECT_EXCHANGE, "direct"),
+    (BROADCAST_EXCHANGE, "fanout"),
+    (EVENTS_EXCHANGE, "topic"),
+)

@@ -1,0 +1,230 @@
+"""Sealing and opening envelopes: signatures, encryption and the receiver's checks.
+
+``Codec.seal`` signs every envelope with the sender's Ed25519 key and, for
+point-to-point messages, encrypts the payload to the receiver with NaCl
+``Box`` (X25519 keys derived from both parties' Ed25519 keys). Broadcasts are
+signed; their payload is encrypted with ``SecretBox`` under the cluster key
+when one is configured.
+
+``Codec.open`` runs the receiver's checks in DESIGN §2's order, cheapest first:
+
+    size → strict decode → version → known sender with valid certificate →
+    signature → timestamp window → not seen before → role allowed to send
+    this type → addressed to us → decrypt
+
+and raises the matching :class:`~robeing.protocol.errors.ProtocolError` on
+the first failure. Nothing is re-encoded before the signature is checked.
+
+This module does no I/O; ``now`` is always passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import nacl.exceptions
+import nacl.public
+import nacl.secret
+import nacl.signing
+
+from .envelope import (
+    DEFAULT_LIMITS,
+    ENC_BOX,
+    ENC_NONE,
+    ENC_SECRETBOX,
+    Envelope,
+    Limits,
+    body_fields,
+    envelope_from_fields,
+    pack,
+    split_wire,
+    unpack,
+)
+from .errors import (
+    CertificateError,
+    ConfigError,
+    DecryptError,
+    Duplicate,
+    NotAllowed,
+    Replay,
+    UnknownPeer,
+    UnknownSender,
+)
+from .identity import Certificate, Identity, TrustStore
+from .replay import ReplayWindow, SeenIds
+from .roles import check_allowed
+
+# Types whose replays are harmless because the application deduplicates them
+# by their own id (task submissions are idempotent by task id), and which may
+# legitimately wait in a durable queue longer than the replay window.
+AGE_EXEMPT_TYPES = frozenset({"task.submit"})
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A verified, decrypted envelope and the sender's certificate."""
+
+    envelope: Envelope
+    certificate: Certificate
+    size: int
+
+
+class Codec:
+    """Seals outgoing envelopes and opens incoming ones for one identity.
+
+    Args:
+        identity: our keys and certificate.
+        trust: authority key, revocation list and known peers.
+        window: the accepted timestamp window.
+        limits: decoding limits for untrusted bytes.
+        cluster_key: optional 32-byte key; broadcasts are then encrypted.
+        age_exempt_types: message types exempt from the age bound.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        trust: TrustStore,
+        window: ReplayWindow | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        cluster_key: bytes | None = None,
+        age_exempt_types: Iterable[str] = AGE_EXEMPT_TYPES,
+    ) -> None:
+        self.identity = identity
+        self.trust = trust
+        self.window = window or ReplayWindow()
+        self.limits = limits
+        self.seen = SeenIds(self.window.max_age + self.window.max_skew)
+        self._age_exempt = frozenset(age_exempt_types)
+        self._cert_raw = identity.certificate.raw
+        self._key_id = identity.certificate.key_id
+        self._sign = identity.signing_key.sign
+        self._boxes: dict[str, tuple[bytes, nacl.public.Box]] = {}
+        self._secret = nacl.secret.SecretBox(cluster_key) if cluster_key else None
+        if cluster_key is not None and len(cluster_key) != 32:
+            raise ConfigError("the cluster key must be 32 bytes")
+
+    # -- sending -------------------------------------------------------------
+
+    def seal(self, env: Envelope, now: float, encrypt: bool | None = None) -> bytes:
+        """Sign (and encrypt) ``env`` as sent by us at ``now``.
+
+        Args:
+            env: the message; its ``sender`` and ``timestamp`` are set by us.
+            now: our clock.
+            encrypt: ``None`` encrypts point-to-point payloads always and
+                broadcasts when a cluster key is set; ``False`` sends the
+                payload signed but in clear.
+
+        Returns:
+            The exact bytes to publish.
+
+        Raises:
+            UnknownPeer: point-to-point encryption to a receiver whose
+                certificate is unknown, expired or revoked.
+            TypeError: the payload cannot be msgpack-encoded.
+        """
+        fields = body_fields(env, ENC_NONE, self._cert_raw, self._key_id)
+        fields["sender"] = self.identity.agent_id
+        fields["timestamp"] = now
+        if encrypt is None:
+            encrypt = not env.is_broadcast or self._secret is not None
+        if not encrypt:
+            fields["payload"] = env.payload
+        elif env.is_broadcast:
+            if self._secret is None:
+                raise ConfigError("broadcast encryption needs a cluster key")
+            fields["encryption"] = ENC_SECRETBOX
+            fields["ciphertext"] = bytes(self._secret.encrypt(pack(env.payload)))
+        else:
+            fields["encryption"] = ENC_BOX
+            fields["ciphertext"] = bytes(self._box(env.receiver, now).encrypt(pack(env.payload)))
+        body = pack(fields)
+        return self._sign(body).signature + body
+
+    def _box(self, peer_id: str, now: float) -> nacl.public.Box:
+        cert = self.trust.peer(peer_id)
+        if cert is None:
+            raise UnknownPeer(f"no certificate known for agent {peer_id!r}")
+        try:
+            self.trust.require_valid(cert, now)
+        except CertificateError as exc:
+            raise UnknownPeer(str(exc)) from exc
+        cached = self._boxes.get(peer_id)
+        if cached is not None and cached[0] == cert.verify_key:
+            return cached[1]
+        peer_vk = nacl.signing.VerifyKey(cert.verify_key)
+        box = nacl.public.Box(self.identity.box_key, peer_vk.to_curve25519_public_key())
+        self._boxes[peer_id] = (cert.verify_key, box)
+        return box
+
+    # -- receiving -----------------------------------------------------------
+
+    def open(self, data: bytes, now: float, redelivered: bool = False) -> Opened:
+        """Verify and decrypt wire bytes (DESIGN §2 order, cheapest first).
+
+        Args:
+            data: the message body exactly as received.
+            now: our clock.
+            redelivered: the broker's redelivered flag for this delivery.
+
+        Returns:
+            The verified envelope with its sender's certificate.
+
+        Raises:
+            TooLarge, DecodeError, VersionError: not a valid envelope.
+            UnknownSender, CertificateError, CertificateExpired, Revoked:
+                the sender is not trusted.
+            SignatureError: the signature does not match.
+            StaleMessage: timestamp outside the window.
+            Replay: the id was seen before (fresh publish).
+            Duplicate: the id was seen before and the broker redelivered it.
+            NotAllowed: the sender's role may not send this type, or the
+                message is addressed to another agent.
+            DecryptError: the payload does not decrypt or decode.
+        """
+        raw = split_wire(data, self.limits)
+        fields = raw.fields
+        sender = fields["sender"]
+        try:
+            cert = self.trust.check_certificate(fields["cert"], now)
+        except CertificateError as exc:
+            if type(exc) is CertificateError:
+                raise UnknownSender(f"sender {sender!r}: {exc}") from exc
+            raise
+        if cert.agent_id != sender:
+            raise UnknownSender(f"certificate of {cert.agent_id!r} used by {sender!r}")
+        self.trust.verify(cert, raw.body, raw.signature)
+        msg_type = fields["type"]
+        self.window.check(fields["timestamp"], now, age_exempt=msg_type in self._age_exempt)
+        try:
+            self.seen.add(fields["id"], now)
+        except Replay:
+            if redelivered:
+                raise Duplicate(f"message {fields['id']} redelivered after acceptance") from None
+            raise
+        check_allowed(cert.role, msg_type)
+        receiver = fields["receiver"]
+        me = self.identity.agent_id
+        if receiver != me and receiver != "*":
+            raise NotAllowed(f"message for {receiver!r} delivered to {me!r}")
+        self.trust.learn(cert)
+        payload = self._payload(fields, sender, now)
+        return Opened(envelope_from_fields(fields, payload), cert, len(data))
+
+    def _payload(self, fields: dict[str, Any], sender: str, now: float) -> Any:
+        encryption = fields["encryption"]
+        if encryption == ENC_NONE:
+            return fields["payload"]
+        try:
+            if encryption == ENC_BOX:
+                plain = self._box(sender, now).decrypt(fields["ciphertext"])
+            elif self._secret is None:
+                raise DecryptError("broadcast encrypted with a cluster key we do not have")
+            else:
+                plain = self._secret.decrypt(fields["ciphertext"])
+        except (nacl.exceptions.CryptoError, UnknownPeer) as exc:
+            raise DecryptError(f"payload from {sender!r} does not decrypt: {exc}") from exc
+        return unpack(plain, self.limits)
