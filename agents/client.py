@@ -151,8 +151,9 @@ class Client:
                 seen[status.id] = status
 
         transport = self.agent.transport
-        consumer = await transport.consume(spec, on_heartbeat, prefetch=1000)
-        await transport.bind(spec.name, topo.EVENTS_EXCHANGE, "heartbeat.#")
+        consumer = await transport.consume(
+            spec, on_heartbeat, prefetch=1000, bindings=[(topo.EVENTS_EXCHANGE, "heartbeat.#")]
+        )
         try:
             await asyncio.sleep(wait)
         finally:

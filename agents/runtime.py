@@ -167,11 +167,14 @@ class Agent:
             self._work_consumers.append(
                 await self.transport.consume(inbox, self._on_work, self.settings.concurrency)
             )
-            bcast = topo.broadcast_spec(self.id)
             self._work_consumers.append(
-                await self.transport.consume(bcast, self._on_work, self.settings.concurrency)
+                await self.transport.consume(
+                    topo.broadcast_spec(self.id),
+                    self._on_work,
+                    self.settings.concurrency,
+                    bindings=[(topo.BROADCAST_EXCHANGE, "")],
+                )
             )
-            await self.transport.bind(bcast.name, topo.BROADCAST_EXCHANGE)
         self.started_at = self.clock()
         self.state = "alive"
         if takes_work:
@@ -191,7 +194,7 @@ class Agent:
             await asyncio.wait_for(self._idle.wait(), self.settings.grace_period)
         except TimeoutError:
             log.warning(
-                "%d handlers still running after %.0fs grace; their messages return to the queue",
+                "%d handlers still running after %.1fs grace; their messages return to the queue",
                 self.in_flight,
                 self.settings.grace_period,
             )

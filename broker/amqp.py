@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aio_pika
@@ -300,11 +300,17 @@ class AmqpTransport:
         await ex.publish(message, routing_key, mandatory=mandatory, timeout=timeout)
 
     async def consume(
-        self, spec: QueueSpec, handler: DeliveryHandler, prefetch: int = 32
+        self,
+        spec: QueueSpec,
+        handler: DeliveryHandler,
+        prefetch: int = 32,
+        bindings: Sequence[tuple[str, str]] = (),
     ) -> Consumer:
-        """Declare ``spec`` on its own channel (own prefetch) and consume it.
+        """Declare ``spec`` on its own channel (own prefetch), bind it, consume it.
 
-        The channel and consumer are robust: restored after reconnects.
+        The channel, queue, ``bindings`` (exchange, routing key) and consumer
+        are robust: aio-pika restores all of them after a reconnect, which
+        matters for exclusive queues that a broker restart deletes.
         """
         if self._conn is None:
             raise BrokerError("not connected")
@@ -317,6 +323,8 @@ class AmqpTransport:
             auto_delete=spec.auto_delete,
             arguments=spec.arguments,
         )
+        for exchange, routing_key in bindings:
+            await queue.bind(exchange, routing_key=routing_key)
         name = spec.name
 
         async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -330,10 +338,12 @@ class AmqpTransport:
         entry = self._consumers.pop(consumer.tag, None)
         if entry is None:
             return
-        queue, channel = entry
+        queue, _channel = entry
+        # Only basic.cancel: the channel stays open so in-flight deliveries can
+        # still be acknowledged (closing it would also cancel their handler
+        # tasks). It closes with the connection.
         try:
             await queue.cancel(consumer.tag)
-            await channel.close()
         except (*RETRYABLE, aio_pika.exceptions.AMQPError) as exc:
             log.debug("cancel of %s failed: %s", consumer.tag, exc)
 

@@ -19,7 +19,7 @@ receiver's duplicate detection absorbs it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -85,7 +85,11 @@ class Transport(Protocol):
     ) -> None: ...
 
     async def consume(
-        self, spec: QueueSpec, handler: DeliveryHandler, prefetch: int = 32
+        self,
+        spec: QueueSpec,
+        handler: DeliveryHandler,
+        prefetch: int = 32,
+        bindings: Sequence[tuple[str, str]] = (),
     ) -> Consumer: ...
 
     async def cancel(self, consumer: Consumer) -> None: ...

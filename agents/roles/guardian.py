@@ -123,8 +123,9 @@ def install(agent: Agent) -> None:
                 log.warning("could not broadcast alert: %s", exc)
 
     async def start(a: Agent) -> None:
-        await a.transport.consume(spec, on_dead_letter, prefetch=100)
-        await a.transport.bind(spec.name, topo.DEAD_EXCHANGE)
+        await a.transport.consume(
+            spec, on_dead_letter, prefetch=100, bindings=[(topo.DEAD_EXCHANGE, "")]
+        )
 
     agent.app.on_start(start)
     agent.heartbeat_extras.append(lambda: {"guardian": watch.report()})

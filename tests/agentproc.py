@@ -1,0 +1,178 @@
+"""Test helpers: real agent processes and a heartbeat watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from robeing.agents.client import AgentStatus, status_from_heartbeat
+from robeing.agents.runtime import Agent
+from robeing.agents.settings import Settings
+from robeing.broker import topology as topo
+from robeing.broker.base import Delivery
+from robeing.protocol.errors import ProtocolError
+
+
+class AgentProcess:
+    """A ``robeing agent`` subprocess, started exactly as a user would."""
+
+    def __init__(
+        self,
+        amqp_url: str,
+        keys_dir: Path,
+        role: str,
+        agent_id: str,
+        args: list[str],
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.agent_id = agent_id
+        self.argv = [
+            sys.executable,
+            "-m",
+            "robeing.agents",
+            "agent",
+            "--role",
+            role,
+            "--id",
+            agent_id,
+            "--heartbeat-interval",
+            "0.5",
+            *args,
+        ]
+        self.env = dict(os.environ)
+        self.env.update(
+            {
+                "AMQP_URL": amqp_url,
+                "ROBEING_KEYS": str(keys_dir),
+                "ROBEING_LOG_FORMAT": "text",
+                "ROBEING_LOG_LEVEL": "info",
+            }
+        )
+        tests_dir = str(Path(__file__).parent)
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (tests_dir, self.env.get("PYTHONPATH")) if p
+        )
+        self.env.update(env or {})
+        self.log_path = log_dir / f"{agent_id}.log"
+        self._log: IO[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, sig)
+
+    async def wait(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.agent_id} still running after {timeout}s")
+            await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+    async def terminate(self, timeout: float = 30.0) -> int:
+        self.signal(signal.SIGTERM)
+        return await self.wait(timeout)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def kill_sync(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class HeartbeatWatcher:
+    """Consumes every heartbeat of the vhost and remembers the latest per agent."""
+
+    def __init__(self, amqp_url: str, keys_dir: Path) -> None:
+        self.agent = Agent.from_settings(
+            Settings(
+                role="client",
+                agent_id=f"watcher-{os.getpid()}",
+                amqp_url=amqp_url,
+                keys_dir=keys_dir,
+            )
+        )
+        self.latest: dict[str, AgentStatus] = {}
+        self._changed = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.agent.start()
+        spec = topo.QueueSpec(
+            f"robeing.test-watcher.{os.getpid()}", durable=False, exclusive=True, auto_delete=True
+        )
+        await self.agent.transport.consume(
+            spec,
+            self._on_heartbeat,
+            prefetch=1000,
+            bindings=[(topo.EVENTS_EXCHANGE, "heartbeat.#")],
+        )
+
+    async def _on_heartbeat(self, delivery: Delivery) -> None:
+        await delivery.ack()
+        try:
+            opened = self.agent.codec.open(delivery.body, time.time())
+        except ProtocolError:
+            return
+        status = status_from_heartbeat(opened, time.time())
+        self.latest[status.id] = status
+        self._changed.set()
+
+    async def wait_alive(
+        self,
+        agent_id: str,
+        timeout: float = 20.0,
+        process: AgentProcess | None = None,
+        since: float = 0.0,
+    ) -> AgentStatus:
+        """Wait for a heartbeat of ``agent_id`` in state alive, newer than ``since``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.latest.get(agent_id)
+            if st is not None and st.state == "alive" and st.last_seen > since:
+                return st
+            if process is not None and process.proc is not None and process.proc.poll() is not None:
+                raise AssertionError(f"{agent_id} exited early:\n{process.log()[-3000:]}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log = process.log()[-3000:] if process else ""
+                raise TimeoutError(f"no heartbeat from {agent_id} within {timeout}s\n{log}")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
+
+    async def stop(self) -> None:
+        await self.agent.stop()
