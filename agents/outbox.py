@@ -63,6 +63,14 @@ class Outbox:
         # message id -> (the agent that must answer, its waiter)
         self._pending: dict[str, tuple[str, asyncio.Future[Opened]]] = {}
         self.sent = 0
+        transport.add_return_listener(self._on_return)
+
+    def _on_return(self, message_id: str, routing_key: str) -> None:
+        entry = self._pending.get(message_id)
+        if entry is not None and not entry[1].done():
+            entry[1].set_exception(
+                Unroutable(f"no agent {routing_key!r} (its queue does not exist)")
+            )
 
     # -- outgoing ------------------------------------------------------------
 
@@ -151,7 +159,10 @@ class Outbox:
         fut: asyncio.Future[Opened] = asyncio.get_running_loop().create_future()
         self._pending[env.id] = (env.receiver, fut)
         try:
-            await self._publish_direct(env, encrypt)
+            # The receiver's ACK proves delivery, so the broker's confirm would
+            # only add a round of work; an unroutable publish still comes back
+            # (mandatory) and fails the waiter through _on_return.
+            await self._publish_direct(env, encrypt, confirm=False)
             wait = timeout if timeout is not None else self.ack_timeout
             try:
                 opened = await asyncio.wait_for(fut, wait)
@@ -164,11 +175,18 @@ class Outbox:
             raise error_from_data(answer.get("error") or {})
         return opened
 
-    async def _publish_direct(self, env: Envelope, encrypt: bool | None) -> None:
+    async def _publish_direct(
+        self, env: Envelope, encrypt: bool | None, confirm: bool = True
+    ) -> None:
         body = self.codec.seal(env, self.clock(), encrypt)
         try:
             await self.transport.publish(
-                topo.DIRECT_EXCHANGE, env.receiver, body, priority=env.priority
+                topo.DIRECT_EXCHANGE,
+                env.receiver,
+                body,
+                priority=env.priority,
+                confirm=confirm,
+                message_id=None if confirm else env.id,
             )
         except Unroutable:
             raise Unroutable(f"no agent {env.receiver!r} (its queue does not exist)") from None
@@ -213,7 +231,11 @@ class Outbox:
                 encrypt = False
         body = self.codec.seal(ack, self.clock(), encrypt)
         try:
-            await self.transport.publish("", env.reply_to, body, persistent=False)
+            # Unconfirmed: a lost ACK looks like a slow one to the requester,
+            # who times out and may resend (handlers are at-least-once).
+            await self.transport.publish(
+                "", env.reply_to, body, persistent=False, mandatory=False, confirm=False
+            )
         except Unroutable:
             log.debug("requester %s left before its ACK for %s", env.sender, env.id)
 

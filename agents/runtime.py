@@ -160,8 +160,9 @@ class Agent:
             await self.transport.bind(inbox.name, topo.DIRECT_EXCHANGE, self.id)
         for hook in self.app.start_hooks:
             await call_hook(hook, self)
+        # Replies are worthless after a crash (their waiter is gone): no acks.
         await self.transport.consume(
-            topo.reply_spec(self.id, self.instance), self._on_answer, prefetch=1000
+            topo.reply_spec(self.id, self.instance), self._on_answer, prefetch=1000, no_ack=True
         )
         if takes_work:
             self._work_consumers.append(

@@ -82,7 +82,12 @@ class Transport(Protocol):
         expiration_s: float | None = None,
         headers: Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        retry: bool = True,
+        confirm: bool = True,
+        message_id: str | None = None,
     ) -> None: ...
+
+    def add_return_listener(self, listener: Callable[[str, str], None]) -> None: ...
 
     async def consume(
         self,
@@ -90,6 +95,7 @@ class Transport(Protocol):
         handler: DeliveryHandler,
         prefetch: int = 32,
         bindings: Sequence[tuple[str, str]] = (),
+        no_ack: bool = False,
     ) -> Consumer: ...
 
     async def cancel(self, consumer: Consumer) -> None: ...

@@ -129,7 +129,7 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise DecodeError(f"msgpack extension type {code} is not allowed")
 
 
-def unpack(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
+def unpack(data: bytes, limits: Limits = DEFAULT_LIMITS, depth: bool = True) -> Any:
     """Strictly decode untrusted msgpack bytes.
 
     Raises:
@@ -155,27 +155,30 @@ def unpack(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
         raise
     except Exception as exc:  # msgpack raises a zoo of types; all mean "malformed"
         raise DecodeError(f"malformed msgpack: {type(exc).__name__}: {exc}", data[:64]) from exc
-    check_depth(value, limits.max_depth)
+    if depth:
+        check_depth(value, limits.max_depth)
     return value
 
 
 def check_depth(value: Any, max_depth: int) -> None:
     """Refuse values nested deeper than ``max_depth`` (iterative, no recursion).
 
+    Only containers are visited, so flat values cost nothing.
+
     Raises:
         DecodeError: when the value is nested too deeply.
     """
+    if not isinstance(value, dict | list):
+        return
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict):
-            if depth > max_depth:
-                raise DecodeError(f"nesting deeper than {max_depth}")
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            if depth > max_depth:
-                raise DecodeError(f"nesting deeper than {max_depth}")
-            stack.extend((v, depth + 1) for v in item)
+        if depth > max_depth:
+            raise DecodeError(f"nesting deeper than {max_depth}")
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
 
 
 # Fields every body must carry, with the Python types they must have.
@@ -208,7 +211,7 @@ def split_wire(data: bytes, limits: Limits = DEFAULT_LIMITS) -> RawEnvelope:
     if len(data) <= SIGNATURE_SIZE:
         raise DecodeError(f"{len(data)} bytes is too short for an envelope", data[:64])
     body = data[SIGNATURE_SIZE:]
-    fields = unpack(body, limits)
+    fields = unpack(body, limits, depth=False)
     if not isinstance(fields, dict):
         raise DecodeError(f"envelope body is a {type(fields).__name__}, not a map")
     version = fields.get("protocol_version")
@@ -224,6 +227,8 @@ def split_wire(data: bytes, limits: Limits = DEFAULT_LIMITS) -> RawEnvelope:
     if fields["encryption"] == ENC_NONE:
         if "payload" not in fields:
             raise DecodeError("field 'payload' missing")
+        # The other fields were type-checked flat above; only the payload nests.
+        check_depth(fields["payload"], limits.max_depth - 1)
     elif not isinstance(fields.get("ciphertext"), bytes):
         raise DecodeError("field 'ciphertext' missing or not bytes")
     for optional in ("reply_to", "in_reply_to"):
