@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +77,56 @@ Handler = Callable[[Message], Any]
 Hook = Callable[["Agent"], Awaitable[None] | None]
 
 
+@dataclass(frozen=True, slots=True)
+class TaskContext:
+    """What a task handler receives.
+
+    Attributes:
+        task_id: the task (or subtask) id.
+        attempt: the attempt number; with ``epoch`` the fencing token.
+        epoch: the assigning coordinator's epoch.
+        payload: the task's input.
+        dep_results: results of the tasks this one depends on, by id.
+        deadline: absolute time after which the result is useless, or None.
+        agent: the executing agent.
+    """
+
+    task_id: str
+    attempt: int
+    epoch: int
+    payload: Any
+    dep_results: dict[str, Any]
+    deadline: float | None
+    agent: Agent
+
+
+TaskFn = Callable[[TaskContext], Any]
+Splitter = Callable[[Any, int], Sequence[Any]]
+Merger = Callable[[Mapping[str, Any]], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDef:
+    """A task type: its handler and how to split and merge it.
+
+    Attributes:
+        type: the task type name, e.g. ``"wordcount"``.
+        fn: the handler, sync or async, taking a :class:`TaskContext`.
+        specialization: the skill an agent needs to run it (None: any worker).
+        split: ``split(payload, n)`` → subtask payloads (default: list chunks).
+        merge: ``merge({subtask_id: result})`` → the task's result
+            (default: concatenate lists, sum numbers, else a map).
+        transient: exception types retried with backoff; others fail the task.
+    """
+
+    type: str
+    fn: TaskFn
+    specialization: str | None = None
+    split: Splitter | None = None
+    merge: Merger | None = None
+    transient: tuple[type[BaseException], ...] = (TimeoutError, ConnectionError)
+
+
 class Middleware:
     """No-op hooks around message handling (dramatiq-style).
 
@@ -102,6 +152,7 @@ class App:
 
     name: str = "app"
     handlers: dict[str, Handler] = field(default_factory=dict)
+    tasks: dict[str, TaskDef] = field(default_factory=dict)
     middleware: list[Middleware] = field(default_factory=list)
     start_hooks: list[Hook] = field(default_factory=list)
     stop_hooks: list[Hook] = field(default_factory=list)
@@ -120,6 +171,32 @@ class App:
             if message_type in self.handlers:
                 raise ConfigError(f"a handler for {message_type!r} is already registered")
             self.handlers[message_type] = fn
+            return fn
+
+        return register
+
+    def task(
+        self,
+        task_type: str,
+        *,
+        specialization: str | None = None,
+        split: Splitter | None = None,
+        merge: Merger | None = None,
+        transient: tuple[type[BaseException], ...] = (TimeoutError, ConnectionError),
+    ) -> Callable[[TaskFn], TaskFn]:
+        """Register the decorated function as the handler of tasks of ``task_type``.
+
+        The coordinator needs the same registration (start it with the same
+        ``--app``) to know the type's specialization, split and merge.
+
+        Raises:
+            ConfigError: a task of that type is already registered.
+        """
+
+        def register(fn: TaskFn) -> TaskFn:
+            if task_type in self.tasks:
+                raise ConfigError(f"a task {task_type!r} is already registered")
+            self.tasks[task_type] = TaskDef(task_type, fn, specialization, split, merge, transient)
             return fn
 
         return register
@@ -148,6 +225,10 @@ class App:
         """
         for message_type, fn in other.handlers.items():
             self.handler(message_type)(fn)
+        for task_type, tdef in other.tasks.items():
+            if task_type in self.tasks:
+                raise ConfigError(f"a task {task_type!r} is already registered")
+            self.tasks[task_type] = tdef
         self.middleware.extend(other.middleware)
         self.start_hooks.extend(other.start_hooks)
         self.stop_hooks.extend(other.stop_hooks)

@@ -29,20 +29,28 @@ T = TypeVar("T")
 
 
 class CliError(click.ClickException):
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    """A robeing error shown as one line (exit code 1)."""
+
+    exit_code = 1
 
     def show(self, file: Any = None) -> None:
         click.echo(f"robeing: error: {self.format_message()}", err=True)
 
 
-def _exit_code(exc: RobeingError) -> int:
+class ConfigFailure(CliError):
+    exit_code = 2
+
+
+class BrokerFailure(CliError):
+    exit_code = 3
+
+
+def _cli_error(exc: RobeingError) -> CliError:
     if isinstance(exc, ConfigError):
-        return 2
+        return ConfigFailure(str(exc))
     if isinstance(exc, BrokerError | AckTimeout):
-        return 3
-    return 1
+        return BrokerFailure(str(exc))
+    return CliError(str(exc))
 
 
 class RobeingGroup(click.Group):
@@ -52,7 +60,7 @@ class RobeingGroup(click.Group):
         try:
             return super().invoke(ctx)
         except RobeingError as exc:
-            raise CliError(str(exc), _exit_code(exc)) from None
+            raise _cli_error(exc) from None
         except KeyboardInterrupt:
             raise click.exceptions.Exit(130) from None
 
@@ -128,7 +136,13 @@ def cli(ctx: click.Context, amqp_url: str, keys_dir: Path, log_level: str, log_f
     ctx.obj = Common(amqp_url, keys_dir, log_level, log_format)
     # One-shot commands only show problems; `agent` and `up` reconfigure.
     quiet = log_level if log_level in ("debug", "warning", "error") else "warning"
-    logs.configure(quiet, log_format, "cli", "client")
+    logs.configure(
+        quiet,
+        log_format,
+        "cli",
+        "client",
+        library_level="warning" if log_level == "debug" else "critical",
+    )
 
 
 pass_common = click.make_pass_decorator(Common)
@@ -216,9 +230,9 @@ def keys_list(common: Common) -> None:
     "--role",
     envvar="AGENT_ROLE",
     show_envvar=True,
-    required=True,
+    default=None,
     type=click.Choice(AGENT_ROLES),
-    help="What this agent does.",
+    help="What this agent does (required, except with --check).",
 )
 @click.option(
     "--id",
@@ -279,7 +293,7 @@ def keys_list(common: Common) -> None:
 @pass_common
 def agent(
     common: Common,
-    role: str,
+    role: str | None,
     agent_id: str,
     specializations: tuple[str, ...],
     cluster_id: str,
@@ -290,6 +304,10 @@ def agent(
     check: bool,
 ) -> None:
     """Run an agent process until SIGTERM or Ctrl-C."""
+    if role is None:
+        if not check:
+            raise click.UsageError("Missing option '--role' (or AGENT_ROLE).")
+        role = "worker"  # a probe needs only the id
     settings = common.settings(
         role=role,
         agent_id=agent_id,
@@ -408,6 +426,193 @@ def broadcast(
             return await client.broadcast(message_type, body, priority=priority)
 
     click.echo(f"broadcast {run(go())}")
+
+
+# -- tasks -------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--app",
+    envvar="ROBEING_APP",
+    show_envvar=True,
+    default=None,
+    help="Module with your App (needed for its tasks' split and merge).",
+)
+@click.option(
+    "--id",
+    "agent_id",
+    envvar="AGENT_ID",
+    show_envvar=True,
+    default="",
+    help="Unique id (default: coordinator-<host>-<pid>).",
+)
+@click.option(
+    "--standby",
+    is_flag=True,
+    help="Label this coordinator a standby; every coordinator waits for the "
+    "lead anyway and takes over when the active one dies.",
+)
+@click.option(
+    "--heartbeat-interval",
+    envvar="ROBEING_HEARTBEAT_INTERVAL",
+    show_envvar=True,
+    default=1.0,
+    type=click.FloatRange(min=0.05),
+    show_default=True,
+    help="The agents' heartbeat interval (and ours).",
+)
+@click.option(
+    "--acceptable-pause",
+    envvar="ROBEING_ACCEPTABLE_PAUSE",
+    show_envvar=True,
+    default=3.0,
+    type=click.FloatRange(min=0),
+    show_default=True,
+    help="Silence beyond the interval that never makes an agent suspected.",
+)
+@click.option(
+    "--dead-after",
+    envvar="ROBEING_DEAD_AFTER",
+    show_envvar=True,
+    default=2.0,
+    type=click.FloatRange(min=0),
+    show_default=True,
+    help="Seconds suspected before an agent is declared dead.",
+)
+@click.option(
+    "--max-attempts",
+    envvar="ROBEING_MAX_ATTEMPTS",
+    show_envvar=True,
+    default=3,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="Executions of a task before it is dead-lettered.",
+)
+@pass_common
+def coordinator(
+    common: Common,
+    app: str | None,
+    agent_id: str,
+    standby: bool,
+    heartbeat_interval: float,
+    acceptable_pause: float,
+    dead_after: float,
+    max_attempts: int,
+) -> None:
+    """Run a coordinator (same as `robeing agent --role coordinator`)."""
+    settings = common.settings(
+        role="coordinator",
+        agent_id=agent_id,
+        app=app,
+        heartbeat_interval=heartbeat_interval,
+        acceptable_pause=acceptable_pause,
+        dead_after=dead_after,
+        max_attempts=max_attempts,
+    )
+    common.configure_logging(settings.agent_id, "coordinator")
+    from .app import load_app
+    from .runtime import Agent
+
+    run(Agent.from_settings(settings, load_app(app) if app else None).run())
+
+
+@cli.command()
+@click.argument("task_type")
+@click.option("--payload", default=None, help="JSON, or @file with JSON.")
+@click.option("--skills", default="", help="Comma-separated specializations needed.")
+@click.option(
+    "--agents",
+    type=click.IntRange(min=1, max=1000),
+    default=1,
+    show_default=True,
+    help="Split across this many agents.",
+)
+@click.option("--priority", type=click.IntRange(0, 9), default=5, show_default=True)
+@click.option(
+    "--deadline",
+    type=click.FloatRange(min=0.001),
+    default=None,
+    help="Seconds until the task expires.",
+)
+@click.option("--depends-on", multiple=True, help="Task id whose result it needs (repeat).")
+@click.option("--id", "task_id", default=None, help="Your task id (resubmission is idempotent).")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=None)
+@click.option("--wait", is_flag=True, help="Show progress and print the result.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=300.0,
+    show_default=True,
+    help="With --wait: give up after this many seconds.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--as", "as_id", envvar="ROBEING_CLIENT_ID", default="", help="Client identity.")
+@pass_common
+def submit(
+    common: Common,
+    task_type: str,
+    payload: str | None,
+    skills: str,
+    agents: int,
+    priority: int,
+    deadline: float | None,
+    depends_on: tuple[str, ...],
+    task_id: str | None,
+    max_attempts: int | None,
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+    as_id: str,
+) -> None:
+    """Submit a task; with --wait, follow it to its result."""
+    from .client import parse_payload
+    from .submit import run_submit
+
+    code = run(
+        run_submit(
+            _client_settings(common, as_id),
+            task_type,
+            parse_payload(payload),
+            skills=_split((skills,)),
+            agents=agents,
+            priority=priority,
+            deadline=deadline,
+            depends_on=_split(depends_on),
+            task_id=task_id,
+            max_attempts=max_attempts,
+            wait=wait,
+            timeout=timeout,
+            as_json=as_json,
+        )
+    )
+    sys.exit(code)
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option(
+    "--since",
+    "since_h",
+    type=click.FloatRange(min=0.01),
+    default=24.0,
+    show_default=True,
+    help="Look this many hours back.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_common
+def result(common: Common, task_id: str, since_h: float, as_json: bool) -> None:
+    """Fetch a finished task's result from the results stream."""
+    from .submit import print_final, run_fetch
+
+    final = run(run_fetch(common.settings(role="client"), task_id, since_h * 3600))
+    if final is None:
+        raise ConfigFailure(
+            f"no result for task {task_id!r} in the last {since_h:g} h "
+            "(unknown id, still running, or older)"
+        )
+    print_final(final, as_json)
+    sys.exit(0 if final.ok else 1)
 
 
 # -- status ----------------------------------------------------------------------

@@ -15,13 +15,16 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..broker import topology as topo
 from ..broker.base import Delivery
 from ..protocol.codec import Opened
+from ..protocol.envelope import Envelope, new_id, unpack
 from ..protocol.errors import ConfigError, ProtocolError
+from ..protocol.taskmsgs import FinalResult, Submission, TaskRequest
 from .runtime import Agent
 from .settings import Settings
 
@@ -89,6 +92,29 @@ def status_from_heartbeat(opened: Opened, now: float) -> AgentStatus:
     )
 
 
+class TaskHandle:
+    """A submitted task: its progress and, eventually, its one final result."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        self.done = 0
+        self.total = 1
+        self._final: asyncio.Future[FinalResult] = asyncio.get_running_loop().create_future()
+        self.on_progress: Callable[[TaskHandle], None] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self._final.done()
+
+    async def result(self, timeout: float | None = None) -> FinalResult:
+        """Wait for the final result (succeeded, failed, expired or dead_lettered).
+
+        Raises:
+            TimeoutError: not finished within ``timeout``.
+        """
+        return await asyncio.wait_for(asyncio.shield(self._final), timeout)
+
+
 class Client:
     """A client identity connected to the broker.
 
@@ -102,6 +128,119 @@ class Client:
             settings = replace(settings, role="client", agent_id="")
         self.settings = settings
         self.agent = Agent.from_settings(settings)
+        self._handles: dict[str, TaskHandle] = {}
+        self.duplicates = 0
+        self.agent.answer_handlers["task.final"] = self._on_final
+        self.agent.answer_handlers["task.progress"] = self._on_progress
+
+    def _on_final(self, opened: Opened) -> None:
+        final = FinalResult.from_data(opened.envelope.payload)
+        handle = self._handles.get(final.task_id)
+        if handle is None or handle.finished:
+            self.duplicates += 1  # exactly one result per task reaches the caller
+            return
+        handle.done = handle.total
+        handle._final.set_result(final)
+
+    def _on_progress(self, opened: Opened) -> None:
+        p = opened.envelope.payload
+        handle = self._handles.get(str(p.get("task_id"))) if isinstance(p, dict) else None
+        if handle is None or handle.finished:
+            return
+        handle.done, handle.total = int(p.get("done", 0)), int(p.get("total", 1))
+        if handle.on_progress is not None:
+            handle.on_progress(handle)
+
+    async def submit(
+        self,
+        task_type: str,
+        payload: Any = None,
+        *,
+        task_id: str | None = None,
+        skills: Sequence[str] = (),
+        agents: int = 1,
+        priority: int = 5,
+        deadline: float | None = None,
+        depends_on: Sequence[str] = (),
+        max_attempts: int | None = None,
+    ) -> TaskHandle:
+        """Submit one task; returns once the broker confirmed it into the durable queue.
+
+        Args:
+            task_type: the task type (e.g. ``"wordcount"``).
+            payload: its input.
+            task_id: your id for it; resubmitting the same id is idempotent.
+            skills: specializations needed (default: the type's own).
+            agents: split across this many agents.
+            priority: 0-9; higher goes first when agents are scarce.
+            deadline: seconds from now after which the task expires.
+            depends_on: ids of tasks whose results it needs.
+            max_attempts: executions before it is dead-lettered.
+
+        Raises:
+            ConfigError: invalid arguments.
+            BrokerError: the broker did not confirm the submission.
+        """
+        request = TaskRequest(
+            id=task_id or new_id(),
+            type=task_type,
+            payload=payload,
+            skills=tuple(skills),
+            agents=agents,
+            priority=priority,
+            deadline=None if deadline is None else time.time() + deadline,
+            depends_on=tuple(depends_on),
+            max_attempts=max_attempts,
+        )
+        return (await self.submit_many([request]))[0]
+
+    async def submit_many(self, requests: Sequence[TaskRequest]) -> list[TaskHandle]:
+        """Submit tasks in one durable message (dependencies may span them).
+
+        Raises:
+            ConfigError: an invalid request (bad priority, agents < 1, no tasks).
+            BrokerError: the broker did not confirm the submission.
+        """
+        if not requests:
+            raise ConfigError("nothing to submit")
+        for r in requests:
+            if not 0 <= r.priority <= 9 or r.agents < 1:
+                raise ConfigError(f"task {r.id!r}: priority must be 0-9 and agents >= 1")
+        handles = []
+        for r in requests:
+            handle = self._handles.get(r.id) or TaskHandle(r.id)
+            self._handles[r.id] = handle
+            handles.append(handle)
+        submission = Submission(tuple(requests), self.agent.reply_queue)
+        env = Envelope(
+            "task.submit", submission.to_data(), priority=max(r.priority for r in requests)
+        )
+        body = self.agent.codec.seal(env, time.time())
+        skill = requests[0].skills[0] if requests[0].skills else None
+        await self.agent.transport.publish(
+            topo.EVENTS_EXCHANGE, topo.task_routing_key(skill), body, priority=env.priority
+        )
+        return handles
+
+    async def fetch_result(self, task_id: str, since_s: float = 24 * 3600.0) -> FinalResult | None:
+        """Look a finished task up in the results stream (no coordinator needed)."""
+        from datetime import UTC, datetime
+
+        found: list[FinalResult] = []
+
+        def on_body(body: bytes) -> None:
+            try:
+                final = FinalResult.from_data(unpack(body))
+            except ProtocolError:
+                return
+            if final.task_id == task_id:
+                found.append(final)
+
+        since = datetime.fromtimestamp(time.time() - since_s, tz=UTC)
+        await self.agent.transport.read_stream(
+            topo.results_spec(self.settings.topology), since, on_body
+        )
+        return found[-1] if found else None
 
     async def __aenter__(self) -> Client:
         await self.agent.start()

@@ -38,6 +38,7 @@ from .settings import check_agent_id
 def _write_secret(path: Path, data: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # the mode argument only applies when the file is created
     with os.fdopen(fd, "w") as fh:
         fh.write(data)
 

@@ -59,7 +59,13 @@ class TextFormatter(logging.Formatter):
         return f"{line} [task={task_id}]" if task_id else line
 
 
-def configure(level: str = "info", fmt: str = "auto", agent_id: str = "-", role: str = "-") -> None:
+def configure(
+    level: str = "info",
+    fmt: str = "auto",
+    agent_id: str = "-",
+    role: str = "-",
+    library_level: str = "warning",
+) -> None:
     """Configure the root logger for a robeing process.
 
     Args:
@@ -67,6 +73,9 @@ def configure(level: str = "info", fmt: str = "auto", agent_id: str = "-", role:
         fmt: ``text``, ``json`` or ``auto`` (text on a terminal, JSON otherwise).
         agent_id: bound to every line.
         role: bound to every line.
+        library_level: threshold for aio-pika/aiormq, which report every
+            reconnect attempt (one-shot CLI commands pass ``critical``: their
+            own one-line error says it all).
     """
     if fmt == "auto":
         fmt = "text" if sys.stderr.isatty() else "json"
@@ -77,5 +86,6 @@ def configure(level: str = "info", fmt: str = "auto", agent_id: str = "-", role:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # aio-pika/aiormq are chatty at INFO during reconnects; keep their warnings.
+    lib_level = max(root.level, logging.getLevelNamesMapping()[library_level.upper()])
     for noisy in ("aio_pika", "aiormq"):
-        logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))
+        logging.getLogger(noisy).setLevel(lib_level)

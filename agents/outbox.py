@@ -192,6 +192,36 @@ class Outbox:
             raise Unroutable(f"no agent {env.receiver!r} (its queue does not exist)") from None
         self.sent += 1
 
+    async def publish_to_queue(
+        self,
+        env: Envelope,
+        queue: str,
+        *,
+        persistent: bool = True,
+        confirm: bool = True,
+        mandatory: bool = True,
+        expiration_s: float | None = None,
+    ) -> None:
+        """Seal ``env`` (encrypted to its receiver) and publish it straight to ``queue``.
+
+        Raises:
+            UnknownPeer: no certificate for the receiver.
+            Unroutable: ``mandatory`` and the queue does not exist.
+        """
+        self._ensure_peer(env.receiver)
+        body = self.codec.seal(env, self.clock())
+        await self.transport.publish(
+            "",
+            queue,
+            body,
+            priority=env.priority,
+            persistent=persistent,
+            confirm=confirm,
+            mandatory=mandatory,
+            expiration_s=expiration_s,
+        )
+        self.sent += 1
+
     async def broadcast(self, message_type: str, payload: Any = None, *, priority: int = 5) -> str:
         """Publish a signed broadcast to every live agent.
 

@@ -23,11 +23,12 @@ returned to its queue by the broker, so no work is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..broker import topology as topo
@@ -50,6 +51,7 @@ from .keystore import Keystore
 from .outbox import ACK, REPLY, Outbox
 from .settings import Settings
 from .stats import Stats
+from .tasking import TaskExecutor
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +117,15 @@ class Agent:
         self._stop_requested = asyncio.Event()
         # Role behaviours add fields to heartbeats (e.g. the guardian's counts).
         self.heartbeat_extras: list[Callable[[], dict[str, Any]]] = []
+        # Answers on the reply queue other than ACKs (e.g. task progress), by type.
+        self.answer_handlers: dict[str, Callable[[Opened], Any]] = {}
         from .roles import install_role  # roles import the runtime's types
 
         install_role(self)
+        self.executor: TaskExecutor | None = None
+        if self.role.takes_work and settings.role != "coordinator":
+            _install_builtin_tasks(self.app)
+            self.executor = TaskExecutor(self)
 
     @classmethod
     def from_settings(cls, settings: Settings, app: App | None = None) -> Agent:
@@ -176,6 +184,8 @@ class Agent:
                     bindings=[(topo.BROADCAST_EXCHANGE, "")],
                 )
             )
+            if self.executor is not None:
+                await self.executor.start()
         self.started_at = self.clock()
         self.state = "alive"
         if takes_work:
@@ -307,7 +317,7 @@ class Agent:
 
     # -- receiving -----------------------------------------------------------------
 
-    async def _open(self, delivery: Delivery) -> Opened | None:
+    async def open_delivery(self, delivery: Delivery) -> Opened | None:
         """Run the codec checks; dead-letter and count failures."""
         self.stats.received += 1
         try:
@@ -329,18 +339,43 @@ class Agent:
                 log.exception("middleware %r failed in on_rejected", mw)
         await delivery.dead_letter(reason, detail)
 
+    def add_work_consumer(self, consumer: Consumer) -> None:
+        """Register a consumer that :meth:`stop` cancels first (no new work)."""
+        self._work_consumers.append(consumer)
+
+    @contextlib.asynccontextmanager
+    async def working(self) -> AsyncIterator[None]:
+        """Count a unit of in-flight work (load in heartbeats; drained on stop)."""
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
     async def _on_answer(self, delivery: Delivery) -> None:
-        opened = await self._open(delivery)
+        opened = await self.open_delivery(delivery)
         if opened is None:
             return
-        if opened.envelope.type in (ACK, REPLY) and self.outbox.resolve(opened):
+        env = opened.envelope
+        if env.type in (ACK, REPLY) and self.outbox.resolve(opened):
+            await delivery.ack()
+            return
+        handler = self.answer_handlers.get(env.type)
+        if handler is not None:
+            try:
+                handler(opened)
+            except Exception:
+                log.exception("answer handler for %r failed", env.type)
             await delivery.ack()
             return
         self.stats.late_answers += 1  # the waiter timed out or never existed
         await delivery.ack()
 
     async def _on_work(self, delivery: Delivery) -> None:
-        opened = await self._open(delivery)
+        opened = await self.open_delivery(delivery)
         if opened is None:
             return
         env = opened.envelope
@@ -357,14 +392,8 @@ class Agent:
             )
             return
         message = Message(env, opened.certificate, self, delivery.redelivered)
-        self.in_flight += 1
-        self._idle.clear()
-        try:
+        async with self.working():
             await self._run_handler(fn, message, delivery, opened)
-        finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
 
     async def _run_handler(
         self, fn: Any, message: Message, delivery: Delivery, opened: Opened
@@ -411,6 +440,14 @@ class Agent:
                 getattr(mw, hook)(self, *args)
             except Exception:
                 log.exception("middleware %r failed in %s", mw, hook)
+
+
+def _install_builtin_tasks(app: App) -> None:
+    """Give work-taking agents the built-in tasks the app does not override."""
+    from .builtin_tasks import tasks
+
+    for task_type, tdef in tasks.tasks.items():
+        app.tasks.setdefault(task_type, tdef)
 
 
 def _install_builtins(app: App) -> None:

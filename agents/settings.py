@@ -66,6 +66,12 @@ class Settings:
         cluster_key_file: optional 32-byte key file to encrypt broadcasts.
         auto_issue: issue our own certificate when the authority key is at
             hand and we have none (development; never in production).
+        acceptable_pause: (coordinator) a silence this much longer than the
+            heartbeat interval never makes an agent suspected.
+        dead_after: (coordinator) seconds an agent stays suspected before it is
+            declared dead and its tasks are reassigned.
+        max_attempts: (coordinator) default executions of a task before it is
+            dead-lettered.
     """
 
     role: str = "worker"
@@ -84,6 +90,9 @@ class Settings:
     max_skew: float = 30.0
     cluster_key_file: Path | None = None
     auto_issue: bool = True
+    acceptable_pause: float = 3.0
+    dead_after: float = 2.0
+    max_attempts: int = 3
     topology: TopologySettings = field(default_factory=TopologySettings)
 
     def __post_init__(self) -> None:

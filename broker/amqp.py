@@ -18,6 +18,7 @@ Promises:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -169,6 +170,8 @@ class AmqpTransport:
         self._fast: aio_pika.abc.AbstractChannel | None = None
         self._underlay: dict[bool, aiormq.abc.AbstractChannel] = {}
         self._return_listeners: list[Callable[[str, str], None]] = []
+        self._lock_channels: list[aio_pika.abc.AbstractChannel] = []
+        self._reconnect_listeners: list[Callable[[], None]] = []
         self._consumers: dict[
             str, tuple[aio_pika.abc.AbstractQueue, aio_pika.abc.AbstractChannel]
         ] = {}
@@ -193,7 +196,7 @@ class AmqpTransport:
                 reraise=True,
             ):
                 with attempt:
-                    self._conn = await aio_pika.connect_robust(
+                    conn = await aio_pika.connect_robust(
                         self.url,
                         client_properties={"connection_name": self.connection_name},
                         timeout=10,
@@ -204,11 +207,12 @@ class AmqpTransport:
             raise BrokerError(f"broker at {_safe(self.url)} refused the credentials") from exc
         except Exception as exc:
             raise BrokerError(f"cannot reach the broker at {_safe(self.url)}: {exc}") from exc
-        self._conn.reconnect_callbacks.add(self._on_reconnect)
-        self._pub = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
+        self._conn = conn
+        conn.reconnect_callbacks.add(self._on_reconnect)
+        self._pub = await conn.channel(publisher_confirms=True, on_return_raises=True)
         # Unconfirmed channel for publishes whose delivery is proven otherwise
         # (a request whose ACK we await) or worthless to confirm (a reply).
-        self._fast = await self._conn.channel(publisher_confirms=False)
+        self._fast = await conn.channel(publisher_confirms=False)
         self._fast.return_callbacks.add(self._on_fast_return)
 
     def add_return_listener(self, listener: Callable[[str, str], None]) -> None:
@@ -223,9 +227,18 @@ class AmqpTransport:
             except Exception:
                 log.exception("return listener failed")
 
+    def add_reconnect_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every reconnect (consumers are restored by then)."""
+        self._reconnect_listeners.append(listener)
+
     def _on_reconnect(self, *_: Any) -> None:
         self.reconnects += 1
         log.info("reconnected to the broker (%d)", self.reconnects)
+        for listener in self._reconnect_listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("reconnect listener failed")
 
     async def close(self) -> None:
         if self._conn is not None and not self._conn.is_closed:
@@ -249,6 +262,7 @@ class AmqpTransport:
         await self.bind(topo.TASK_QUEUE, topo.EVENTS_EXCHANGE, "task.#")
         await self.declare_queue(topo.heartbeat_queue_spec(self.topology))
         await self.bind(topo.HEARTBEAT_QUEUE, topo.EVENTS_EXCHANGE, "heartbeat.#")
+        await self.declare_queue(topo.results_spec(self.topology))
 
     async def declare_queue(self, spec: QueueSpec) -> None:
         await self._channel().declare_queue(
@@ -412,6 +426,107 @@ class AmqpTransport:
 
     def consumers(self) -> list[Consumer]:
         return [Consumer(q.name, tag) for tag, (q, _) in self._consumers.items()]
+
+    async def try_exclusive(self, spec: QueueSpec) -> bool:
+        """Try to own the exclusive queue ``spec`` (a broker-held mutex).
+
+        The broker deletes an exclusive queue when its connection closes, so
+        ownership ends exactly when this connection dies; it is *not*
+        restored after a reconnect (the caller must try again and may lose).
+
+        Returns:
+            True if we own it now, False if another connection does.
+        """
+        if self._conn is None:
+            raise BrokerError("not connected")
+        channel = await self._conn.channel()
+        try:
+            await channel.declare_queue(
+                spec.name,
+                durable=spec.durable,
+                exclusive=True,
+                auto_delete=spec.auto_delete,
+                arguments=spec.arguments,
+                robust=False,
+            )
+        except aiormq.exceptions.ChannelClosed:  # RESOURCE_LOCKED: someone else owns it
+            with contextlib.suppress(Exception):
+                await channel.close()
+            return False
+        self._lock_channels.append(channel)
+        return True
+
+    async def peek(self, queue: str) -> bytes | None:
+        """The first message of ``queue``, left in place (None if empty)."""
+        q = await self._channel().get_queue(queue, ensure=False)
+        msg = await q.get(no_ack=False, fail=False)
+        if msg is None:
+            return None
+        body = msg.body
+        await msg.nack(requeue=True)
+        return body
+
+    async def purge(self, queue: str) -> int:
+        """Drop every ready message of ``queue``; returns how many."""
+        q = await self._channel().get_queue(queue, ensure=False)
+        result = await q.purge()
+        return int(getattr(result, "message_count", 0) or 0)
+
+    async def read_stream(
+        self,
+        spec: QueueSpec,
+        offset: Any,
+        handler: Callable[[bytes], None],
+        idle: float = 0.5,
+        limit: float = 60.0,
+    ) -> int:
+        """Read a stream queue from ``offset`` until it stays idle for ``idle`` s.
+
+        Args:
+            spec: the stream queue.
+            offset: ``"first"``, ``"last"``, ``"next"``, an int offset, or a
+                ``datetime`` (messages since then).
+            handler: called with each message body, in stream order.
+            idle: stop once no message arrived for this long.
+            limit: stop after this many seconds in any case.
+
+        Returns:
+            The number of messages read.
+        """
+        if self._conn is None:
+            raise BrokerError("not connected")
+        channel = await self._conn.channel()
+        try:
+            await channel.set_qos(prefetch_count=1000)
+            queue = await channel.declare_queue(
+                spec.name, durable=True, arguments=spec.arguments, robust=False
+            )
+            seen = 0
+            last = asyncio.get_running_loop().time()
+
+            async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+                nonlocal seen, last
+                seen += 1
+                last = asyncio.get_running_loop().time()
+                try:
+                    handler(msg.body)
+                finally:
+                    await msg.ack()
+
+            tag = await queue.consume(
+                on_message, arguments={"x-stream-offset": offset}, robust=False
+            )
+            started = asyncio.get_running_loop().time()
+            while True:
+                await asyncio.sleep(idle / 4)
+                now = asyncio.get_running_loop().time()
+                if now - last >= idle or now - started >= limit:
+                    break
+            await queue.cancel(tag)
+            return seen
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
 
 
 def _safe(url: str) -> str:

@@ -89,6 +89,8 @@ class Transport(Protocol):
 
     def add_return_listener(self, listener: Callable[[str, str], None]) -> None: ...
 
+    def add_reconnect_listener(self, listener: Callable[[], None]) -> None: ...
+
     async def consume(
         self,
         spec: QueueSpec,
@@ -101,3 +103,18 @@ class Transport(Protocol):
     async def cancel(self, consumer: Consumer) -> None: ...
 
     def consumers(self) -> list[Consumer]: ...
+
+    async def try_exclusive(self, spec: QueueSpec) -> bool: ...
+
+    async def peek(self, queue: str) -> bytes | None: ...
+
+    async def purge(self, queue: str) -> int: ...
+
+    async def read_stream(
+        self,
+        spec: QueueSpec,
+        offset: Any,
+        handler: Callable[[bytes], None],
+        idle: float = 0.5,
+        limit: float = 60.0,
+    ) -> int: ...

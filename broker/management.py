@@ -91,7 +91,7 @@ class Management:
         return quote(vhost, safe="")
 
     async def overview(self) -> dict[str, Any]:
-        return await self._request("GET", "/overview")  # type: ignore[no-any-return]
+        return await self._request("GET", "/overview")
 
     async def create_vhost(self, vhost: str, user: str | None = None) -> None:
         """Create ``vhost`` and give ``user`` (default: our user) full permissions."""
@@ -108,18 +108,18 @@ class Management:
                 raise
 
     async def queues(self, vhost: str) -> list[dict[str, Any]]:
-        return await self._request("GET", f"/queues/{self._vh(vhost)}")  # type: ignore[no-any-return]
+        return await self._request("GET", f"/queues/{self._vh(vhost)}")
 
     async def queue(self, vhost: str, name: str) -> dict[str, Any]:
         path = f"/queues/{self._vh(vhost)}/{quote(name, safe='')}"
-        return await self._request("GET", path)  # type: ignore[no-any-return]
+        return await self._request("GET", path)
 
     async def consumers(self, vhost: str) -> list[dict[str, Any]]:
-        return await self._request("GET", f"/consumers/{self._vh(vhost)}")  # type: ignore[no-any-return]
+        return await self._request("GET", f"/consumers/{self._vh(vhost)}")
 
     async def connections(self, vhost: str | None = None) -> list[dict[str, Any]]:
         path = f"/vhosts/{self._vh(vhost)}/connections" if vhost else "/connections"
-        return await self._request("GET", path)  # type: ignore[no-any-return]
+        return await self._request("GET", path)
 
     async def close_connection(self, name: str, reason: str = "closed by robeing") -> None:
         path = f"/connections/{quote(name, safe='')}"
@@ -135,4 +135,4 @@ class Management:
             "encoding": "base64",
         }
         path = f"/queues/{self._vh(vhost)}/{quote(queue, safe='')}/get"
-        return await self._request("POST", path, json=body)  # type: ignore[no-any-return]
+        return await self._request("POST", path, json=body)

@@ -10,9 +10,13 @@ name                        kind      purpose
 ``robeing.broadcast``       fanout    broadcasts to every live agent
 ``robeing.broadcast.<id>``  queue     a live agent's broadcast feed (exclusive)
 ``robeing.reply.<id>.<n>``  queue     an agent's reply-to queue for ACKs, results, votes
+``robeing.work.<id>``       queue     an agent's task assignments (quorum, delivery limit)
 ``robeing.events``          topic     ``task.<specialization>…``, ``heartbeat.<role>.<id>``
 ``robeing.coordinator.tasks``       quorum queue, ``task.#``, bounded delivery limit
 ``robeing.coordinator.heartbeats``  quorum queue, ``heartbeat.#``, bounded length and age
+``robeing.results``                 stream, final task results (kept ``results_max_age``)
+``robeing.coordinator.lock``        exclusive queue; its owner is the active coordinator
+``robeing.coordinator.epoch``       holds the last coordinator epoch (one message)
 ``robeing.dead``            fanout    dead-letter exchange
 ``robeing.dead-letters``    queue     dead letters, reason in ``x-robeing-reason``
 ==========================  ========  ==============================================
@@ -35,6 +39,9 @@ DEAD_EXCHANGE = "robeing.dead"
 DEAD_LETTER_QUEUE = "robeing.dead-letters"
 TASK_QUEUE = "robeing.coordinator.tasks"
 HEARTBEAT_QUEUE = "robeing.coordinator.heartbeats"
+RESULTS_STREAM = "robeing.results"
+COORDINATOR_LOCK = "robeing.coordinator.lock"
+EPOCH_QUEUE = "robeing.coordinator.epoch"
 
 # Header names on dead-lettered messages.
 REASON_HEADER = "x-robeing-reason"
@@ -50,6 +57,10 @@ def agent_queue(agent_id: str) -> str:
 
 def broadcast_queue(agent_id: str) -> str:
     return f"robeing.broadcast.{agent_id}"
+
+
+def work_queue(agent_id: str) -> str:
+    return f"robeing.work.{agent_id}"
 
 
 def reply_queue(agent_id: str, instance: str) -> str:
@@ -89,6 +100,8 @@ class TopologySettings:
     task_delivery_limit: int = 5
     heartbeat_ttl_ms: int = 30_000
     heartbeat_max_length: int = 100_000
+    work_delivery_limit: int = 3
+    results_max_age: str = "7D"
 
 
 def inbox_spec(agent_id: str) -> QueueSpec:
@@ -137,6 +150,35 @@ def heartbeat_queue_spec(settings: TopologySettings) -> QueueSpec:
             "x-overflow": "drop-head",
         },
     )
+
+
+def work_spec(agent_id: str, settings: TopologySettings) -> QueueSpec:
+    """An agent's assignments: a quorum queue, so an assignment that keeps
+    crashing its agent is dead-lettered after ``work_delivery_limit`` deliveries
+    instead of crashing it forever."""
+    return QueueSpec(
+        work_queue(agent_id),
+        arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": settings.work_delivery_limit,
+            "x-dead-letter-exchange": DEAD_EXCHANGE,
+        },
+    )
+
+
+def results_spec(settings: TopologySettings) -> QueueSpec:
+    return QueueSpec(
+        RESULTS_STREAM,
+        arguments={"x-queue-type": "stream", "x-max-age": settings.results_max_age},
+    )
+
+
+def lock_spec() -> QueueSpec:
+    return QueueSpec(COORDINATOR_LOCK, durable=False, exclusive=True, auto_delete=True)
+
+
+def epoch_spec() -> QueueSpec:
+    return QueueSpec(EPOCH_QUEUE, arguments={"x-max-length": 1})
 
 
 def dead_letter_spec() -> QueueSpec:

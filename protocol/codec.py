@@ -45,6 +45,7 @@ from .envelope import (
 from .errors import (
     CertificateError,
     ConfigError,
+    DecodeError,
     DecryptError,
     Duplicate,
     NotAllowed,
@@ -57,9 +58,10 @@ from .replay import ReplayWindow, SeenIds
 from .roles import check_allowed
 
 # Types whose replays are harmless because the application deduplicates them
-# by their own id (task submissions are idempotent by task id), and which may
-# legitimately wait in a durable queue longer than the replay window.
-AGE_EXEMPT_TYPES = frozenset({"task.submit"})
+# by their own ids (submissions by task id; assignments and results by the
+# (epoch, attempt) fencing token), and which may legitimately wait in a
+# durable queue longer than the replay window.
+AGE_EXEMPT_TYPES = frozenset({"task.submit", "task.assign", "task.result"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +104,9 @@ class Codec:
         self._key_id = identity.certificate.key_id
         self._sign = identity.signing_key.sign
         self._boxes: dict[str, tuple[bytes, nacl.public.Box]] = {}
-        self._secret = nacl.secret.SecretBox(cluster_key) if cluster_key else None
         if cluster_key is not None and len(cluster_key) != 32:
             raise ConfigError("the cluster key must be 32 bytes")
+        self._secret = nacl.secret.SecretBox(cluster_key) if cluster_key else None
 
     # -- sending -------------------------------------------------------------
 
@@ -227,4 +229,7 @@ class Codec:
                 plain = self._secret.decrypt(fields["ciphertext"])
         except (nacl.exceptions.CryptoError, UnknownPeer) as exc:
             raise DecryptError(f"payload from {sender!r} does not decrypt: {exc}") from exc
-        return unpack(plain, self.limits)
+        try:
+            return unpack(plain, self.limits)
+        except DecodeError as exc:
+            raise DecryptError(f"payload from {sender!r} decrypts to garbage: {exc}") from exc

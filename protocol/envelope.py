@@ -163,10 +163,11 @@ def unpack(data: bytes, limits: Limits = DEFAULT_LIMITS, depth: bool = True) -> 
 def check_depth(value: Any, max_depth: int) -> None:
     """Refuse values nested deeper than ``max_depth`` (iterative, no recursion).
 
-    Only containers are visited, so flat values cost nothing.
+    Only containers are visited, so flat values cost nothing. Map keys must be
+    strings (msgpack's ``strict_map_key`` still admits bytes).
 
     Raises:
-        DecodeError: when the value is nested too deeply.
+        DecodeError: nested too deeply, or a map key that is not a string.
     """
     if not isinstance(value, dict | list):
         return
@@ -175,7 +176,12 @@ def check_depth(value: Any, max_depth: int) -> None:
         item, depth = stack.pop()
         if depth > max_depth:
             raise DecodeError(f"nesting deeper than {max_depth}")
-        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict):
+            if not all(type(k) is str for k in item):
+                raise DecodeError("map keys must be strings")
+            children: Any = item.values()
+        else:
+            children = item
         for child in children:
             if isinstance(child, dict | list):
                 stack.append((child, depth + 1))
@@ -214,6 +220,8 @@ def split_wire(data: bytes, limits: Limits = DEFAULT_LIMITS) -> RawEnvelope:
     fields = unpack(body, limits, depth=False)
     if not isinstance(fields, dict):
         raise DecodeError(f"envelope body is a {type(fields).__name__}, not a map")
+    if not all(type(k) is str for k in fields):
+        raise DecodeError("envelope field names must be strings")
     version = fields.get("protocol_version")
     if version != PROTOCOL_VERSION:
         raise VersionError(f"unsupported protocol_version {version!r}")

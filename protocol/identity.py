@@ -31,7 +31,14 @@ import nacl.public
 import nacl.signing
 
 from .envelope import SIGNATURE_SIZE, pack, unpack
-from .errors import CertificateError, CertificateExpired, ConfigError, Revoked, SignatureError
+from .errors import (
+    CertificateError,
+    CertificateExpired,
+    ConfigError,
+    DecodeError,
+    Revoked,
+    SignatureError,
+)
 
 CERT_TAG = "robeing.cert.v1"
 CRL_TAG = "robeing.crl.v1"
@@ -56,7 +63,10 @@ def _open_signed(data: bytes, verify_key: nacl.signing.VerifyKey, tag: str) -> d
         verify_key.verify(raw, sig)
     except nacl.exceptions.BadSignatureError as exc:
         raise CertificateError(f"{tag} not signed by the cluster authority") from exc
-    body = unpack(raw)
+    try:
+        body = unpack(raw)
+    except DecodeError as exc:
+        raise CertificateError(f"{tag} is not well-formed: {exc}") from exc
     if not isinstance(body, dict) or body.get("tag") != tag:
         raise CertificateError(f"not a {tag} object")
     return body

@@ -73,17 +73,19 @@ class SeenIds:
         Raises:
             Replay: the id was already recorded.
         """
-        if message_id in self:
-            raise Replay(f"message {message_id} was already received")
         index = int(now // self._span)
         buckets = self._buckets
+        # Forget expired buckets first, so whether an old id is still known
+        # never depends on unrelated traffic.
         while buckets and buckets[0][0] <= index - self._nbuckets:
             self._count -= len(buckets.popleft()[1])
+        if message_id in self:
+            raise Replay(f"message {message_id} was already received")
         if not buckets or buckets[-1][0] < index:
             buckets.append((index, set()))
         buckets[-1][1].add(message_id)
         self._count += 1
-        while self._count > self._max_ids and len(buckets) > 1:
+        while self._count > self._max_ids and buckets:
             dropped = len(buckets.popleft()[1])
             self._count -= dropped
             self.evicted += dropped

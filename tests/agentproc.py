@@ -34,19 +34,11 @@ class AgentProcess:
         env: dict[str, str] | None = None,
     ) -> None:
         self.agent_id = agent_id
+        command = ["coordinator"] if role == "coordinator" else ["agent", "--role", role]
         self.argv = [
-            sys.executable,
-            "-m",
-            "robeing.agents",
-            "agent",
-            "--role",
-            role,
-            "--id",
-            agent_id,
-            "--heartbeat-interval",
-            "0.5",
-            *args,
-        ]
+            sys.executable, "-m", "robeing.agents", *command, "--id", agent_id,
+            "--heartbeat-interval", "0.5", *args,
+        ]  # fmt: skip
         self.env = dict(os.environ)
         self.env.update(
             {
@@ -173,6 +165,19 @@ class HeartbeatWatcher:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
+
+    async def wait_coordinator(self, agent_id: str, timeout: float = 20.0) -> dict:
+        """Wait until coordinator ``agent_id`` reports itself active; returns its report."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.latest.get(agent_id)
+            report = st.extra.get("coordinator") if st else None
+            if report and report.get("active"):
+                return report
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 0.5)
+        raise TimeoutError(f"coordinator {agent_id} not active within {timeout}s")
 
     async def stop(self) -> None:
         await self.agent.stop()

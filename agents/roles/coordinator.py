@@ -1,16 +1,557 @@
-"""Coordinator: distribution of work and conflict resolution.
+"""Coordinator: distribution of work, deadlines, dependencies and results.
 
-For now the coordinator keeps the registry of live agents from the heartbeat
-topic and answers ``coordinator.agents`` requests with it.
+Leadership. Exactly one coordinator is active: the one whose connection owns
+the exclusive queue ``robeing.coordinator.lock`` (a mutex the broker keeps and
+releases when that connection dies). Others wait as standbys and retry. On
+taking over, the coordinator picks an epoch greater than any before it
+(``robeing.coordinator.epoch`` plus the wall clock) and stamps it on every
+assignment; agents refuse assignments from older epochs, so a deposed
+coordinator cannot issue work. A coordinator that loses its connection, and so
+its lock, exits (crash-only): its supervisor restarts it as a standby.
+
+Durability. A ``task.submit`` message stays unacknowledged in the durable
+quorum queue ``robeing.coordinator.tasks`` until every task in it has a final
+result stored in the ``robeing.results`` stream. If the coordinator dies, the
+broker hands the submissions to the next one, which runs them again under its
+new epoch; results of the old epoch are discarded (fencing), and resubmission
+of a finished task id is answered from the stream (idempotence).
+
+Scheduling. The pure parts live in ``robeing.protocol``: the registry and
+scores (:mod:`~robeing.protocol.scheduling`), learned performance
+(:mod:`~robeing.protocol.performance`), the task DAG with attempts, retries
+and deadlines (:mod:`~robeing.protocol.taskgraph`) and the failure detector
+(:mod:`~robeing.protocol.failure_detector`). This module feeds them events
+and carries their decisions over the broker.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ...broker import topology as topo
+from ...broker.base import Delivery
+from ...protocol.envelope import Envelope, unpack
+from ...protocol.errors import ProtocolError, RobeingError
+from ...protocol.failure_detector import DetectorConfig, Health, HealthMonitor
+from ...protocol.performance import PerformanceTracker
+from ...protocol.scheduling import AgentInfo, AgentRegistry, dispatch
+from ...protocol.taskgraph import (
+    InvalidTask,
+    RetryPolicy,
+    SplitStrategy,
+    TaskGraph,
+    TaskRecord,
+    TaskSpec,
+    TaskState,
+    merge_results,
+    split_list,
+)
+from ...protocol.taskmsgs import AssignMsg, FinalResult, ResultMsg, Submission, TaskRequest
 
 if TYPE_CHECKING:
+    from ..app import Message
     from ..runtime import Agent
+
+log = logging.getLogger(__name__)
+
+TASK_ROLES = frozenset({"worker", "specialist", "messenger"})
+SUBMISSION_PREFETCH = 10_000
+RESULTS_WINDOW_S = 24 * 3600.0
+TICK_S = 0.1
+
+
+@dataclass
+class Batch:
+    """One ``task.submit`` delivery and the root tasks it still waits for."""
+
+    delivery: Delivery | None
+    submitter: str
+    reply_to: str | None
+    waiting: set[str] = field(default_factory=set)
+
+
+class Coordinator:
+    """The active coordinator's state and event handlers."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.epoch = 0
+        self.active = False
+        self.perf = PerformanceTracker()
+        self.registry = AgentRegistry(self.perf, task_roles=TASK_ROLES)
+        st = agent.settings
+        self.health = HealthMonitor(
+            DetectorConfig(
+                heartbeat_interval=st.heartbeat_interval,
+                acceptable_pause=st.acceptable_pause,
+                dead_after=st.dead_after,
+            )
+        )
+        self.graph = TaskGraph(
+            retry=RetryPolicy(max_attempts=st.max_attempts),
+            strategies=self._strategies(),
+            rng=random.Random(),
+        )
+        self.finals: dict[str, FinalResult] = {}
+        self.batches: dict[str, Batch] = {}  # root task id -> its batch
+        self.watchers: dict[str, list[tuple[str, str]]] = {}  # root id -> (submitter, reply_to)
+        self.progress: dict[str, tuple[int, int]] = {}  # root id -> (done, total)
+        self.counters: Counter[str] = Counter()
+        self._wake = asyncio.Event()
+        self._pump_task: asyncio.Task[None] | None = None
+        self._lead_task: asyncio.Task[None] | None = None
+        self._publishing: set[asyncio.Task[None]] = set()
+
+    def _strategies(self) -> dict[str, SplitStrategy]:
+        from ..builtin_tasks import tasks as builtin
+
+        strategies = {}
+        for tdef in [*builtin.tasks.values(), *self.agent.app.tasks.values()]:
+            strategies[tdef.type] = SplitStrategy(
+                tdef.split or split_list, tdef.merge or merge_results
+            )
+        return strategies
+
+    def _skills_for(self, req: TaskRequest) -> frozenset[str]:
+        if req.skills:
+            return frozenset(req.skills)
+        from ..builtin_tasks import tasks as builtin
+
+        tdef = self.agent.app.tasks.get(req.type) or builtin.tasks.get(req.type)
+        return frozenset({tdef.specialization}) if tdef and tdef.specialization else frozenset()
+
+    # -- leadership ------------------------------------------------------------
+
+    async def start(self, agent: Agent) -> None:
+        """Start the leadership loop in the background (the agent keeps starting)."""
+        self._lead_task = asyncio.create_task(self._lead(agent))
+
+    async def _lead(self, agent: Agent) -> None:
+        """Become active (waiting as a standby while another coordinator is)."""
+        try:
+            await self._become_active(agent)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("coordinator %s could not become active; stopping", agent.id)
+            agent.request_stop()
+
+    async def _become_active(self, agent: Agent) -> None:
+        standby_logged = False
+        while not await agent.transport.try_exclusive(topo.lock_spec()):
+            if not standby_logged:
+                log.info("another coordinator is active; %s waits as standby", agent.id)
+                standby_logged = True
+            agent.state = "standby"
+            await asyncio.sleep(1.0)
+        self.epoch = await self._next_epoch()
+        self.active = True
+        agent.state = "alive"
+        transport = agent.transport
+        transport.add_reconnect_listener(self._on_reconnect)
+        await self._load_results()
+        await transport.consume(
+            topo.heartbeat_queue_spec(agent.settings.topology), self._on_heartbeat, prefetch=1000
+        )
+        await transport.consume(
+            topo.task_queue_spec(agent.settings.topology),
+            self._on_submit,
+            prefetch=SUBMISSION_PREFETCH,
+        )
+        self._pump_task = asyncio.create_task(self._pump())
+        log.info("coordinator %s active with epoch %d", agent.id, self.epoch)
+
+    def _on_reconnect(self, *_: Any) -> None:
+        # Our lock died with the old connection; a standby may own it now.
+        log.error(
+            "coordinator %s lost its broker connection and with it the lead; exiting", self.agent.id
+        )
+        self.agent.request_stop()
+
+    async def _next_epoch(self) -> int:
+        last = 0
+        transport = self.agent.transport
+        await transport.declare_queue(topo.epoch_spec())
+        raw = await transport.peek(topo.EPOCH_QUEUE)
+        if raw is not None:
+            with contextlib.suppress(ValueError):
+                last = int(raw.decode())
+        epoch = max(last + 1, int(time.time() * 1000))
+        await transport.publish("", topo.EPOCH_QUEUE, str(epoch).encode())
+        return epoch
+
+    async def stop(self, agent: Agent) -> None:
+        if self._lead_task is not None:
+            self._lead_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lead_task
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump_task
+        if self._publishing:
+            await asyncio.gather(*self._publishing, return_exceptions=True)
+
+    # -- results store -----------------------------------------------------------
+
+    async def _load_results(self) -> None:
+        from datetime import UTC, datetime
+
+        since = datetime.fromtimestamp(time.time() - RESULTS_WINDOW_S, tz=UTC)
+
+        def on_body(body: bytes) -> None:
+            try:
+                final = FinalResult.from_data(unpack(body))
+            except ProtocolError:
+                return
+            self.finals[final.task_id] = final
+
+        n = await self.agent.transport.read_stream(
+            topo.results_spec(self.agent.settings.topology), since, on_body
+        )
+        log.info("loaded %d final results from the results stream", n)
+
+    async def _store_final(self, final: FinalResult) -> None:
+        # The stream holds results as plain msgpack: they are written by the
+        # coordinator alone and read by submitters' `robeing result`.
+        from ...protocol.envelope import pack
+
+        await self.agent.transport.publish("", topo.RESULTS_STREAM, pack(final.to_data()))
+        self.finals[final.task_id] = final
+
+    # -- inputs --------------------------------------------------------------------
+
+    async def _on_heartbeat(self, delivery: Delivery) -> None:
+        opened = await self.agent.open_delivery(delivery)
+        if opened is None:
+            return
+        await delivery.ack()
+        env = opened.envelope
+        p = env.payload if isinstance(env.payload, dict) else {}
+        role = opened.certificate.role
+        now = time.time()
+        if p.get("state") == "leaving":
+            self._lost(env.sender, now, "left")
+            return
+        started = p.get("started_at")
+        info = {"started_at": float(started)} if isinstance(started, int | float) else None
+        for t in self.health.heartbeat(env.sender, now, info):
+            self._transition(t.agent_id, t.new, now, t.reason)
+        if role not in TASK_ROLES or p.get("state") not in (None, "alive"):
+            return
+        try:
+            self.registry.upsert(
+                AgentInfo(
+                    id=env.sender,
+                    role=role,
+                    specializations=frozenset(str(s) for s in p.get("specializations", [])),
+                    load=self._outstanding(env.sender),
+                    capacity=max(1, int(p.get("capacity", 1))),
+                    cluster_id=str(p.get("cluster_id") or "") or None,
+                )
+            )
+        except RobeingError as exc:
+            log.debug("ignoring heartbeat of %s: %s", env.sender, exc)
+            return
+        self._wake.set()
+
+    def _outstanding(self, agent_id: str) -> int:
+        # Our own count is authoritative: a heartbeat's load lags the assignments.
+        return self.graph.assigned_to(agent_id)
+
+    async def _on_submit(self, delivery: Delivery) -> None:
+        opened = await self.agent.open_delivery(delivery)
+        if opened is None:
+            return
+        env = opened.envelope
+        try:
+            sub = Submission.from_data(env.payload)
+        except ProtocolError as exc:
+            await self.agent.reject(delivery, exc.reason, str(exc))
+            return
+        reply_to = sub.reply_to
+        self.counters["submissions"] += 1
+        now = time.time()
+        known_final = [t for t in sub.tasks if t.id in self.finals]
+        in_flight = [t for t in sub.tasks if t.id in self.graph and t.id not in self.finals]
+        new = [t for t in sub.tasks if t.id not in self.finals and t.id not in self.graph]
+        for t in known_final:  # idempotent resubmission: answer from the store
+            await self._notify_final(self.finals[t.id], env.sender, reply_to)
+        for t in in_flight:
+            self.watchers.setdefault(t.id, []).append((env.sender, reply_to or ""))
+        if not new:
+            await delivery.ack()
+            return
+        specs = [
+            TaskSpec(
+                id=t.id,
+                type=t.type,
+                payload=t.payload,
+                skills=self._skills_for(t),
+                agents=t.agents,
+                deadline=t.deadline,
+                priority=t.priority,
+                depends_on=t.depends_on,
+                max_attempts=t.max_attempts,
+            )
+            for t in new
+        ]
+        try:
+            self.graph.submit(specs, now=now)
+        except (InvalidTask, RobeingError) as exc:
+            for t in new:
+                final = FinalResult(
+                    t.id,
+                    "failed",
+                    error=f"rejected at submit: {exc}",
+                    finished_at=now,
+                    submitter=env.sender,
+                )
+                await self._store_final(final)
+                await self._notify_final(final, env.sender, reply_to)
+            await delivery.ack()
+            return
+        batch = Batch(delivery, env.sender, reply_to, {t.id for t in new})
+        for t in new:
+            self.batches[t.id] = batch
+            rec = self.graph.get(t.id)
+            self.progress[t.id] = (0, max(1, len(rec.children)))
+        self._wake.set()
+
+    async def on_result(self, msg: Message) -> None:
+        try:
+            res = ResultMsg.from_data(msg.payload)
+        except ProtocolError as exc:
+            log.warning("malformed result from %s: %s", msg.sender, exc)
+            return
+        now = time.time()
+        if res.epoch != self.epoch or res.task_id not in self.graph:
+            self.counters["stale_results"] += 1
+            return
+        rec = self.graph.get(res.task_id)
+        if rec.agent != msg.sender:
+            self.counters["stale_results"] += 1
+            return
+        agent_id = rec.agent
+        if res.ok:
+            outcome = self.graph.complete(res.task_id, res.attempt, res.result, now=now)
+        else:
+            error = res.error or {}
+            reason = f"{error.get('type', 'Error')}: {error.get('message', '')}"
+            outcome = self.graph.fail(
+                res.task_id, res.attempt, reason, now=now, transient=res.transient
+            )
+        if outcome.discarded:
+            self.counters["stale_results"] += 1
+            return
+        self.registry.release(agent_id)
+        self.perf.record(
+            agent_id,
+            now=now,
+            success=res.ok,
+            latency=res.duration,
+            deadline_met=rec.deadline is None or now <= rec.deadline,
+        )
+        root = rec.spec.parent
+        if root is not None and root in self.progress and res.ok:
+            done, total = self.progress[root]
+            self.progress[root] = (done + 1, total)
+            self._progress(root)
+        self._wake.set()
+
+    def _progress(self, root: str) -> None:
+        batch = self.batches.get(root)
+        if batch is None or not batch.reply_to:
+            return
+        done, total = self.progress[root]
+        env = Envelope(
+            "task.progress",
+            {"task_id": root, "done": done, "total": total},
+            receiver=batch.submitter,
+        )
+        self._spawn(self._send_answer(env, batch.reply_to))
+
+    # -- failure handling ------------------------------------------------------------
+
+    def _transition(self, agent_id: str, new: Health, now: float, reason: str) -> None:
+        if new == Health.DEAD:
+            self._lost(agent_id, now, reason)
+        elif new == Health.SUSPECTED:
+            log.warning("agent %s suspected (%s)", agent_id, reason)
+
+    def _lost(self, agent_id: str, now: float, reason: str) -> None:
+        self.registry.remove(agent_id)
+        requeued = self.graph.agent_lost(agent_id, now=now)
+        if requeued:
+            log.warning(
+                "agent %s lost (%s); reassigning %d task(s)", agent_id, reason, len(requeued)
+            )
+            self.counters["reassigned"] += len(requeued)
+            # Stale assignments would only make the agent redo fenced work.
+            self._spawn(self._purge(topo.work_queue(agent_id)))
+        self.health.forget(agent_id)
+        self._wake.set()
+
+    async def _purge(self, queue: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.agent.transport.purge(queue)
+
+    # -- the pump ----------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK_S)
+            self._wake.clear()
+            try:
+                await self._step(time.time())
+            except Exception:
+                log.exception("coordinator step failed")
+
+    async def _step(self, now: float) -> None:
+        for t in self.health.tick(now):
+            self._transition(t.agent_id, t.new, now, t.reason)
+        self.graph.expire(now)
+        for a in dispatch(self.graph, self.registry, now=now):
+            msg = AssignMsg(
+                a.task_id,
+                a.attempt,
+                self.epoch,
+                a.type,
+                a.payload,
+                dict(a.dep_results),
+                a.deadline,
+                self.agent.id,
+            )
+            self._spawn(self._assign(msg, a.agent_id, a.priority))
+        for rec in self.graph.pop_finished():
+            if rec.spec.parent is None:
+                self._spawn(self._finish(rec))
+
+    async def _assign(self, msg: AssignMsg, agent_id: str, priority: int) -> None:
+        env = Envelope("task.assign", msg.to_data(), receiver=agent_id, priority=priority)
+        expiration = None if msg.deadline is None else max(msg.deadline - time.time(), 0.001)
+        try:
+            await self.agent.outbox.publish_to_queue(
+                env, topo.work_queue(agent_id), expiration_s=expiration
+            )
+            self.counters["assigned"] += 1
+        except Exception as exc:
+            log.warning("assignment of %s to %s failed: %s", msg.task_id, agent_id, exc)
+            self.registry.release(agent_id)
+            with contextlib.suppress(RobeingError):
+                self.graph.fail(
+                    msg.task_id,
+                    msg.attempt,
+                    f"assignment failed: {exc}",
+                    now=time.time(),
+                    transient=True,
+                )
+            self._wake.set()
+
+    async def _finish(self, rec: TaskRecord) -> None:
+        state = {
+            TaskState.SUCCEEDED: "succeeded",
+            TaskState.FAILED: "failed",
+            TaskState.EXPIRED: "expired",
+        }.get(rec.state, "dead_lettered")
+        batch = self.batches.pop(rec.id, None)
+        final = FinalResult(
+            rec.id,
+            state,
+            rec.result if state == "succeeded" else None,
+            rec.reason,
+            rec.attempt,
+            time.time(),
+            batch.submitter if batch else "",
+        )
+        self.counters[f"final_{state}"] += 1
+        await self._store_final(final)
+        if state == "dead_lettered":
+            await self._dead_letter(rec)
+        if batch is not None:
+            await self._notify_final(final, batch.submitter, batch.reply_to)
+        for submitter, reply_to in self.watchers.pop(rec.id, []):
+            await self._notify_final(final, submitter, reply_to or None)
+        self.progress.pop(rec.id, None)
+        for child in [*rec.children, rec.id]:
+            with contextlib.suppress(RobeingError):
+                self.graph.forget(child)
+        if batch is not None:
+            batch.waiting.discard(rec.id)
+            if not batch.waiting and batch.delivery is not None:
+                await batch.delivery.ack()
+
+    async def _dead_letter(self, rec: TaskRecord) -> None:
+        from ...protocol.envelope import pack
+
+        body = pack(
+            {
+                "task_id": rec.id,
+                "type": rec.spec.type,
+                "payload": rec.spec.payload,
+                "attempts": rec.attempt,
+            }
+        )
+        with contextlib.suppress(Exception):
+            await self.agent.transport.publish(
+                topo.DEAD_EXCHANGE,
+                topo.TASK_QUEUE,
+                body,
+                mandatory=False,
+                headers={
+                    topo.REASON_HEADER: "max_attempts",
+                    topo.DETAIL_HEADER: (rec.reason or "")[:500],
+                    topo.SOURCE_HEADER: topo.TASK_QUEUE,
+                },
+            )
+
+    async def _notify_final(self, final: FinalResult, submitter: str, reply_to: str | None) -> None:
+        if not reply_to:
+            return
+        env = Envelope("task.final", final.to_data(), receiver=submitter)
+        await self._send_answer(env, reply_to)
+
+    async def _send_answer(self, env: Envelope, reply_to: str) -> None:
+        try:
+            await self.agent.outbox.publish_to_queue(
+                env, reply_to, persistent=False, confirm=False, mandatory=False
+            )
+        except Exception as exc:
+            log.debug("could not notify %s: %s", env.receiver, exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "coordinator": {
+                "epoch": self.epoch,
+                "active": self.active,
+                "tasks": len(self.graph),
+                "agents": len(self.registry),
+                **dict(self.counters),
+            }
+        }
 
 
 def install(agent: Agent) -> None:
-    """Install the coordinator's behaviour."""
+    """Install the coordinator's behaviour on ``agent``."""
+    coordinator = Coordinator(agent)
+    agent.app.on_start(coordinator.start)
+    agent.app.on_stop(coordinator.stop)
+    agent.heartbeat_extras.append(coordinator.report)
+    agent.app.handler("task.result")(coordinator.on_result)
+
+    @agent.app.handler("coordinator.status")
+    def status(msg: Message) -> dict[str, Any]:
+        return coordinator.report()

@@ -61,10 +61,13 @@ def from_records(value: Any, fmt: str) -> Any:
     """
     if fmt == "records":
         return value
-    if fmt == "json":
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
-    if fmt == "msgpack":
-        return msgpack.packb(value, use_bin_type=True)
+    try:
+        if fmt == "json":
+            return json.dumps(value, separators=(",", ":"), sort_keys=True)
+        if fmt == "msgpack":
+            return msgpack.packb(value, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise Reject(f"cannot write these values as {fmt}: {exc}") from exc
     if fmt == "csv":
         if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
             raise Reject("csv output needs a list of records (maps)")

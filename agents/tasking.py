@@ -1,0 +1,190 @@
+"""Executing task assignments on an agent.
+
+Every agent that takes work consumes ``robeing.work.<id>``, a quorum queue:
+an assignment that keeps crashing its agent is dead-lettered by the broker
+after ``work_delivery_limit`` deliveries instead of crashing it forever.
+
+For each ``task.assign``:
+
+1. the codec's checks (signed by a coordinator-role identity, DESIGN §2);
+2. epoch fencing: an assignment from an older coordinator epoch than one
+   already seen is refused (``stale_epoch``), so a deposed coordinator cannot
+   make us work;
+3. run the app's handler for the task type — sync handlers in a worker
+   thread so heartbeats keep flowing — until the deadline; transient errors
+   (the type's ``transient`` exceptions, or :class:`Retry`) are retried here
+   with jittered backoff (tenacity), bounded by attempts and the deadline;
+4. report a signed, encrypted ``task.result`` to the assigning coordinator
+   with the fencing token ``(epoch, attempt)``, confirmed by the broker;
+5. only then acknowledge the assignment. A crash before this point means the
+   assignment is redelivered (at-least-once); the coordinator discards
+   results of stale attempts, so the submitter still gets one result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from ..broker import topology as topo
+from ..broker.base import Delivery
+from ..protocol.election import EpochFence
+from ..protocol.errors import ProtocolError, Reject, Retry, error_to_data
+from ..protocol.taskmsgs import AssignMsg, ResultMsg
+from .app import TaskContext, TaskDef
+from .logs import task_id_var
+
+if TYPE_CHECKING:
+    from .runtime import Agent
+
+log = logging.getLogger(__name__)
+
+LOCAL_ATTEMPTS = 3
+
+
+class TaskExecutor:
+    """Runs the assignments handed to one agent."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.fence = EpochFence()
+        self.executed = 0
+        self.stale = 0
+
+    async def start(self) -> None:
+        agent = self.agent
+        spec = topo.work_spec(agent.id, agent.settings.topology)
+        consumer = await agent.transport.consume(
+            spec, self._on_assignment, agent.settings.concurrency
+        )
+        agent.add_work_consumer(consumer)
+
+    async def _on_assignment(self, delivery: Delivery) -> None:
+        agent = self.agent
+        opened = await agent.open_delivery(delivery)
+        if opened is None:
+            return
+        if opened.envelope.type != "task.assign":
+            await agent.reject(
+                delivery, "not_allowed", f"{opened.envelope.type!r} sent to a work queue"
+            )
+            return
+        try:
+            msg = AssignMsg.from_data(opened.envelope.payload)
+        except ProtocolError as exc:
+            await agent.reject(delivery, exc.reason, str(exc))
+            return
+        if not self.fence.admit(msg.epoch):
+            self.stale += 1
+            await agent.reject(
+                delivery,
+                "stale_epoch",
+                f"epoch {msg.epoch} < {self.fence.highest} for {msg.task_id}",
+            )
+            return
+        self.fence.observe(msg.epoch)
+        token = task_id_var.set(msg.task_id)
+        try:
+            async with agent.working():
+                report = await self.execute(msg)
+            try:
+                await agent.send_message(
+                    msg.coordinator, "task.result", report.to_data(), priority=8
+                )
+            except Exception as exc:  # the coordinator re-runs the task after a takeover
+                log.warning("could not report %s to %s: %s", msg.task_id, msg.coordinator, exc)
+            self.executed += 1
+            await delivery.ack()
+        finally:
+            task_id_var.reset(token)
+
+    async def execute(self, msg: AssignMsg) -> ResultMsg:
+        """Run one attempt and describe its outcome (never raises)."""
+        started = time.monotonic()
+
+        def result(
+            ok: bool, value: Any = None, exc: BaseException | None = None, transient: bool = False
+        ) -> ResultMsg:
+            return ResultMsg(
+                msg.task_id,
+                msg.attempt,
+                msg.epoch,
+                ok,
+                value,
+                error_to_data(exc) if exc is not None else None,
+                transient,
+                time.monotonic() - started,
+            )
+
+        tdef = self.agent.app.tasks.get(msg.type)
+        if tdef is None:
+            return result(False, exc=Reject(f"agent {self.agent.id!r} has no task {msg.type!r}"))
+        remaining = None if msg.deadline is None else msg.deadline - self.agent.clock()
+        if remaining is not None and remaining <= 0:
+            return result(False, exc=TimeoutError("deadline passed before the task started"))
+        ctx = TaskContext(
+            msg.task_id,
+            msg.attempt,
+            msg.epoch,
+            msg.payload,
+            dict(msg.dep_results),
+            msg.deadline,
+            self.agent,
+        )
+        try:
+            value = await asyncio.wait_for(self._run_with_retries(tdef, ctx, remaining), remaining)
+        except Reject as exc:
+            return result(False, exc=exc)
+        except TimeoutError as exc:
+            past = msg.deadline is not None and self.agent.clock() >= msg.deadline
+            return result(
+                False, exc=TimeoutError("deadline reached") if past else exc, transient=not past
+            )
+        except Exception as exc:
+            transient = isinstance(exc, Retry | tdef.transient)
+            if not transient:
+                log.warning(
+                    "task %s (%s) failed: %s: %s", msg.task_id, msg.type, type(exc).__name__, exc
+                )
+            return result(False, exc=exc, transient=transient)
+        return result(True, value)
+
+    async def _run_with_retries(
+        self, tdef: TaskDef, ctx: TaskContext, remaining: float | None
+    ) -> Any:
+        def is_transient(exc: BaseException) -> bool:
+            return isinstance(exc, Retry | tdef.transient) and not isinstance(exc, Reject)
+
+        stop = stop_after_attempt(LOCAL_ATTEMPTS)
+        if remaining is not None:
+            stop = stop | stop_after_delay(remaining)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            stop=stop,
+            wait=wait_random_exponential(multiplier=0.05, max=1.0),
+            reraise=True,
+        ):
+            with attempt:
+                return await _call(tdef, ctx)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _call(tdef: TaskDef, ctx: TaskContext) -> Any:
+    if inspect.iscoroutinefunction(tdef.fn):
+        return await tdef.fn(ctx)
+    # Sync handlers run in a thread so a CPU-heavy task cannot stop heartbeats.
+    value = await asyncio.to_thread(tdef.fn, ctx)
+    if inspect.isawaitable(value):
+        value = await value
+    return value
