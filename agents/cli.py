@@ -331,9 +331,9 @@ def agent(
 async def _probe(common: Common, target: Settings) -> int:
     from .client import Client
 
-    if not target.agent_id or target.agent_id == Settings(role=target.role).agent_id:
+    if target.generated_id:
         raise ConfigError("--check needs --id of the agent to probe")
-    async with Client(common.settings(role="client")) as client:
+    async with Client(common.settings(role="client"), listen_only=True) as client:
         live = await client.live_agents(max(3 * target.heartbeat_interval, 1.5))
     ok = target.agent_id in live
     click.echo(f"{target.agent_id}: {'alive' if ok else 'not seen'}")

@@ -24,7 +24,9 @@ from ..broker.base import Delivery
 from ..protocol.codec import Opened
 from ..protocol.envelope import Envelope, new_id, unpack
 from ..protocol.errors import ConfigError, ProtocolError
+from ..protocol.identity import Authority, Identity
 from ..protocol.taskmsgs import FinalResult, Submission, TaskRequest
+from .keystore import Keystore
 from .runtime import Agent
 from .settings import Settings
 
@@ -120,14 +122,24 @@ class Client:
 
     Args:
         settings: role must be ``client`` (the default here).
+        listen_only: use a throwaway in-memory identity: enough to verify
+            heartbeats and read results (status, probes), needs no key files
+            and writes none, but cannot send messages others would accept.
     """
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, listen_only: bool = False) -> None:
         settings = settings or Settings(role="client")
         if settings.role != "client":
             settings = replace(settings, role="client", agent_id="")
         self.settings = settings
-        self.agent = Agent.from_settings(settings)
+        if listen_only:
+            store = Keystore(settings.keys_dir)
+            identity = Identity.create(
+                Authority.generate(), settings.agent_id, "client", time.time()
+            )
+            self.agent = Agent(settings, identity, store.trust_store())
+        else:
+            self.agent = Agent.from_settings(settings)
         self._handles: dict[str, TaskHandle] = {}
         self.duplicates = 0
         self.agent.answer_handlers["task.final"] = self._on_final

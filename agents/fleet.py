@@ -161,6 +161,7 @@ Step = tuple[str, Callable[[], Awaitable[Any]]]
 async def demo_steps(client: Client, members: list[Member]) -> list[tuple[str, bool, str, float]]:
     """Run the demo workload; returns (step, ok, detail, ms) rows."""
     rows: list[tuple[str, bool, str, float]] = []
+    workers = [m for m in members if m.role == "worker"]
 
     async def step(name: str, fn: Callable[[], Awaitable[str]]) -> None:
         started = time.perf_counter()
@@ -214,6 +215,76 @@ async def demo_steps(client: Client, members: list[Member]) -> list[tuple[str, b
         return f"dead-lettered; guardian counts {report['by_reason']}"
 
     await step("tampered message is refused", tampered)
+
+    text = [
+        "robeing runs fleets of cooperating agents on RabbitMQ",
+        "every message is signed and every point to point payload is encrypted",
+        "the coordinator splits tasks across workers and merges their results",
+        "workers report results and the coordinator fences stale attempts",
+    ] * 25
+
+    async def wordcount_split() -> str:
+        handle = await client.submit(
+            "wordcount",
+            text,
+            agents=len(workers),
+            deadline=60,
+            task_id=f"demo-wc-{os.getpid()}-{time.time_ns()}",
+        )
+        final = await handle.result(60)
+        if not final.ok:
+            raise RuntimeError(f"{final.state}: {final.error}")
+        top = ", ".join(f"{w} {c}" for w, c in final.result["top"][:3])
+        return f"{final.result['words']} words over {handle.total} subtasks; top: {top}"
+
+    await step(f"wordcount split across {len(workers)} workers", wordcount_split)
+
+    async def dag() -> str:
+        from ..protocol.taskmsgs import TaskRequest
+
+        stamp = f"{os.getpid()}-{time.time_ns()}"
+        deadline = time.time() + 60
+        numbers = [float(x % 97) for x in range(2_000)]
+        reqs = [
+            TaskRequest(
+                id=f"demo-stats-{stamp}",
+                type="statistics",
+                payload=numbers,
+                agents=2,
+                deadline=deadline,
+            ),
+            TaskRequest(
+                id=f"demo-sort-{stamp}",
+                type="sort",
+                payload=numbers[:50],
+                deadline=deadline,
+                depends_on=(f"demo-stats-{stamp}",),
+            ),
+            TaskRequest(
+                id=f"demo-hash-{stamp}",
+                type="sha256",
+                payload=text[:4],
+                deadline=deadline,
+                depends_on=(f"demo-sort-{stamp}",),
+            ),
+            TaskRequest(
+                id=f"demo-csv-{stamp}",
+                type="convert",
+                deadline=deadline,
+                payload={"data": csv_text, "from": "csv", "to": "msgpack"},
+            ),
+        ]
+        finals = [await h.result(60) for h in await client.submit_many(reqs)]
+        bad = [f for f in finals if not f.ok]
+        if bad:
+            raise RuntimeError(f"{bad[0].task_id} {bad[0].state}: {bad[0].error}")
+        stats, ordered, hashes, packed = (f.result for f in finals)
+        return (
+            f"stats mean {stats['mean']:.2f} stdev {stats['stdev']:.2f} → sort "
+            f"{ordered[:3]}… → sha256 {hashes[0][:12]}…; csv→msgpack {len(packed)} bytes"
+        )
+
+    await step("task DAG: statistics → sort → sha256, plus convert", dag)
     return rows
 
 

@@ -224,6 +224,11 @@ class Agent:
             except Exception:
                 log.exception("on_stop hook failed")
         self.outbox.fail_all(ConnectionError("agent stopped"))
+        if self.settings.generated_id and self.role.takes_work:
+            # No later process will use these names; keep them only if they hold work.
+            for queue in (topo.agent_queue(self.id), topo.work_queue(self.id)):
+                with contextlib.suppress(Exception):
+                    await self.transport.delete_if_empty(queue)
         await self.transport.close()
         self.state = "stopped"
         log.info("agent %s stopped", self.id)

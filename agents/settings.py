@@ -24,8 +24,14 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
 def default_agent_id(role: str) -> str:
-    """``<role>-<host>-<pid>``: unique per process on a machine, readable in the UI."""
+    """``<role>-<host>-<pid>``: unique per process on a machine, readable in the UI.
+
+    Clients get ``cli-<host>``: one identity per machine, so command-line use
+    does not leave a new key pair behind for every invocation.
+    """
     host = socket.gethostname().split(".")[0] or "host"
+    if role == "client":
+        return f"cli-{host}"
     return f"{role}-{host}-{os.getpid()}"
 
 
@@ -72,6 +78,9 @@ class Settings:
             declared dead and its tasks are reassigned.
         max_attempts: (coordinator) default executions of a task before it is
             dead-lettered.
+        generated_id: set when ``agent_id`` was generated (``<role>-<host>-<pid>``):
+            such an agent deletes its queues on a clean stop if they are empty,
+            since no later process will ever use them.
     """
 
     role: str = "worker"
@@ -94,12 +103,14 @@ class Settings:
     dead_after: float = 2.0
     max_attempts: int = 3
     topology: TopologySettings = field(default_factory=TopologySettings)
+    generated_id: bool = False
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ConfigError(f"unknown role {self.role!r}; choose one of {', '.join(AGENT_ROLES)}")
         if not self.agent_id:
             object.__setattr__(self, "agent_id", default_agent_id(self.role))
+            object.__setattr__(self, "generated_id", True)
         check_agent_id(self.agent_id)
         if self.heartbeat_interval <= 0:
             raise ConfigError("heartbeat interval must be positive")

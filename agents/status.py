@@ -69,7 +69,7 @@ def render(agents: dict[str, AgentStatus], health: dict[str, Any], now: float) -
 
 async def show_status(settings: Settings, as_json: bool, watch: bool, listen: float) -> None:
     console = Console()
-    async with Client(settings) as client:
+    async with Client(settings, listen_only=True) as client:
         while True:
             agents, health = await asyncio.gather(
                 client.live_agents(listen), queue_health(settings)

@@ -93,5 +93,5 @@ async def _follow(handle: TaskHandle, timeout: float, show: bool) -> FinalResult
 
 
 async def run_fetch(settings: Settings, task_id: str, since_s: float) -> FinalResult | None:
-    async with Client(settings) as client:
+    async with Client(settings, listen_only=True) as client:
         return await client.fetch_result(task_id, since_s)

@@ -152,7 +152,7 @@ class TaskExecutor:
                 False, exc=TimeoutError("deadline reached") if past else exc, transient=not past
             )
         except Exception as exc:
-            transient = isinstance(exc, Retry | tdef.transient)
+            transient = isinstance(exc, (Retry, *tdef.transient))
             if not transient:
                 log.warning(
                     "task %s (%s) failed: %s: %s", msg.task_id, msg.type, type(exc).__name__, exc
@@ -164,7 +164,7 @@ class TaskExecutor:
         self, tdef: TaskDef, ctx: TaskContext, remaining: float | None
     ) -> Any:
         def is_transient(exc: BaseException) -> bool:
-            return isinstance(exc, Retry | tdef.transient) and not isinstance(exc, Reject)
+            return isinstance(exc, (Retry, *tdef.transient)) and not isinstance(exc, Reject)
 
         stop = stop_after_attempt(LOCAL_ATTEMPTS)
         if remaining is not None:

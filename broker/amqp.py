@@ -456,6 +456,20 @@ class AmqpTransport:
         self._lock_channels.append(channel)
         return True
 
+    async def delete_if_empty(self, queue: str) -> bool:
+        """Delete ``queue`` unless it holds messages; True if it is gone."""
+        if self._conn is None:
+            return False
+        channel = await self._conn.channel()
+        try:
+            await channel.queue_delete(queue, if_empty=True)
+            return True
+        except aiormq.exceptions.ChannelClosed:  # PRECONDITION_FAILED: not empty
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
     async def peek(self, queue: str) -> bytes | None:
         """The first message of ``queue``, left in place (None if empty)."""
         q = await self._channel().get_queue(queue, ensure=False)

@@ -328,13 +328,20 @@ class EvidenceLog:
         return True
 
     def offenders(self) -> frozenset[str]:
-        """Agents with at least one recorded equivocation."""
+        """Agents with at least one recorded equivocation.
+
+        Raises:
+            Nothing.
+        """
         return frozenset(key[0] for key in self._records)
 
     def drain(self) -> list[Equivocation]:
         """Return all records in recording order and empty the log.
 
         Deduplication restarts after a drain: the consumer now owns the records.
+
+        Raises:
+            Nothing.
         """
         records = list(self._records.values())
         self._records.clear()

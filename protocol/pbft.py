@@ -19,9 +19,21 @@ checkpoints make it stable, move the watermarks and garbage-collect the log.
 Backups waiting for a request start a timer; when it fires they move to the
 next view with a view change carrying their prepared certificates, the new
 primary re-proposes them in a new-view message, and each further failed view
-change doubles the timeout (up to a cap). Periodic status messages let peers
-retransmit what a replica missed (Castro's thesis), and a replica that fell
-behind a stable checkpoint asks the host to fetch the state.
+change doubles the timeout (up to a cap); a replica also starts that timer
+once a quorum asks for its target view or a later one, so replicas whose
+earlier view changes were lost still converge. Periodic status messages let
+peers retransmit what a replica missed (Castro's thesis): the stable
+checkpoint proof, the last new-view, commit quorums of decided requests and
+the replica's own part of requests in flight; unstable checkpoints are
+re-sent with every status. A replica that fell behind a stable checkpoint asks
+the host to fetch the state.
+
+Decisions need ``quorum`` commits for one digest in one view, from any view:
+such a set implies ``f + 1`` correct replicas prepared the request, which is
+what the view-change protocol preserves, so a replica that missed a view can
+still decide from the commits a peer relays. A certificate may count a
+signature of an equivocating replica; safety already assumes ``f`` replicas
+sign anything.
 
 Invariants (with at most ``f`` faulty replicas):
     * Agreement: correct replicas never decide different digests for one
@@ -323,6 +335,9 @@ class Replica:
             own = self._view_changes.get(self.id)
             if not self.active and own is not None:
                 out.append(Broadcast(own))
+            # Checkpoints not yet stable: lost ones would otherwise freeze the window.
+            for votes in self._checkpoints.values():
+                out.extend(Broadcast(cp) for (r, _), cp in votes.items() if r == self.id)
         self._finish(now, out)
         return out
 

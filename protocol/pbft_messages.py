@@ -64,28 +64,48 @@ GENESIS_DIGEST = hashlib.sha256(b"robeing.pbft.genesis.v1").digest()
 
 
 class SignedMessage:
-    """Behaviour shared by all PBFT messages (each is a frozen dataclass)."""
+    """Behaviour shared by all PBFT messages (each is a frozen dataclass).
+
+    A subclass names the fields that form its slot and its content (see the
+    module table) and the field holding its sender; the rest is generic.
+    """
 
     __slots__ = ()
     KIND: ClassVar[str]
+    SLOT_FIELDS: ClassVar[tuple[str, ...]] = ("view", "seq")
+    CONTENT_FIELD: ClassVar[str] = "digest"
+    SENDER_FIELD: ClassVar[str] = "replica"
     signature: bytes
     _data: bytes | None
 
     @property
     def sender(self) -> str:
         """Id of the agent whose signature the message must carry."""
-        raise NotImplementedError
+        sender: str = getattr(self, self.SENDER_FIELD)
+        return sender
 
     def slot(self) -> tuple[Any, ...]:
-        """The statement slot (see the module table)."""
-        raise NotImplementedError
+        """The statement slot: the kind followed by the slot fields.
+
+        Raises:
+            Nothing.
+        """
+        return (self.KIND, *(getattr(self, name) for name in self.SLOT_FIELDS))
 
     def content(self) -> Any:
-        """The statement content (see the module table)."""
-        raise NotImplementedError
+        """The statement content: what the sender says about the slot.
+
+        Raises:
+            Nothing.
+        """
+        return getattr(self, self.CONTENT_FIELD)
 
     def signing_bytes(self) -> bytes:
-        """The exact bytes the signature covers (computed once per object)."""
+        """The exact bytes the signature covers (computed once per object).
+
+        Raises:
+            TypeError: the message holds a value msgpack cannot encode.
+        """
         data = self._data
         if data is None:
             data = encode_statement(PBFT_DOMAIN, self.sender, self.slot(), self.content())
@@ -94,7 +114,11 @@ class SignedMessage:
         return data
 
     def statement(self) -> SignedStatement:
-        """The message as a signed statement (for evidence)."""
+        """The message as a signed statement (for evidence).
+
+        Raises:
+            TypeError: the message holds a value msgpack cannot encode.
+        """
         return SignedStatement(self.signing_bytes(), self.signature)
 
 
@@ -107,21 +131,14 @@ class Request(SignedMessage):
     """An operation a client asks the replicas to order; signed by the client."""
 
     KIND: ClassVar[str] = "request"
+    SLOT_FIELDS: ClassVar[tuple[str, ...]] = ("timestamp",)
+    CONTENT_FIELD: ClassVar[str] = "op"
+    SENDER_FIELD: ClassVar[str] = "client"
     client: str
     op: Any
     timestamp: int
     signature: bytes = b""
     _data: bytes | None = _memo()
-
-    @property
-    def sender(self) -> str:
-        return self.client
-
-    def slot(self) -> tuple[Any, ...]:
-        return (self.KIND, self.timestamp)
-
-    def content(self) -> Any:
-        return self.op
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,16 +154,6 @@ class PrePrepare(SignedMessage):
     signature: bytes = b""
     _data: bytes | None = _memo()
 
-    @property
-    def sender(self) -> str:
-        return self.replica
-
-    def slot(self) -> tuple[Any, ...]:
-        return (self.KIND, self.view, self.seq)
-
-    def content(self) -> Any:
-        return self.digest
-
 
 @dataclass(frozen=True, slots=True)
 class Prepare(SignedMessage):
@@ -159,16 +166,6 @@ class Prepare(SignedMessage):
     replica: str
     signature: bytes = b""
     _data: bytes | None = _memo()
-
-    @property
-    def sender(self) -> str:
-        return self.replica
-
-    def slot(self) -> tuple[Any, ...]:
-        return (self.KIND, self.view, self.seq)
-
-    def content(self) -> Any:
-        return self.digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,37 +180,19 @@ class Commit(SignedMessage):
     signature: bytes = b""
     _data: bytes | None = _memo()
 
-    @property
-    def sender(self) -> str:
-        return self.replica
-
-    def slot(self) -> tuple[Any, ...]:
-        return (self.KIND, self.view, self.seq)
-
-    def content(self) -> Any:
-        return self.digest
-
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint(SignedMessage):
     """The sender's state after executing ``seq`` has digest ``state_digest``."""
 
     KIND: ClassVar[str] = "checkpoint"
+    SLOT_FIELDS: ClassVar[tuple[str, ...]] = ("seq",)
+    CONTENT_FIELD: ClassVar[str] = "state_digest"
     seq: int
     state_digest: bytes
     replica: str
     signature: bytes = b""
     _data: bytes | None = _memo()
-
-    @property
-    def sender(self) -> str:
-        return self.replica
-
-    def slot(self) -> tuple[Any, ...]:
-        return (self.KIND, self.seq)
-
-    def content(self) -> Any:
-        return self.state_digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +220,7 @@ class ViewChange(SignedMessage):
     """The sender leaves its view for ``new_view``, reporting what it prepared."""
 
     KIND: ClassVar[str] = "view-change"
+    SLOT_FIELDS: ClassVar[tuple[str, ...]] = ("new_view",)
     new_view: int
     stable_seq: int
     stable_digest: bytes
@@ -249,13 +229,6 @@ class ViewChange(SignedMessage):
     replica: str
     signature: bytes = b""
     _data: bytes | None = _memo()
-
-    @property
-    def sender(self) -> str:
-        return self.replica
-
-    def slot(self) -> tuple[Any, ...]:
-        return (self.KIND, self.new_view)
 
     def content(self) -> Any:
         return [
@@ -271,19 +244,13 @@ class NewView(SignedMessage):
     """The primary of ``view`` starts it from a quorum of view changes."""
 
     KIND: ClassVar[str] = "new-view"
+    SLOT_FIELDS: ClassVar[tuple[str, ...]] = ("view",)
     view: int
     view_changes: tuple[ViewChange, ...]
     pre_prepares: tuple[PrePrepare, ...]
     replica: str
     signature: bytes = b""
     _data: bytes | None = _memo()
-
-    @property
-    def sender(self) -> str:
-        return self.replica
-
-    def slot(self) -> tuple[Any, ...]:
-        return (self.KIND, self.view)
 
     def content(self) -> Any:
         return [[_wire(vc) for vc in self.view_changes], [_wire(pp) for pp in self.pre_prepares]]
@@ -298,6 +265,7 @@ class Status(SignedMessage):
     """
 
     KIND: ClassVar[str] = "status"
+    SLOT_FIELDS: ClassVar[tuple[str, ...]] = ()
     replica: str
     view: int
     active: bool
@@ -305,13 +273,6 @@ class Status(SignedMessage):
     stable_seq: int
     signature: bytes = b""
     _data: bytes | None = _memo()
-
-    @property
-    def sender(self) -> str:
-        return self.replica
-
-    def slot(self) -> tuple[Any, ...]:
-        return (self.KIND,)
 
     def content(self) -> Any:
         return [self.view, self.active, self.last_executed, self.stable_seq]
@@ -334,7 +295,11 @@ def sign(msg: M, signer: Signer) -> M:
 
 
 def request_digest(request: Request | None) -> bytes:
-    """SHA-256 of the request's signed bytes; :data:`NULL_DIGEST` for None."""
+    """SHA-256 of the request's signed bytes; :data:`NULL_DIGEST` for None.
+
+    Raises:
+        TypeError: the request's op cannot be encoded by msgpack.
+    """
     if request is None:
         return NULL_DIGEST
     return hashlib.sha256(request.signing_bytes()).digest()
@@ -345,6 +310,9 @@ def chain_digest(previous: bytes, seq: int, digest: bytes) -> bytes:
 
     Any replica (or an application doing state transfer) can recompute it
     from the ordered decisions, so a checkpoint certifies the whole history.
+
+    Raises:
+        OverflowError: ``seq`` does not fit in 64 bits.
     """
     return hashlib.sha256(previous + seq.to_bytes(8, "big") + digest).digest()
 
@@ -550,23 +518,39 @@ class Cluster:
         return (self.n + self.f + 2) // 2
 
     def primary(self, view: int) -> str:
-        """The primary of ``view``."""
+        """The primary of ``view``.
+
+        Raises:
+            Nothing.
+        """
         return self.replicas[view % self.n]
 
     def signed_by_member(self, msg: SignedMessage) -> bool:
-        """The sender is a replica and the signature is valid."""
+        """The sender is a replica and the signature is valid.
+
+        Raises:
+            TypeError: the message holds a value msgpack cannot encode.
+        """
         return msg.sender in self.members and self.check(
             msg.sender, msg.signing_bytes(), msg.signature
         )
 
     def valid_request(self, request: Request) -> bool:
-        """Signed by its client; replicas cannot originate requests."""
+        """Signed by its client; replicas cannot originate requests.
+
+        Raises:
+            TypeError: the op holds a value msgpack cannot encode.
+        """
         return request.client not in self.members and self.check(
             request.client, request.signing_bytes(), request.signature
         )
 
     def carries(self, digest: bytes, request: Request | None) -> bool:
-        """``request`` is the valid request with ``digest`` (None for the null digest)."""
+        """``request`` is the valid request with ``digest`` (None for the null digest).
+
+        Raises:
+            TypeError: the op holds a value msgpack cannot encode.
+        """
         if digest == NULL_DIGEST:
             return request is None
         return (
@@ -576,7 +560,11 @@ class Cluster:
         )
 
     def valid_pre_prepare(self, pp: PrePrepare) -> bool:
-        """Sent and signed by the primary of its view, carrying its request."""
+        """Sent and signed by the primary of its view, carrying its request.
+
+        Raises:
+            TypeError: the message holds a value msgpack cannot encode.
+        """
         return (
             pp.replica == self.primary(pp.view)
             and self.carries(pp.digest, pp.request)
@@ -586,7 +574,11 @@ class Cluster:
     def checkpoint_certificate_ok(
         self, seq: int, digest: bytes, proof: Sequence[Checkpoint]
     ) -> bool:
-        """A quorum of distinct replicas signed checkpoint ``(seq, digest)``."""
+        """A quorum of distinct replicas signed checkpoint ``(seq, digest)``.
+
+        Raises:
+            Nothing.
+        """
         if seq == 0:
             return digest == GENESIS_DIGEST and not proof
         signers: set[str] = set()
@@ -601,7 +593,11 @@ class Cluster:
     def prepared_certificate_ok(
         self, cert: PreparedCertificate, stable_seq: int, new_view: int
     ) -> bool:
-        """A valid pre-prepare plus ``quorum - 1`` matching prepares from backups."""
+        """A valid pre-prepare plus ``quorum - 1`` matching prepares from backups.
+
+        Raises:
+            TypeError: a message holds a value msgpack cannot encode.
+        """
         pp = cert.pre_prepare
         if not (pp.view < new_view and stable_seq < pp.seq <= stable_seq + self.log_size):
             return False
@@ -618,7 +614,11 @@ class Cluster:
         return len(signers) >= self.quorum - 1
 
     def view_change_ok(self, vc: ViewChange) -> bool:
-        """Signature, checkpoint proof and every prepared certificate are valid."""
+        """Signature, checkpoint proof and every prepared certificate are valid.
+
+        Raises:
+            TypeError: a message holds a value msgpack cannot encode.
+        """
         if vc.stable_seq % self.checkpoint_interval or len(vc.prepared) > self.log_size:
             return False
         if len({c.seq for c in vc.prepared}) != len(vc.prepared):
@@ -675,6 +675,9 @@ class Cluster:
         Returns:
             The view change with the highest stable checkpoint if ``nv`` is
             valid, else None.
+
+        Raises:
+            TypeError: a message holds a value msgpack cannot encode.
         """
         if nv.replica != self.primary(nv.view) or not self.signed_by_member(nv):
             return None

@@ -166,11 +166,19 @@ class Vote:
         object.__setattr__(self, "choice", Choice(self.choice))
 
     def signing_bytes(self) -> bytes:
-        """The exact bytes the signature covers."""
+        """The exact bytes the signature covers.
+
+        Raises:
+            Nothing.
+        """
         return vote_signing_bytes(self.proposal_id, self.voter, self.choice)
 
     def statement(self) -> SignedStatement:
-        """The vote as a signed statement (for evidence)."""
+        """The vote as a signed statement (for evidence).
+
+        Raises:
+            Nothing.
+        """
         return SignedStatement(self.signing_bytes(), self.signature)
 
 

@@ -340,6 +340,12 @@ class Coordinator:
             self.counters["stale_results"] += 1
             return
         agent_id = rec.agent
+        if rec.deadline is not None and now >= rec.deadline:
+            # Past the deadline the task is expired, whatever the agent says.
+            self.registry.release(agent_id)
+            self.graph.expire(now)
+            self._wake.set()
+            return
         if res.ok:
             outcome = self.graph.complete(res.task_id, res.attempt, res.result, now=now)
         else:

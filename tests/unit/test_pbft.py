@@ -349,6 +349,25 @@ def test_status_lets_a_replica_catch_up_on_lost_commits(make_group) -> None:
     assert g.digests("r3") == g.digests("r0")
 
 
+def test_lost_checkpoints_are_resent_with_the_status(make_group) -> None:
+    """Given log_size == checkpoint_interval == 2 and every checkpoint lost, When
+    the window is full, Expect the primary to hold back the third request, and
+    after the next status round (which re-sends unstable checkpoints) the
+    checkpoint to become stable and the third request to be decided."""
+    g = make_group(checkpoint_interval=2, log_size=2, status_interval=1.0)
+    g.drop = lambda src, dst, msg: isinstance(msg, Checkpoint)
+    g.submit(g.request(1))
+    g.submit(g.request(2))
+    g.submit(g.request(3))
+    assert [len(g.decided[r]) for r in g.ids] == [2, 2, 2, 2]
+    assert g.replicas["r0"].low_watermark == 0
+    g.drop = lambda src, dst, msg: False
+    g.tick(0.5)  # starts the status timers
+    g.tick(1.5)
+    assert all(g.replicas[r].low_watermark == 2 for r in g.ids)
+    assert [len(g.decided[r]) for r in g.ids] == [3, 3, 3, 3]
+
+
 # --- view changes ----------------------------------------------------------------------
 
 
@@ -386,6 +405,46 @@ def test_view_change_timeout_doubles_when_the_next_primary_is_silent_too(make_gr
     for r in g.ids[2:]:
         assert (g.replicas[r].view, g.replicas[r].active) == (2, True)
         assert [(d.seq, d.view) for d in g.decided[r]] == [(1, 2)]
+
+
+def test_a_quorum_at_this_view_or_later_starts_the_view_change_timer(make_group) -> None:
+    """Given r2 waiting for view 1 with r3's view change for 1 (no quorum), When
+    r1 announces view 2, Expect r2 to start its timer (a quorum wants view 1 or
+    later, and r1 will not resend its view change for 1) and, when it fires,
+    to move on to view 2."""
+    g = make_group(view_change_timeout=10.0)
+    r2 = g.replicas["r2"]
+    g.handle("r2", r2.on_request(g.request(1), 0.0))
+    g.handle("r2", r2.tick(10.0))
+    assert (r2.view, r2.active) == (1, False)
+
+    def vc(view: int, r: str) -> ViewChange:
+        return sign(ViewChange(view, 0, GENESIS_DIGEST, (), (), r), g.signer(r))
+
+    g.deliver("r2", vc(1, "r3"), 11.0)
+    assert r2.next_deadline == 1000.0  # only the status timer: no quorum yet
+    g.deliver("r2", vc(2, "r1"), 12.0)
+    assert r2.next_deadline == 12.0 + 20.0  # the timeout doubled with the first view change
+    g.handle("r2", r2.tick(32.0))
+    assert (r2.view, r2.active) == (2, False)
+
+
+def test_a_replica_that_missed_a_new_view_gets_it_from_a_peer(make_group) -> None:
+    """Given r3 missed the new view of view 1, When r3 sends its status, Expect
+    a peer to resend the new view and r3 to enter view 1."""
+    g = make_group(view_change_timeout=10.0, status_interval=5.0)
+    g.down = {"r0"}
+    g.drop = lambda src, dst, msg: dst == "r3" and isinstance(msg, NewView)
+    g.submit(g.request(1), now=0.0)
+    g.tick(1.0)  # status timers start
+    g.tick(10.0)
+    r3 = g.replicas["r3"]
+    assert (r3.view, r3.active) == (1, False) and g.replicas["r2"].active
+    g.drop = lambda src, dst, msg: False
+    g.handle("r3", r3.tick(15.0))  # the next status is due at 10 + 5
+    g.settle(15.0)
+    assert (r3.view, r3.active) == (1, True)
+    assert g.digests("r3") == g.digests("r1")
 
 
 def _prepared_but_not_committed(g: Group) -> Request:

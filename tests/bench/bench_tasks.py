@@ -1,0 +1,682 @@
+"""Task benchmark: robeing vs Celery vs raw aio-pika request/reply, same broker, same run.
+
+Usage::
+
+    python tests/bench/bench_tasks.py [--n 10000] [--rounds 1] [--concurrency 500]
+
+Every system runs the same small task, the SHA-256 hex digest of one short
+string, on two worker processes, fed by one client process that keeps up to
+``--concurrency`` tasks in flight and waits for every result (each is
+checked). Each round runs every system once; the order alternates between
+rounds and medians over rounds are reported, with ratios. Measured:
+
+* ``throughput``: tasks per second, from the first submission to the last result;
+* ``rtt``: one task at a time (``--rtt`` of them), submission to result, p50/p99;
+* ``cpu_ms_per_task``: CPU time of each process (and its children) during the
+  throughput run, divided by the tasks; ``broker`` is the RabbitMQ node, which
+  other users of the machine may load too.
+
+The systems, each in a vhost of its own on the same RabbitMQ:
+
+``robeing``
+    ``Client.submit`` per task → coordinator → worker → result back to the
+    submitter; signed and encrypted throughout. One coordinator and two
+    workers (``--worker-concurrency`` each: their prefetch and the capacity
+    the coordinator fills) run as separate ``robeing`` processes.
+``robeing_batch``
+    The same fleet, tasks submitted with ``Client.submit_many`` in batches of
+    ``--batch`` (one durable message per batch) within the same window.
+``celery``
+    ``apply_async`` + ``AsyncResult.get`` with the ``rpc://`` result backend,
+    ``task_acks_late``, msgpack, default prefetch multiplier (see
+    ``celery_app.py``). Two workers, ``--pool prefork --concurrency 1`` each by
+    default: one executing process per worker, as robeing's workers each run
+    one interpreter. Its client is the synchronous API in one thread of its
+    own process, a sliding window that waits for the oldest result before
+    sending the next task (the rpc backend buffers results that arrive out
+    of order; it is not safe to share between threads).
+``aio_pika``
+    The floor: request/reply straight over the broker, no coordinator,
+    signatures or encryption. Two server processes consume one durable queue
+    (prefetch ``--worker-concurrency``), hash and reply to ``reply_to``;
+    persistent requests with publisher confirms.
+
+Then the coordinator's scheduling decision at 10, 100 and 1,000 registered
+agents: ``AgentRegistry.select`` as in ``bench_scheduling.py`` and a whole
+``dispatch`` of one ready task (selection, assignment, reservation).
+
+Targets: robeing's tasks/s >= 1.5x Celery's, robeing's RTT p50 <= Celery's.
+Results are printed and written to ``bench-results/tasks.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+BASE_URL = os.environ.get("ROBEING_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+TEXT = "robeing benchmark: the same small string for every system"
+EXPECTED = hashlib.sha256(TEXT.encode()).hexdigest()
+RAW_QUEUE = "bench.tasks.raw"
+WORKERS = 2
+RESULT_TIMEOUT = 120.0
+READY_TIMEOUT = 60.0
+SYSTEMS = ("robeing", "robeing_batch", "celery", "aio_pika")
+TARGET_THROUGHPUT = 1.5
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def check(value: Any) -> None:
+    if value != EXPECTED:
+        raise RuntimeError(f"wrong result {value!r}")
+
+
+# -- CPU accounting (read from /proc) -------------------------------------------------
+
+
+def _cpu_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, user + system CPU seconds) of every process."""
+    table = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    return table
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each named process and its descendants."""
+    table = _cpu_table()
+    children: dict[int, list[int]] = defaultdict(list)
+    for pid, (ppid, _) in table.items():
+        children[ppid].append(pid)
+    out = {}
+    for name, root in pids.items():
+        total, stack = 0.0, [root]
+        while stack:
+            pid = stack.pop()
+            total += table.get(pid, (0, 0.0))[1]
+            stack.extend(children.get(pid, ()))
+        out[name] = total
+    out["client"] = time.process_time()
+    return out
+
+
+def broker_pid() -> int | None:
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry.name}/comm") as fh:
+                if fh.read().strip() == "beam.smp":
+                    return int(entry.name)
+    return None
+
+
+def throughput_result(
+    n: int, wall: float, before: dict[str, float], after: dict[str, float]
+) -> dict[str, Any]:
+    return {
+        "throughput": n / wall,
+        "wall_s": wall,
+        "cpu_ms_per_task": {k: (after[k] - before[k]) * 1000 / n for k in sorted(after)},
+    }
+
+
+def rtt_result(lat: list[float]) -> dict[str, float]:
+    return {"rtt_p50_ms": pct(lat, 0.5), "rtt_p99_ms": pct(lat, 0.99)} if lat else {}
+
+
+# -- async helpers ------------------------------------------------------------------
+
+
+async def windowed(call: Callable[[], Awaitable[None]], n: int, concurrency: int) -> None:
+    """Run ``call`` ``n`` times with at most ``concurrency`` in flight."""
+    left = n
+
+    async def lane() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await call()
+
+    await asyncio.gather(*(lane() for _ in range(min(concurrency, n))))
+
+
+async def sequential(call: Callable[[], Awaitable[None]], n: int) -> list[float]:
+    lat = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await call()
+        lat.append((time.perf_counter() - t) * 1000)
+    return lat
+
+
+async def timed_async(
+    run: Callable[[], Awaitable[None]], n: int, pids: dict[str, int]
+) -> dict[str, Any]:
+    before = cpu_seconds(pids)
+    t = time.perf_counter()
+    await run()
+    wall = time.perf_counter() - t
+    return throughput_result(n, wall, before, cpu_seconds(pids))
+
+
+# -- robeing client -----------------------------------------------------------------
+
+
+async def robeing_ready(client: Any) -> None:
+    """Wait until the coordinator is active and has registered both workers."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        agents = await client.live_agents(1.0)
+        info = next(
+            (s.extra.get("coordinator", {}) for s in agents.values() if s.role == "coordinator"),
+            {},
+        )
+        if info.get("active") and info.get("agents", 0) >= WORKERS:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"robeing fleet not ready: {sorted(agents)} {info}")
+
+
+async def robeing_client(a: argparse.Namespace, pids: dict[str, int]) -> dict[str, Any]:
+    from robeing.agents import Client, Settings
+    from robeing.protocol.envelope import new_id
+    from robeing.protocol.taskmsgs import FinalResult, TaskRequest
+
+    def check_final(final: FinalResult) -> None:
+        if not final.ok:
+            raise RuntimeError(f"task {final.task_id} {final.state}: {final.error}")
+        check(final.result)
+
+    settings = Settings(
+        role="client", agent_id="bench-tasks-client", amqp_url=a.url, keys_dir=Path(a.keys)
+    )
+    async with Client(settings) as client:
+        await robeing_ready(client)
+
+        async def call() -> None:
+            handle = await client.submit("sha256", TEXT)
+            check_final(await handle.result(RESULT_TIMEOUT))
+
+        async def batches() -> None:
+            window = asyncio.Semaphore(a.concurrency)
+            waiters = []
+
+            async def wait(handle: Any) -> None:
+                try:
+                    check_final(await handle.result(RESULT_TIMEOUT))
+                finally:
+                    window.release()
+
+            sent = 0
+            while sent < a.n:
+                k = min(a.batch, a.n - sent)
+                for _ in range(k):
+                    await window.acquire()
+                requests = [TaskRequest(id=new_id(), type="sha256", payload=TEXT) for _ in range(k)]
+                waiters += [
+                    asyncio.create_task(wait(h)) for h in await client.submit_many(requests)
+                ]
+                sent += k
+            await asyncio.gather(*waiters)
+
+        await windowed(call, a.warmup, a.concurrency)
+        lat = await sequential(call, a.rtt)
+        if a.client == "robeing_batch":
+            res = await timed_async(batches, a.n, pids)
+        else:
+            res = await timed_async(lambda: windowed(call, a.n, a.concurrency), a.n, pids)
+        return {**res, **rtt_result(lat)}
+
+
+# -- raw aio-pika -------------------------------------------------------------------
+
+
+async def raw_server(url: str, prefetch: int) -> None:
+    import aio_pika
+    import msgpack
+
+    conn = await aio_pika.connect_robust(url)
+    ch = await conn.channel()
+    await ch.set_qos(prefetch_count=prefetch)
+    queue = await ch.declare_queue(RAW_QUEUE, durable=True)
+
+    async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+        text = msgpack.unpackb(msg.body)
+        reply = msgpack.packb(hashlib.sha256(text.encode()).hexdigest())
+        await ch.default_exchange.publish(
+            aio_pika.Message(reply, correlation_id=msg.correlation_id), routing_key=msg.reply_to
+        )
+        await msg.ack()
+
+    await queue.consume(on_message)
+    print("ready", flush=True)
+    await asyncio.Future()
+
+
+async def raw_client(a: argparse.Namespace, pids: dict[str, int]) -> dict[str, Any]:
+    import aio_pika
+    import msgpack
+
+    conn = await aio_pika.connect_robust(a.url)
+    try:
+        ch = await conn.channel()
+        reply = await ch.declare_queue(exclusive=True, auto_delete=True)
+        futures: dict[str, asyncio.Future[bytes]] = {}
+
+        async def on_reply(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+            fut = futures.pop(msg.correlation_id or "", None)
+            if fut is not None and not fut.done():
+                fut.set_result(msg.body)
+
+        await reply.consume(on_reply, no_ack=True)
+        body = msgpack.packb(TEXT)
+        loop = asyncio.get_running_loop()
+
+        async def call() -> None:
+            cid = uuid.uuid4().hex
+            fut = futures[cid] = loop.create_future()
+            await ch.default_exchange.publish(
+                aio_pika.Message(
+                    body,
+                    correlation_id=cid,
+                    reply_to=reply.name,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=RAW_QUEUE,
+            )
+            check(msgpack.unpackb(await asyncio.wait_for(fut, RESULT_TIMEOUT)))
+
+        await windowed(call, a.warmup, a.concurrency)
+        lat = await sequential(call, a.rtt)
+        res = await timed_async(lambda: windowed(call, a.n, a.concurrency), a.n, pids)
+        return {**res, **rtt_result(lat)}
+    finally:
+        await conn.close()
+
+
+# -- Celery client (synchronous) ----------------------------------------------------
+
+
+def celery_client(a: argparse.Namespace, pids: dict[str, int]) -> dict[str, Any]:
+    os.environ["BENCH_CELERY_BROKER"] = a.url
+    sys.path.insert(0, str(HERE))
+    from celery_app import app, sha256
+
+    deadline = time.monotonic() + READY_TIMEOUT
+    while len(app.control.ping(timeout=1.0) or []) < WORKERS:
+        if time.monotonic() > deadline:
+            raise RuntimeError("celery workers not ready")
+
+    def window(n: int) -> None:
+        pending: deque[Any] = deque()
+        for _ in range(n):
+            if len(pending) >= a.concurrency:
+                check(pending.popleft().get(timeout=RESULT_TIMEOUT))
+            pending.append(sha256.apply_async((TEXT,)))
+        while pending:
+            check(pending.popleft().get(timeout=RESULT_TIMEOUT))
+
+    window(a.warmup)
+    lat = []
+    for _ in range(a.rtt):
+        t = time.perf_counter()
+        check(sha256.apply_async((TEXT,)).get(timeout=RESULT_TIMEOUT))
+        lat.append((time.perf_counter() - t) * 1000)
+    before = cpu_seconds(pids)
+    t = time.perf_counter()
+    window(a.n)
+    wall = time.perf_counter() - t
+    return {**throughput_result(a.n, wall, before, cpu_seconds(pids)), **rtt_result(lat)}
+
+
+def client_main(a: argparse.Namespace) -> None:
+    pids = json.loads(a.pids)
+    if a.client == "celery":
+        res = celery_client(a, pids)
+    elif a.client == "aio_pika":
+        res = asyncio.run(raw_client(a, pids))
+    else:
+        res = asyncio.run(robeing_client(a, pids))
+    print(json.dumps(res), flush=True)
+
+
+# -- scheduling -----------------------------------------------------------------------
+
+
+def scheduling(decisions: int, seed: int) -> dict[str, dict[str, float]]:
+    """Decision time (µs) of select() and of a one-task dispatch() at each fleet size."""
+    import random
+
+    sys.path.insert(0, str(HERE))
+    import bench_scheduling as bs
+
+    from robeing.protocol.scheduling import dispatch
+    from robeing.protocol.taskgraph import TaskGraph, TaskSpec
+
+    out = {}
+    for size in (10, 100, 1000):
+        f50, f99, s50, s99 = bs.bench(size, decisions, seed)
+        rng = random.Random(seed * 7919 + size)
+        registry, _ = bs.build_fleet(size, rng)
+        times = []
+        for i, (req, _n) in enumerate(bs.workload(decisions + 50, rng)):
+            # One ready task per decision; one nobody can take must not pile up.
+            graph = TaskGraph(rng=random.Random(seed))
+            graph.submit(TaskSpec(f"t{i}", "sha256", skills=req.skills), now=10.0)
+            start = time.perf_counter_ns()
+            made = dispatch(graph, registry, now=10.0)
+            times.append((time.perf_counter_ns() - start) / 1000.0)
+            for assignment in made:  # keep the fleet's loads steady
+                registry.release(assignment.agent_id)
+        times = times[50:]
+        out[str(size)] = {
+            "select_p50_us": f50,
+            "select_p99_us": f99,
+            "naive_select_p50_us": s50,
+            "naive_select_p99_us": s99,
+            "dispatch_p50_us": pct(times, 0.5),
+            "dispatch_p99_us": pct(times, 0.99),
+        }
+    return out
+
+
+# -- orchestration ------------------------------------------------------------------
+
+
+async def _vhosts(vhosts: list[str], create: bool) -> None:
+    from robeing.broker.management import Management, ManagementSettings
+
+    async with Management(ManagementSettings.from_amqp_url(BASE_URL)) as mgmt:
+        for vhost in vhosts:
+            if create:
+                await mgmt.create_vhost(vhost)
+            else:
+                with contextlib.suppress(Exception):
+                    await mgmt.delete_vhost(vhost)
+
+
+def spawn(cmd: list[str], env: dict[str, str], **kw: Any) -> subprocess.Popen[str]:
+    # A session of its own, so stopping it also stops its children (Celery's pool).
+    return subprocess.Popen(cmd, env=env, start_new_session=True, text=True, **kw)
+
+
+def stop_all(procs: list[subprocess.Popen[str]]) -> None:
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+def run_client(
+    system: str, url: str, keys: Path, pids: dict[str, int], args: argparse.Namespace
+) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--client",
+        system,
+        "--url",
+        url,
+        "--keys",
+        str(keys),
+        "--pids",
+        json.dumps(pids),
+        "--n",
+        str(args.n),
+        "--concurrency",
+        str(args.concurrency),
+        "--batch",
+        str(args.batch),
+        "--warmup",
+        str(args.warmup),
+        "--rtt",
+        "0" if system == "robeing_batch" else str(args.rtt),
+    ]
+    out = subprocess.run(
+        cmd, stdout=subprocess.PIPE, text=True, check=True, timeout=300 + args.n / 20
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    from robeing.agents.keystore import Keystore
+    from robeing.broker.management import with_vhost
+
+    tag = uuid.uuid4().hex[:6]
+    vhost = {s: f"robeing-bench-tasks-{s}-{tag}" for s in ("robeing", "celery", "raw")}
+    url = {s: with_vhost(BASE_URL, v) for s, v in vhost.items()}
+    keys = Path(tempfile.mkdtemp(prefix="robeing-bench-keys-"))
+    procs: dict[str, subprocess.Popen[str]] = {}
+    rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in SYSTEMS}
+    try:
+        asyncio.run(_vhosts(list(vhost.values()), create=True))
+        Keystore(keys).init()
+        env = {
+            **os.environ,
+            "AMQP_URL": url["robeing"],
+            "ROBEING_KEYS": str(keys),
+            "ROBEING_LOG_LEVEL": "warning",
+        }
+        agents = [sys.executable, "-m", "robeing.agents"]
+        procs["coordinator"] = spawn([*agents, "coordinator", "--id", "bench-coord"], env)
+        for i in range(1, WORKERS + 1):
+            procs[f"worker{i}"] = spawn(
+                [
+                    *agents,
+                    "agent",
+                    "--role",
+                    "worker",
+                    "--id",
+                    f"bench-w{i}",
+                    "--specialization",
+                    "data_processing",
+                    "--concurrency",
+                    str(args.worker_concurrency),
+                ],
+                env,
+            )
+        celery_env = {
+            **os.environ,
+            "BENCH_CELERY_BROKER": url["celery"],
+            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        }
+        for i in range(1, WORKERS + 1):
+            procs[f"celery{i}"] = spawn(
+                [
+                    *(sys.executable, "-m", "celery", "-A", "celery_app", "worker"),
+                    *("--pool", args.celery_pool, "--concurrency", str(args.celery_concurrency)),
+                    *("-n", f"bench{i}@%h", "--loglevel", "warning", "--quiet"),
+                    *("--without-gossip", "--without-mingle"),
+                ],
+                celery_env,
+                cwd=HERE,
+            )
+        for i in range(1, WORKERS + 1):
+            procs[f"raw{i}"] = spawn(
+                [
+                    *(sys.executable, __file__, "--raw-server", url["raw"]),
+                    *("--worker-concurrency", str(args.worker_concurrency)),
+                ],
+                os.environ.copy(),
+                stdout=subprocess.PIPE,
+            )
+            stdout = procs[f"raw{i}"].stdout
+            if stdout is None or stdout.readline().strip() != "ready":
+                raise RuntimeError("raw aio-pika server did not start")
+        beam = broker_pid()
+        broker = {"broker": beam} if beam else {}
+        pids = {
+            "robeing": {
+                k: p.pid for k, p in procs.items() if k == "coordinator" or k.startswith("worker")
+            },
+            "celery": {k: p.pid for k, p in procs.items() if k.startswith("celery")},
+            "aio_pika": {k: p.pid for k, p in procs.items() if k.startswith("raw")},
+        }
+        urls = {"robeing": url["robeing"], "celery": url["celery"], "aio_pika": url["raw"]}
+        for r in range(args.rounds):
+            order = SYSTEMS if r % 2 == 0 else tuple(reversed(SYSTEMS))
+            for system in order:
+                base = "robeing" if system.startswith("robeing") else system
+                res = run_client(system, urls[base], keys, pids[base] | broker, args)
+                rounds[system].append(res)
+                line = f"round {r + 1} {system:14s} {res['throughput']:9.1f} tasks/s"
+                if "rtt_p50_ms" in res:
+                    line += f"  rtt p50 {res['rtt_p50_ms']:.2f} ms p99 {res['rtt_p99_ms']:.2f} ms"
+                cpu = " ".join(f"{k}={v:.3f}" for k, v in res["cpu_ms_per_task"].items())
+                print(f"{line}\n    cpu ms/task: {cpu}", flush=True)
+    finally:
+        stop_all(list(procs.values()))
+        asyncio.run(_vhosts(list(vhost.values()), create=False))
+        shutil.rmtree(keys, ignore_errors=True)
+
+    med: dict[str, dict[str, Any]] = {}
+    for system, rs in rounds.items():
+        med[system] = {
+            k: statistics.median(r[k] for r in rs)
+            for k in ("throughput", "rtt_p50_ms", "rtt_p99_ms")
+            if k in rs[0]
+        }
+        med[system]["cpu_ms_per_task"] = {
+            k: statistics.median(r["cpu_ms_per_task"][k] for r in rs)
+            for k in rs[0]["cpu_ms_per_task"]
+        }
+    best = max(("robeing", "robeing_batch"), key=lambda s: med[s]["throughput"])
+
+    def ratios(other: str) -> dict[str, float]:
+        return {
+            "throughput": med[best]["throughput"] / med[other]["throughput"],
+            "throughput_submit": med["robeing"]["throughput"] / med[other]["throughput"],
+            "throughput_submit_many": med["robeing_batch"]["throughput"] / med[other]["throughput"],
+            "rtt_p50": med["robeing"]["rtt_p50_ms"] / med[other]["rtt_p50_ms"],
+            "rtt_p99": med["robeing"]["rtt_p99_ms"] / med[other]["rtt_p99_ms"],
+        }
+
+    vs_celery = ratios("celery")
+    return {
+        "n": args.n,
+        "rounds": args.rounds,
+        "concurrency": args.concurrency,
+        "batch": args.batch,
+        "worker_concurrency": args.worker_concurrency,
+        "celery_workers": f"{WORKERS} x --pool {args.celery_pool} "
+        f"--concurrency {args.celery_concurrency}",
+        "robeing_mode_used_for_ratios": "submit_many" if best == "robeing_batch" else "submit",
+        "rounds_raw": rounds,
+        "median": med,
+        "ratio_robeing_over_celery": vs_celery,
+        "ratio_robeing_over_aio_pika": ratios("aio_pika"),
+        "targets": {
+            "throughput_vs_celery": TARGET_THROUGHPUT,
+            "throughput_met": vs_celery["throughput"] >= TARGET_THROUGHPUT,
+            "rtt_p50_vs_celery": 1.0,
+            "rtt_p50_met": vs_celery["rtt_p50"] <= 1.0,
+        },
+        "scheduling_us": scheduling(args.decisions, args.seed),
+    }
+
+
+def report(result: dict[str, Any]) -> None:
+    med = result["median"]
+    print(
+        f"\nmedian of {result['rounds']} round(s), n={result['n']}, "
+        f"in flight <= {result['concurrency']}, submit_many batch={result['batch']}, "
+        f"robeing worker concurrency={result['worker_concurrency']}, "
+        f"celery workers {result['celery_workers']}"
+    )
+    print(f"{'':22s}{'tasks/s':>10s}{'RTT p50 ms':>12s}{'RTT p99 ms':>12s}")
+    for system in SYSTEMS:
+        m = med[system]
+        p50, p99 = m.get("rtt_p50_ms"), m.get("rtt_p99_ms")
+        rtt = f"{p50:12.2f}{p99:12.2f}" if p50 is not None else f"{'-':>12s}{'-':>12s}"
+        print(f"{system:22s}{m['throughput']:10.1f}{rtt}")
+    mode = result["robeing_mode_used_for_ratios"]
+    for other in ("celery", "aio_pika"):
+        r = result[f"ratio_robeing_over_{other}"]
+        print(
+            f"robeing/{other}: tasks/s {r['throughput']:.2f} ({mode}; submit "
+            f"{r['throughput_submit']:.2f}, submit_many {r['throughput_submit_many']:.2f}), "
+            f"RTT p50 {r['rtt_p50']:.2f}, p99 {r['rtt_p99']:.2f}"
+        )
+    t = result["targets"]
+    print(
+        f"targets: tasks/s >= {t['throughput_vs_celery']}x Celery -> "
+        f"{'met' if t['throughput_met'] else 'NOT met'}; RTT p50 <= Celery -> "
+        f"{'met' if t['rtt_p50_met'] else 'NOT met'}"
+    )
+    print("\nCPU ms per task during the throughput run (median)")
+    for system in SYSTEMS:
+        cpu = med[system]["cpu_ms_per_task"]
+        print(f"{system:22s}" + " ".join(f"{k}={v:.3f}" for k, v in cpu.items()))
+    print("\nscheduling decision, µs      select p50   p99   dispatch p50   p99")
+    for size, s in result["scheduling_us"].items():
+        print(
+            f"{size:>6s} agents{'':15s}{s['select_p50_us']:9.1f}{s['select_p99_us']:7.1f}"
+            f"{s['dispatch_p50_us']:15.1f}{s['dispatch_p99_us']:6.1f}"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=10_000, help="tasks per throughput run")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=500, help="tasks in flight")
+    parser.add_argument("--batch", type=int, default=100, help="tasks per submit_many")
+    parser.add_argument("--rtt", type=int, default=300, help="one-at-a-time tasks for RTT")
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--worker-concurrency", type=int, default=32)
+    parser.add_argument("--celery-pool", default="prefork")
+    parser.add_argument("--celery-concurrency", type=int, default=1)
+    parser.add_argument("--decisions", type=int, default=2000, help="scheduling decisions")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--client", choices=SYSTEMS, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--keys", help=argparse.SUPPRESS)
+    parser.add_argument("--pids", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--raw-server", metavar="URL", help=argparse.SUPPRESS)
+    ns = parser.parse_args()
+    if ns.raw_server:
+        asyncio.run(raw_server(ns.raw_server, ns.worker_concurrency))
+    elif ns.client:
+        client_main(ns)
+    else:
+        out = main(ns)
+        report(out)
+        Path("bench-results").mkdir(exist_ok=True)
+        Path("bench-results/tasks.json").write_text(json.dumps(out, indent=2))
