@@ -290,6 +290,21 @@ def keys_list(common: Common) -> None:
     is_flag=True,
     help="Probe: exit 0 if an agent with this id is heartbeating, 1 if not.",
 )
+@click.option(
+    "--standby",
+    envvar="ROBEING_STANDBY",
+    show_envvar=True,
+    is_flag=True,
+    help="Join the standby pool: take work only while a primary with a shared "
+    "specialization is dead.",
+)
+@click.option(
+    "--backup-for",
+    envvar="ROBEING_BACKUP_FOR",
+    show_envvar=True,
+    default=None,
+    help="Back up this agent id: take work only while it is dead.",
+)
 @pass_common
 def agent(
     common: Common,
@@ -302,6 +317,8 @@ def agent(
     heartbeat_interval: float,
     grace_period: float,
     check: bool,
+    standby: bool,
+    backup_for: str | None,
 ) -> None:
     """Run an agent process until SIGTERM or Ctrl-C."""
     if role is None:
@@ -317,6 +334,8 @@ def agent(
         concurrency=concurrency,
         heartbeat_interval=heartbeat_interval,
         grace_period=grace_period,
+        standby=standby,
+        backup_for=backup_for,
     )
     if check:
         sys.exit(run(_probe(common, settings)))
@@ -325,7 +344,7 @@ def agent(
     from .runtime import Agent
 
     user_app = load_app(app) if app else None
-    run(Agent.from_settings(settings, user_app).run())
+    run(Agent.serve(settings, user_app))
 
 
 async def _probe(common: Common, target: Settings) -> int:
@@ -514,7 +533,7 @@ def coordinator(
     from .app import load_app
     from .runtime import Agent
 
-    run(Agent.from_settings(settings, load_app(app) if app else None).run())
+    run(Agent.serve(settings, load_app(app) if app else None))
 
 
 @cli.command()

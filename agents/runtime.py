@@ -91,13 +91,16 @@ class Agent:
             ReplayWindow(settings.max_age, settings.max_skew),
             cluster_key=cluster_key,
         )
+        self.instance = os.urandom(4).hex()
+        # The instance lets the coordinator tie a broker "connection closed"
+        # event to one incarnation of the agent (see connwatch.py).
+        self.transport_name = f"{settings.connection_name} inst={self.instance}"
         self.transport: Transport = transport or AmqpTransport(
             settings.amqp_url,
-            settings.connection_name,
+            self.transport_name,
             settings.topology,
             publish_timeout=settings.publish_timeout,
         )
-        self.instance = os.urandom(4).hex()
         self.reply_queue = topo.reply_queue(self.id, self.instance)
         self.outbox = Outbox(
             self.codec, self.transport, self.reply_queue, lookup_peer, settings.ack_timeout, clock
@@ -115,6 +118,9 @@ class Agent:
         self._work_consumers: list[Consumer] = []
         self._background: list[asyncio.Task[Any]] = []
         self._stop_requested = asyncio.Event()
+        # Why run() returned: "stopped", or "lost_lead" for a coordinator whose
+        # connection (and so its lock) died; serve() then starts afresh.
+        self.exit_reason = "stopped"
         # Role behaviours add fields to heartbeats (e.g. the guardian's counts).
         self.heartbeat_extras: list[Callable[[], dict[str, Any]]] = []
         # Answers on the reply queue other than ACKs (e.g. task progress), by type.
@@ -236,6 +242,21 @@ class Agent:
     def request_stop(self) -> None:
         self._stop_requested.set()
 
+    @classmethod
+    async def serve(cls, settings: Settings, app: App | None = None) -> None:
+        """Run an agent until stopped; a coordinator that lost the lead starts over.
+
+        Crash-only failover: rather than repair in-memory state after losing
+        its lock, a coordinator throws it all away and competes again as a new
+        incarnation, rebuilding from the durable queues if it wins.
+        """
+        while True:
+            agent = cls.from_settings(settings, app)
+            await agent.run()
+            if agent.exit_reason != "lost_lead":
+                return
+            await asyncio.sleep(1.0)
+
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT (or :meth:`request_stop`), then stop."""
         loop = asyncio.get_running_loop()
@@ -276,6 +297,8 @@ class Agent:
             "specializations": list(self.settings.specializations),
             "cluster_id": self.settings.cluster_id,
             "priority": self.role.priority,
+            "standby": self.settings.standby,
+            "backup_for": self.settings.backup_for,
         }
 
     async def _send_heartbeat(self, state: str | None = None) -> None:

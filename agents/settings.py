@@ -78,6 +78,12 @@ class Settings:
             declared dead and its tasks are reassigned.
         max_attempts: (coordinator) default executions of a task before it is
             dead-lettered.
+        standby: a backup in the standby pool of its specializations: it
+            takes work only while a primary sharing one of them is dead.
+        backup_for: the id of the one primary this agent backs up (implies
+            standby): it takes work only while that primary is dead.
+        events_vhost: (coordinator) the vhost where the broker's event exchange
+            publishes connection events (``rabbitmq_event_exchange.vhost``).
         generated_id: set when ``agent_id`` was generated (``<role>-<host>-<pid>``):
             such an agent deletes its queues on a clean stop if they are empty,
             since no later process will ever use them.
@@ -104,6 +110,9 @@ class Settings:
     max_attempts: int = 3
     topology: TopologySettings = field(default_factory=TopologySettings)
     generated_id: bool = False
+    standby: bool = False
+    backup_for: str | None = None
+    events_vhost: str = "/"
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -120,6 +129,9 @@ class Settings:
             raise ConfigError(
                 f"AMQP_URL must start with amqp:// or amqps://, got {self.amqp_url!r}"
             )
+        if self.backup_for is not None:
+            check_agent_id(self.backup_for)
+            object.__setattr__(self, "standby", True)
         for spec in self.specializations:
             if not _ID_RE.match(spec):
                 raise ConfigError(f"invalid specialization {spec!r}")
@@ -127,5 +139,10 @@ class Settings:
     @property
     def connection_name(self) -> str:
         """Readable in the management UI: role, id and specializations."""
+        from ..broker.management import vhost_of
+
         specs = ",".join(self.specializations) or "-"
-        return f"robeing {self.role} {self.agent_id} [{specs}] cluster={self.cluster_id}"
+        return (
+            f"robeing {self.role} {self.agent_id} [{specs}] cluster={self.cluster_id} "
+            f"vhost={vhost_of(self.amqp_url)}"
+        )

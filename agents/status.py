@@ -36,34 +36,107 @@ async def queue_health(settings: Settings) -> dict[str, Any]:
         return {"error": str(exc)}
 
 
-def render(agents: dict[str, AgentStatus], health: dict[str, Any], now: float) -> Table:
-    table = Table(title=f"robeing — {len(agents)} live agent(s)", title_justify="left")
+def coordinator_view(agents: dict[str, AgentStatus]) -> dict[str, Any]:
+    """The active coordinator's report from its heartbeat ({} if none is active)."""
+    for a in agents.values():
+        report = a.extra.get("coordinator")
+        if a.role == "coordinator" and isinstance(report, dict) and report.get("active"):
+            return report
+    return {}
+
+
+def fleet_rows(agents: dict[str, AgentStatus], now: float) -> list[dict[str, Any]]:
+    """One row per agent: what it says of itself plus the coordinator's verdict.
+
+    Health is the active coordinator's (alive, suspected, dead, backup,
+    recovering); agents it still tracks but that no longer heartbeat appear
+    too, so a dead agent is visible rather than silently missing.
+    """
+    view = coordinator_view(agents)
+    health: dict[str, str] = view.get("health", {})
+    in_flight: dict[str, int] = view.get("in_flight", {})
+    idle_backups = set(view.get("backups_idle", []))
+    rows = []
+    for a in agents.values():
+        row = a.as_dict(now)
+        state = health.get(a.id) or ("backup" if a.extra.get("standby") else "alive")
+        if a.id in idle_backups:
+            state = "backup"
+        row["health"] = (
+            state
+            if a.role != "coordinator"
+            else ("active" if a.extra.get("coordinator", {}).get("active") else "standby")
+        )
+        row["tasks_in_flight"] = in_flight.get(a.id, 0)
+        rows.append(row)
+    for agent_id, state in sorted(health.items()):
+        if agent_id not in agents and state in ("suspected", "dead"):
+            rows.append(
+                {
+                    "id": agent_id,
+                    "role": "?",
+                    "specializations": [],
+                    "cluster_id": "",
+                    "health": state,
+                    "load": 0,
+                    "capacity": 0,
+                    "last_seen_s": None,
+                    "tasks_in_flight": in_flight.get(agent_id, 0),
+                    "stats": {},
+                }
+            )
+    return rows
+
+
+_HEALTH_STYLE = {
+    "alive": "green",
+    "active": "green",
+    "suspected": "yellow",
+    "dead": "red",
+    "backup": "cyan",
+    "standby": "cyan",
+    "recovering": "magenta",
+}
+
+
+def render(rows: list[dict[str, Any]], queues: dict[str, Any]) -> Table:
+    live = sum(1 for r in rows if r["health"] not in ("dead",))
+    table = Table(title=f"robeing — {live} live agent(s)", title_justify="left")
     for col in (
         "id",
         "role",
         "specializations",
         "cluster",
-        "state",
+        "health",
         "load",
+        "tasks",
         "last seen",
         "rejected",
     ):
-        table.add_column(col, justify="right" if col in ("load", "last seen") else "left")
-    for a in agents.values():
-        rejected = sum(a.stats.get("rejected", {}).values())
+        table.add_column(col, justify="right" if col in ("load", "tasks", "last seen") else "left")
+    for r in rows:
+        rejected = sum(r.get("stats", {}).get("rejected", {}).values())
+        seen = r.get("last_seen_s")
+        style = _HEALTH_STYLE.get(r["health"], "white")
         table.add_row(
-            a.id,
-            a.role,
-            ", ".join(a.specializations) or "-",
-            a.cluster_id,
-            a.state,
-            f"{a.load}/{a.capacity}",
-            f"{now - a.last_seen:.1f}s ago",
+            r["id"],
+            r["role"],
+            ", ".join(r["specializations"]) or "-",
+            r.get("cluster_id") or "-",
+            f"[{style}]{r['health']}[/]",
+            f"{r['load']}/{r['capacity']}",
+            str(r["tasks_in_flight"]),
+            "-" if seen is None else f"{seen:.1f}s ago",
             str(rejected),
         )
-    dl = health.get(topo.DEAD_LETTER_QUEUE)
+    dl = queues.get(topo.DEAD_LETTER_QUEUE)
+    tq = queues.get(topo.TASK_QUEUE)
+    notes = []
+    if tq is not None:
+        notes.append(f"submissions pending: {tq['messages']}")
     if dl is not None:
-        table.caption = f"dead letters: {dl['messages']}"
+        notes.append(f"dead letters: {dl['messages']}")
+    table.caption = "  ".join(notes) or None
     return table
 
 
@@ -75,19 +148,13 @@ async def show_status(settings: Settings, as_json: bool, watch: bool, listen: fl
                 client.live_agents(listen), queue_health(settings)
             )
             now = time.time()
+            rows = fleet_rows(agents, now)
             if as_json:
-                print(
-                    json.dumps(
-                        {"agents": [a.as_dict(now) for a in agents.values()], "queues": health},
-                        indent=2,
-                        sort_keys=True,
-                        default=str,
-                    ),
-                    flush=True,
-                )
+                out = {"agents": rows, "queues": health}
+                print(json.dumps(out, indent=2, sort_keys=True, default=str), flush=True)
             else:
                 if watch:
                     console.clear()
-                console.print(render(agents, health, now))
+                console.print(render(rows, health))
             if not watch:
                 return

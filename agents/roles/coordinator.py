@@ -54,6 +54,7 @@ from ...protocol.taskgraph import (
     split_list,
 )
 from ...protocol.taskmsgs import AssignMsg, FinalResult, ResultMsg, Submission, TaskRequest
+from ..connwatch import ClosedConnection, ConnectionWatcher
 
 if TYPE_CHECKING:
     from ..app import Message
@@ -65,6 +66,7 @@ TASK_ROLES = frozenset({"worker", "specialist", "messenger"})
 SUBMISSION_PREFETCH = 10_000
 RESULTS_WINDOW_S = 24 * 3600.0
 TICK_S = 0.1
+LOCK_RETRY_S = 0.25  # how often a standby tries to take the lead
 
 
 @dataclass
@@ -108,6 +110,11 @@ class Coordinator:
         self._pump_task: asyncio.Task[None] | None = None
         self._lead_task: asyncio.Task[None] | None = None
         self._publishing: set[asyncio.Task[None]] = set()
+        self.incarnations: dict[str, str] = {}  # agent id -> instance of its connection
+        self.dead: dict[str, tuple[float, frozenset[str]]] = {}  # id -> (when, its skills)
+        self.backups: dict[str, dict[str, Any]] = {}  # standby id -> its last heartbeat
+        self.specs: dict[str, frozenset[str]] = {}  # live primary id -> skills
+        self.watcher: ConnectionWatcher | None = None
 
     def _strategies(self) -> dict[str, SplitStrategy]:
         from ..builtin_tasks import tasks as builtin
@@ -150,13 +157,20 @@ class Coordinator:
                 log.info("another coordinator is active; %s waits as standby", agent.id)
                 standby_logged = True
             agent.state = "standby"
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(LOCK_RETRY_S)
         self.epoch = await self._next_epoch()
         self.active = True
         agent.state = "alive"
         transport = agent.transport
         transport.add_reconnect_listener(self._on_reconnect)
         await self._load_results()
+        self.watcher = ConnectionWatcher(
+            agent.settings.amqp_url,
+            agent.settings.events_vhost,
+            agent.transport_name,
+            self._on_connection_closed,
+        )
+        await self.watcher.start()
         await transport.consume(
             topo.heartbeat_queue_spec(agent.settings.topology), self._on_heartbeat, prefetch=1000
         )
@@ -171,8 +185,11 @@ class Coordinator:
     def _on_reconnect(self, *_: Any) -> None:
         # Our lock died with the old connection; a standby may own it now.
         log.error(
-            "coordinator %s lost its broker connection and with it the lead; exiting", self.agent.id
+            "coordinator %s lost its broker connection and with it the lead; "
+            "restarting with a fresh state",
+            self.agent.id,
         )
+        self.agent.exit_reason = "lost_lead"
         self.agent.request_stop()
 
     async def _next_epoch(self) -> int:
@@ -192,6 +209,8 @@ class Coordinator:
             self._lead_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lead_task
+        if self.watcher is not None:
+            await self.watcher.stop()
         if self._pump_task is not None:
             self._pump_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -240,12 +259,32 @@ class Coordinator:
         if p.get("state") == "leaving":
             self._lost(env.sender, now, "left")
             return
+        if isinstance(p.get("incarnation"), str):
+            self.incarnations[env.sender] = p["incarnation"]
         started = p.get("started_at")
-        info = {"started_at": float(started)} if isinstance(started, int | float) else None
+        info: dict[str, Any] = {"standby": bool(p.get("standby"))}
+        if isinstance(started, int | float):
+            info["started_at"] = float(started)
         for t in self.health.heartbeat(env.sender, now, info):
             self._transition(t.agent_id, t.new, now, t.reason)
         if role not in TASK_ROLES or p.get("state") not in (None, "alive"):
             return
+        skills = frozenset(str(s) for s in p.get("specializations", []))
+        self.dead.pop(env.sender, None)  # it is back (a rejoin starts afresh)
+        if p.get("standby"):
+            self.backups[env.sender] = p
+            if not self._backup_needed(p, skills):
+                self.registry.remove(env.sender)
+                return
+            if env.sender not in self.registry:
+                log.warning(
+                    "activating backup %s (%s)",
+                    env.sender,
+                    f"for {p['backup_for']}" if p.get("backup_for") else "standby pool",
+                )
+                self.counters["backups_activated"] += 1
+        else:
+            self.specs[env.sender] = skills
         try:
             self.registry.upsert(
                 AgentInfo(
@@ -261,6 +300,13 @@ class Coordinator:
             log.debug("ignoring heartbeat of %s: %s", env.sender, exc)
             return
         self._wake.set()
+
+    def _backup_needed(self, p: dict[str, Any], skills: frozenset[str]) -> bool:
+        """A backup takes work only while a primary it stands in for is dead."""
+        primary = p.get("backup_for")
+        if primary:
+            return primary in self.dead
+        return any(dead_skills & skills for _, dead_skills in self.dead.values())
 
     def _outstanding(self, agent_id: str) -> int:
         # Our own count is authoritative: a heartbeat's load lags the assignments.
@@ -392,8 +438,24 @@ class Coordinator:
         elif new == Health.SUSPECTED:
             log.warning("agent %s suspected (%s)", agent_id, reason)
 
+    def _on_connection_closed(self, closed: ClosedConnection) -> None:
+        # Only the incarnation we track: a late event about an older
+        # connection must not kill the agent's restarted process.
+        if self.incarnations.get(closed.agent_id) != closed.instance:
+            return
+        now = time.time()
+        self.counters["connection_deaths"] += 1
+        for t in self.health.connection_closed(closed.agent_id, now):
+            self._transition(t.agent_id, t.new, now, "connection closed")
+
     def _lost(self, agent_id: str, now: float, reason: str) -> None:
+        self.incarnations.pop(agent_id, None)
         self.registry.remove(agent_id)
+        self.backups.pop(agent_id, None)
+        if agent_id in self.specs:
+            self.dead[agent_id] = (now, self.specs.pop(agent_id))
+            while len(self.dead) > 1000:
+                self.dead.pop(next(iter(self.dead)))
         requeued = self.graph.agent_lost(agent_id, now=now)
         if requeued:
             log.warning(
@@ -539,12 +601,21 @@ class Coordinator:
         task.add_done_callback(self._publishing.discard)
 
     def report(self) -> dict[str, Any]:
+        """What the coordinator announces in its heartbeats (read by `robeing status`)."""
+        now = time.time()
+        health = {h.agent_id: h.state.value for h in self.health.snapshot(now)[:500]}
+        for agent_id in list(self.dead)[-100:]:
+            health.setdefault(agent_id, "dead")
+        in_flight = {a.id: self.graph.assigned_to(a.id) for a in self.registry}
         return {
             "coordinator": {
                 "epoch": self.epoch,
                 "active": self.active,
                 "tasks": len(self.graph),
                 "agents": len(self.registry),
+                "health": health,
+                "in_flight": {k: v for k, v in in_flight.items() if v},
+                "backups_idle": sorted(b for b in self.backups if b not in self.registry),
                 **dict(self.counters),
             }
         }

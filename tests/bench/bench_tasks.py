@@ -520,9 +520,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(1, WORKERS + 1):
             procs[f"celery{i}"] = spawn(
                 [
-                    *(sys.executable, "-m", "celery", "-A", "celery_app", "worker"),
+                    *(sys.executable, "-m", "celery", "-A", "celery_app", "--quiet", "worker"),
                     *("--pool", args.celery_pool, "--concurrency", str(args.celery_concurrency)),
-                    *("-n", f"bench{i}@%h", "--loglevel", "warning", "--quiet"),
+                    *("-n", f"bench{i}@%h", "--loglevel", "warning"),
                     *("--without-gossip", "--without-mingle"),
                 ],
                 celery_env,
