@@ -13,8 +13,10 @@ heartbeats to list live agents. The CLI's ``send``, ``broadcast`` and
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -29,6 +31,8 @@ from ..protocol.taskmsgs import FinalResult, Submission, TaskRequest
 from .keystore import Keystore
 from .runtime import Agent
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -141,9 +145,33 @@ class Client:
         else:
             self.agent = Agent.from_settings(settings)
         self._handles: dict[str, TaskHandle] = {}
-        self.duplicates = 0
+        # Unfinished submissions, resubmitted after a reconnect: finals sent
+        # while our reply queue was gone are answered again from the results
+        # store, since resubmitting a task id is idempotent.
+        self._unfinished: dict[str, tuple[TaskRequest, ...]] = {}
+        self._resubmitting: set[asyncio.Task[None]] = set()
+        self.resubmitted = 0
+        self.duplicates = 0  # finals that arrived for an already finished task (absorbed)
+        self.delivered: Counter[str] = Counter()  # finals handed to the application
         self.agent.answer_handlers["task.final"] = self._on_final
         self.agent.answer_handlers["task.progress"] = self._on_progress
+        self.agent.transport.add_reconnect_listener(self._on_reconnect)
+
+    def _on_reconnect(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._resubmit())
+        self._resubmitting.add(task)
+        task.add_done_callback(self._resubmitting.discard)
+
+    async def _resubmit(self) -> None:
+        for key, batch in list(self._unfinished.items()):
+            if all(self._handles[r.id].finished for r in batch):
+                self._unfinished.pop(key, None)
+                continue
+            try:
+                await self._publish(batch)
+                self.resubmitted += 1
+            except Exception as exc:  # the next reconnect tries again
+                log.warning("resubmitting %d task(s) failed: %s", len(batch), exc)
 
     def _on_final(self, opened: Opened) -> None:
         final = FinalResult.from_data(opened.envelope.payload)
@@ -153,6 +181,11 @@ class Client:
             return
         handle.done = handle.total
         handle._final.set_result(final)
+        self.delivered[final.task_id] += 1
+        if len(self._unfinished) > 1000:  # keep the resubmission list short
+            for key, batch in list(self._unfinished.items()):
+                if all(self._handles[r.id].finished for r in batch):
+                    del self._unfinished[key]
 
     def _on_progress(self, opened: Opened) -> None:
         p = opened.envelope.payload
@@ -223,7 +256,12 @@ class Client:
             handle = self._handles.get(r.id) or TaskHandle(r.id)
             self._handles[r.id] = handle
             handles.append(handle)
-        submission = Submission(tuple(requests), self.agent.reply_queue)
+        await self._publish(tuple(requests))
+        self._unfinished[requests[0].id] = tuple(requests)
+        return handles
+
+    async def _publish(self, requests: tuple[TaskRequest, ...]) -> None:
+        submission = Submission(requests, self.agent.reply_queue)
         env = Envelope(
             "task.submit", submission.to_data(), priority=max(r.priority for r in requests)
         )
@@ -232,7 +270,6 @@ class Client:
         await self.agent.transport.publish(
             topo.EVENTS_EXCHANGE, topo.task_routing_key(skill), body, priority=env.priority
         )
-        return handles
 
     async def fetch_result(self, task_id: str, since_s: float = 24 * 3600.0) -> FinalResult | None:
         """Look a finished task up in the results stream (no coordinator needed)."""

@@ -48,11 +48,19 @@ async def test_a_killed_agent_is_detected_from_broker_connection_events(
     coord = await spawn("coordinator", "fo-coord-1", *SLOW_HEARTBEAT_DETECTION)
     await watcher.wait_coordinator("fo-coord-1")
     worker = await spawn("worker", "fo-w-kill", "--specialization", "data_processing")
-    await wait_for(lambda: coordinator_report(watcher, "fo-coord-1")
-                   .get("health", {}).get("fo-w-kill") == "alive", 10)
+    await wait_for(
+        lambda: (
+            coordinator_report(watcher, "fo-coord-1").get("health", {}).get("fo-w-kill") == "alive"
+        ),
+        10,
+    )
     worker.signal(signal.SIGKILL)
-    took = await wait_for(lambda: coordinator_report(watcher, "fo-coord-1")
-                          .get("health", {}).get("fo-w-kill") == "dead", 10)
+    took = await wait_for(
+        lambda: (
+            coordinator_report(watcher, "fo-coord-1").get("health", {}).get("fo-w-kill") == "dead"
+        ),
+        10,
+    )
     # The coordinator reports every 0.5 s; allow for that and a loaded machine.
     assert took < 3.0, took
     assert coordinator_report(watcher, "fo-coord-1").get("connection_deaths", 0) >= 1
@@ -64,8 +72,9 @@ async def test_a_paused_agent_is_suspected_then_dead_and_restored_when_it_speaks
 ) -> None:
     """Given a worker paused with SIGSTOP, expect it suspected, then dead; and a
     worker paused shorter than the tolerated pause never to be suspected."""
-    coord = await spawn("coordinator", "fo-coord-2", "--acceptable-pause", "1.5",
-                        "--dead-after", "1.0")
+    coord = await spawn(
+        "coordinator", "fo-coord-2", "--acceptable-pause", "1.5", "--dead-after", "1.0"
+    )
     await watcher.wait_coordinator("fo-coord-2")
     worker = await spawn("worker", "fo-w-pause", "--specialization", "data_processing")
     health = lambda: coordinator_report(watcher, "fo-coord-2").get("health", {})  # noqa: E731
@@ -94,22 +103,30 @@ async def test_a_standby_coordinator_takes_over_without_losing_tasks(
     env = {"SAMPLE_OUT": str(out)}
     active = await spawn("coordinator", "fo-active", "--app", "apps.sample_app", *FAST, env=env)
     first = await watcher.wait_coordinator("fo-active")
-    standby = await spawn("coordinator", "fo-standby", "--app", "apps.sample_app", *FAST,
-                          "--standby", env=env)
+    standby = await spawn(
+        "coordinator", "fo-standby", "--app", "apps.sample_app", *FAST, "--standby", env=env
+    )
     for i in range(2):
-        await spawn("worker", f"fo-tw-{i}", "--app", "apps.sample_app", "--specialization",
-                    "math", env=env)
+        await spawn(
+            "worker", f"fo-tw-{i}", "--app", "apps.sample_app", "--specialization", "math", env=env
+        )
     await asyncio.sleep(1.0)
-    handles = [await client.submit("sleepy", {"seconds": 0.8, "tag": f"f{i}"},
-                                   task_id=f"failover-{i}") for i in range(6)]
+    handles = [
+        await client.submit("sleepy", {"seconds": 0.8, "tag": f"f{i}"}, task_id=f"failover-{i}")
+        for i in range(6)
+    ]
     await asyncio.sleep(0.4)
     active.signal(signal.SIGKILL)
     killed = time.monotonic()
     second = await watcher.wait_coordinator("fo-standby", timeout=20)
     takeover = time.monotonic() - killed
     assert second["epoch"] > first["epoch"]
-    late = [await client.submit("sleepy", {"seconds": 0.1, "tag": f"g{i}"},
-                                task_id=f"failover-late-{i}") for i in range(3)]
+    late = [
+        await client.submit(
+            "sleepy", {"seconds": 0.1, "tag": f"g{i}"}, task_id=f"failover-late-{i}"
+        )
+        for i in range(3)
+    ]
     finals = [await h.result(40) for h in [*handles, *late]]
     assert [f.state for f in finals] == ["succeeded"] * 9
     assert client.duplicates == 0
@@ -127,21 +144,33 @@ async def test_a_backup_takes_work_only_when_its_primary_dies(
     env = {"SAMPLE_OUT": str(out)}
     coord = await spawn("coordinator", "fo-coord-b", "--app", "apps.sample_app", *FAST, env=env)
     await watcher.wait_coordinator("fo-coord-b")
-    primary = await spawn("worker", "fo-primary", "--app", "apps.sample_app",
-                          "--specialization", "math", env=env)
-    await spawn("worker", "fo-backup", "--app", "apps.sample_app", "--specialization", "math",
-                "--backup-for", "fo-primary", env=env)
+    primary = await spawn(
+        "worker", "fo-primary", "--app", "apps.sample_app", "--specialization", "math", env=env
+    )
+    await spawn(
+        "worker",
+        "fo-backup",
+        "--app",
+        "apps.sample_app",
+        "--specialization",
+        "math",
+        "--backup-for",
+        "fo-primary",
+        env=env,
+    )
     await asyncio.sleep(1.2)
-    before = [await client.submit("sleepy", {"seconds": 0.05}, task_id=f"bk-a-{i}")
-              for i in range(3)]
+    before = [
+        await client.submit("sleepy", {"seconds": 0.05}, task_id=f"bk-a-{i}") for i in range(3)
+    ]
     for h in before:
         assert (await h.result(20)).ok
     assert not (out / "fo-backup.tasks").exists()
     report = coordinator_report(watcher, "fo-coord-b")
     assert "fo-backup" in report.get("backups_idle", [])
     primary.signal(signal.SIGKILL)
-    after = [await client.submit("sleepy", {"seconds": 0.05}, task_id=f"bk-b-{i}")
-             for i in range(3)]
+    after = [
+        await client.submit("sleepy", {"seconds": 0.05}, task_id=f"bk-b-{i}") for i in range(3)
+    ]
     for h in after:
         assert (await h.result(30)).ok
     assert (out / "fo-backup.tasks").exists()
