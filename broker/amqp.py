@@ -21,7 +21,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
@@ -64,11 +65,16 @@ RETRYABLE = (
 
 
 class _Delivery:
-    """A received message; AMQP stays inside this module."""
+    """A received message; AMQP stays inside this module.
+
+    Built straight from aiormq's frame: aio-pika's IncomingMessage costs
+    ~24 µs per message (measured) and adds nothing we use.
+    """
 
     __slots__ = (
-        "_msg",
+        "_channel",
         "_no_ack",
+        "_tag",
         "_transport",
         "body",
         "headers",
@@ -80,28 +86,31 @@ class _Delivery:
 
     def __init__(
         self,
-        msg: aio_pika.abc.AbstractIncomingMessage,
+        msg: aiormq.abc.DeliveredMessage,
         queue: str,
         transport: AmqpTransport,
         no_ack: bool = False,
     ) -> None:
-        self._msg = msg
+        delivery = msg.delivery
+        props = msg.header.properties
+        self._channel = msg.channel
+        self._tag = delivery.delivery_tag
         self._no_ack = no_ack
         self._transport = transport
         self.body = msg.body
-        self.redelivered = bool(msg.redelivered)
-        self.routing_key = msg.routing_key or ""
-        self.reply_to = msg.reply_to
-        self.headers: Mapping[str, Any] = msg.headers or {}
+        self.redelivered = bool(getattr(delivery, "redelivered", False))
+        self.routing_key = delivery.routing_key or ""
+        self.reply_to = props.reply_to
+        self.headers: Mapping[str, Any] = props.headers or {}
         self.queue = queue
 
     async def ack(self) -> None:
         if not self._no_ack:
-            await self._settle(self._msg.ack())
+            await self._settle(self._channel.basic_ack(self._tag))
 
     async def requeue(self) -> None:
         if not self._no_ack:
-            await self._settle(self._msg.nack(requeue=True))
+            await self._settle(self._channel.basic_nack(self._tag, requeue=True))
 
     async def dead_letter(self, reason: str, detail: str) -> None:
         headers = dict(self.headers)
@@ -124,16 +133,28 @@ class _Delivery:
         except Exception as exc:  # the queue's own DLX still catches a rejected message
             log.warning("dead-letter publish failed (%s); rejecting to the queue's DLX", exc)
             if not self._no_ack:
-                await self._settle(self._msg.reject(requeue=False))
+                await self._settle(self._channel.basic_reject(self._tag, requeue=False))
             return
         await self.ack()
 
     async def _settle(self, op: Any) -> None:
         try:
             await op
-        except (aio_pika.exceptions.MessageProcessError, *RETRYABLE) as exc:
+        except (aiormq.exceptions.AMQPError, *RETRYABLE) as exc:
             # Delivery tag belongs to a dead channel: the broker will redeliver.
             log.debug("could not settle delivery (%s); it will be redelivered", exc)
+
+
+@dataclass(eq=False)
+class _Subscription:
+    """A consumer we own: re-attached whenever its robust channel is renewed."""
+
+    queue: str
+    channel: aio_pika.abc.AbstractChannel
+    callback: Callable[[aiormq.abc.DeliveredMessage], Awaitable[None]]
+    no_ack: bool
+    tag: str = ""
+    underlay: aiormq.abc.AbstractChannel | None = None
 
 
 class AmqpTransport:
@@ -172,9 +193,9 @@ class AmqpTransport:
         self._return_listeners: list[Callable[[str, str], None]] = []
         self._lock_channels: list[aio_pika.abc.AbstractChannel] = []
         self._reconnect_listeners: list[Callable[[], None]] = []
-        self._consumers: dict[
-            str, tuple[aio_pika.abc.AbstractQueue, aio_pika.abc.AbstractChannel]
-        ] = {}
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._consumers_restored = asyncio.Event()
+        self._watchdog: asyncio.Task[None] | None = None
         self.reconnects = 0
 
     @property
@@ -233,6 +254,7 @@ class AmqpTransport:
 
     def _on_reconnect(self, *_: Any) -> None:
         self.reconnects += 1
+        self._consumers_restored.set()
         log.info("reconnected to the broker (%d)", self.reconnects)
         for listener in self._reconnect_listeners:
             try:
@@ -243,7 +265,9 @@ class AmqpTransport:
     async def close(self) -> None:
         if self._conn is not None and not self._conn.is_closed:
             await self._conn.close()
-        self._consumers.clear()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._subscriptions.clear()
         self._exchanges.clear()
 
     def _channel(self) -> aio_pika.abc.AbstractChannel:
@@ -404,28 +428,73 @@ class AmqpTransport:
             await queue.bind(exchange, routing_key=routing_key)
         name = spec.name
 
-        async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async def on_message(msg: aiormq.abc.DeliveredMessage) -> None:
             await handler(_Delivery(msg, name, self, no_ack))
 
-        tag = await queue.consume(on_message, no_ack=no_ack)
-        self._consumers[tag] = (queue, channel)
-        return Consumer(name, tag)
+        sub = _Subscription(name, channel, on_message, no_ack)
+        await self._attach(sub)
+        self._subscriptions[sub.tag] = sub
+        self._ensure_watchdog()
+        return Consumer(name, sub.tag)
+
+    async def _attach(self, sub: _Subscription) -> None:
+        underlay = await sub.channel.get_underlay_channel()
+        ok = await underlay.basic_consume(
+            sub.queue, sub.callback, no_ack=sub.no_ack, consumer_tag=sub.tag or None
+        )
+        sub.tag = ok.consumer_tag or sub.tag
+        sub.underlay = underlay
+
+    def _ensure_watchdog(self) -> None:
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch_consumers())
+
+    async def _watch_consumers(self) -> None:
+        """Re-attach consumers whose channel aio-pika renewed (reconnect or reopen).
+
+        aio-pika restores channels, queues and bindings; consumers started on
+        the underlying aiormq channel are ours to restore.
+        """
+        while True:
+            # Woken at once by a reconnect; the periodic check also covers a
+            # channel reopened after a channel-level error.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._consumers_restored.wait(), 2.0)
+            self._consumers_restored.clear()
+            await self._reattach_all()
+
+    async def _reattach_all(self) -> None:
+        for sub in list(self._subscriptions.values()):
+            underlay = sub.underlay
+            if underlay is not None and not underlay.is_closed:
+                continue
+            if sub.channel.is_closed:
+                continue
+            try:
+                await asyncio.wait_for(self._attach(sub), self.publish_timeout)
+                log.info("consumer of %s restored", sub.queue)
+            except Exception as exc:
+                log.warning("could not restore the consumer of %s yet: %s", sub.queue, exc)
+                self._retry_reattach()
+
+    def _retry_reattach(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(1.0, self._consumers_restored.set)
 
     async def cancel(self, consumer: Consumer) -> None:
-        entry = self._consumers.pop(consumer.tag, None)
-        if entry is None:
+        sub = self._subscriptions.pop(consumer.tag, None)
+        if sub is None or sub.underlay is None:
             return
-        queue, _channel = entry
         # Only basic.cancel: the channel stays open so in-flight deliveries can
         # still be acknowledged (closing it would also cancel their handler
         # tasks). It closes with the connection.
         try:
-            await queue.cancel(consumer.tag)
+            await sub.underlay.basic_cancel(consumer.tag)
         except (*RETRYABLE, aio_pika.exceptions.AMQPError) as exc:
             log.debug("cancel of %s failed: %s", consumer.tag, exc)
 
     def consumers(self) -> list[Consumer]:
-        return [Consumer(q.name, tag) for tag, (q, _) in self._consumers.items()]
+        return [Consumer(sub.queue, tag) for tag, sub in self._subscriptions.items()]
 
     async def try_exclusive(self, spec: QueueSpec) -> bool:
         """Try to own the exclusive queue ``spec`` (a broker-held mutex).

@@ -1,0 +1,281 @@
+"""PBFT groups: their specification, and the client that commits values through them.
+
+A *group* is a named set of ``n >= 3f + 1`` agent ids (:class:`GroupSpec`,
+written ``NAME=ID,ID,...[/F]`` on the command line and in
+``ROBEING_BFT_GROUP``); the primary of view ``v`` is ``members[v % n]``. Each
+member hosts a replica (:mod:`robeing.agents.bft_replica`).
+
+A client commits a value with :class:`BftClient`: it signs a PBFT request
+whose op is ``{"g": group, "v": value, "r": its reply queue}``, sends it to
+every member (``pbft.request``) and returns once ``f + 1`` members sent
+matching ``pbft.reply`` messages (same sequence number, digest and result). It
+re-sends the request every ``retry`` seconds; that is also what makes backups
+notice a dead primary and change views.
+
+Invariants:
+    * A group with ``n < 3f + 1`` members cannot be built; without an
+      explicit ``f`` a group must tolerate at least one fault (``n >= 4``).
+    * A client accepts a result only from ``f + 1`` distinct members whose
+      replies match exactly, so at least one correct replica vouches for it;
+      replies from non-members, for other clients or other requests are
+      counted in :attr:`BftClient.refused` and ignored.
+    * Request timestamps of one client strictly increase (microseconds, never
+      reused), which is what replicas deduplicate executions by.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from ..protocol.errors import AckTimeout, ConfigError
+from ..protocol.evidence import ed25519_signer
+from ..protocol.pbft_messages import Request, encode_message, sign
+
+if TYPE_CHECKING:
+    from ..protocol.codec import Opened
+    from .runtime import Agent
+
+log = logging.getLogger(__name__)
+
+PRIORITY = 7  # consensus traffic goes ahead of ordinary messages (default 5)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConsensusTimeout(AckTimeout):
+    """No decision was reached within the caller's timeout."""
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """A named PBFT group.
+
+    Attributes:
+        name: group name (letters, digits, ``_.-``).
+        members: agent ids; their order defines the primaries.
+        f: Byzantine members tolerated.
+        view_change_timeout: initial time a backup waits for a pending request.
+        checkpoint_interval: checkpoint every this many sequence numbers.
+        status_interval: period of the retransmission status messages.
+
+    Raises:
+        ConfigError: bad name, duplicate members, ``n < 3f + 1`` or
+            non-positive timings.
+    """
+
+    name: str
+    members: tuple[str, ...]
+    f: int
+    view_change_timeout: float = 2.0
+    checkpoint_interval: int = 16
+    status_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "members", tuple(self.members))
+        n = len(self.members)
+        if not _NAME.match(self.name):
+            raise ConfigError(f"invalid BFT group name {self.name!r}")
+        if len(set(self.members)) != n:
+            raise ConfigError(f"BFT group {self.name!r} lists a member twice")
+        if self.f < 0:
+            raise ConfigError(f"BFT group {self.name!r}: f must be >= 0")
+        if n < 3 * self.f + 1:
+            raise ConfigError(
+                f"BFT group {self.name!r} has n={n} members, but tolerating f={self.f} "
+                f"Byzantine agents needs n >= 3f + 1 = {3 * self.f + 1}"
+            )
+        if self.view_change_timeout <= 0 or self.status_interval <= 0:
+            raise ConfigError("BFT timeouts must be positive")
+        if self.checkpoint_interval < 1:
+            raise ConfigError("the checkpoint interval must be at least 1")
+
+    @classmethod
+    def build(cls, name: str, members: Iterable[str], f: int | None = None, **kw: Any) -> GroupSpec:
+        """A group tolerating ``f`` faults (default: the most ``n`` allows, at least one).
+
+        Raises:
+            ConfigError: as the class, or fewer than 4 members without an explicit ``f``.
+        """
+        ids = tuple(members)
+        if f is None:
+            f = (len(ids) - 1) // 3
+            if f < 1:
+                raise ConfigError(
+                    f"BFT group {name!r} has n={len(ids)} members, but tolerating one "
+                    "Byzantine agent needs n >= 3f + 1 = 4"
+                )
+        return cls(name, ids, f, **kw)
+
+    def __str__(self) -> str:
+        return f"{self.name}={','.join(self.members)}/{self.f}"
+
+
+def parse_groups(text: str | None, **kw: Any) -> tuple[GroupSpec, ...]:
+    """Parse ``NAME=ID,ID,...[/F]`` group specs separated by ``;`` or whitespace.
+
+    Example: ``"orders=a,b,c,d;big=a,b,c,d,e,f,g/2"``.
+
+    Raises:
+        ConfigError: malformed spec, duplicate names, or an invalid group.
+    """
+    specs: list[GroupSpec] = []
+    for part in re.split(r"[;\s]+", (text or "").strip()):
+        if not part:
+            continue
+        name, eq, rest = part.partition("=")
+        ids, slash, f_text = rest.partition("/")
+        if not eq or not ids:
+            raise ConfigError(f"invalid BFT group {part!r}: expected NAME=ID,ID,...[/F]")
+        try:
+            f = int(f_text) if slash else None
+        except ValueError:
+            raise ConfigError(f"invalid BFT group {part!r}: F must be an integer") from None
+        specs.append(GroupSpec.build(name, (m for m in ids.split(",") if m), f, **kw))
+    if len({s.name for s in specs}) != len(specs):
+        raise ConfigError("a BFT group name is defined twice")
+    return tuple(specs)
+
+
+@dataclass(frozen=True)
+class BftResult:
+    """A value committed by a PBFT group.
+
+    Attributes:
+        group: the group name.
+        seq: its sequence number in the group's decided log.
+        value: the committed value.
+        digest: the request digest the replicas agreed on.
+        replicas: the members whose matching replies proved it (``f + 1`` or more).
+        timestamp: the request's client timestamp.
+        latency_s: from the first send to the ``f + 1``-th matching reply.
+    """
+
+    group: str
+    seq: int
+    value: Any
+    digest: bytes
+    replicas: tuple[str, ...]
+    timestamp: int
+    latency_s: float
+
+
+@dataclass
+class _Waiter:
+    spec: GroupSpec
+    fut: asyncio.Future[tuple[int, bytes, Any, tuple[str, ...]]]
+    votes: dict[tuple[int, bytes, bytes], set[str]] = field(default_factory=dict)
+
+
+class BftClient:
+    """Commits values through PBFT groups on behalf of one agent or client.
+
+    Args:
+        agent: the sending agent (its reply queue receives ``pbft.reply``).
+    """
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.refused: Counter[str] = Counter()
+        self._sign = ed25519_signer(agent.identity.signing_key)
+        self._waiting: dict[tuple[str, int], _Waiter] = {}
+        self._last_ts = 0
+
+    def on_reply(self, opened: Opened) -> None:
+        """Count one ``pbft.reply`` (an answer handler on the reply queue).
+
+        Raises:
+            Nothing: malformed, unexpected and foreign replies are counted.
+        """
+        p = opened.envelope.payload
+        try:
+            key = (str(p["g"]), int(p["ts"]))
+            vote = (int(p["seq"]), bytes(p["digest"]), msgpack.packb(p["result"]))
+            client = p["client"]
+        except (KeyError, TypeError, ValueError):
+            self.refused["malformed"] += 1
+            return
+        waiter = self._waiting.get(key)
+        sender = opened.envelope.sender
+        if waiter is None:
+            self.refused["late"] += 1
+        elif sender not in waiter.spec.members or client != self.agent.id:
+            self.refused["not_member"] += 1
+        else:
+            voters = waiter.votes.setdefault(vote, set())
+            voters.add(sender)
+            if len(voters) > waiter.spec.f and not waiter.fut.done():
+                waiter.fut.set_result((vote[0], vote[1], p["result"], tuple(sorted(voters))))
+
+    async def commit(
+        self, spec: GroupSpec, value: Any, timeout: float = 30.0, retry: float = 2.0
+    ) -> BftResult:
+        """Order ``value`` through ``spec``'s replicas; return once ``f + 1`` agree.
+
+        Args:
+            spec: the group.
+            value: any msgpack-serialisable value.
+            timeout: give up after this many seconds.
+            retry: re-send the request to every member this often.
+
+        Returns:
+            The committed entry.
+
+        Raises:
+            ConfigError: this agent is a member (replicas cannot be clients).
+            ConsensusTimeout: fewer than ``f + 1`` matching replies in time.
+            BrokerError, UnknownPeer: fewer than ``n - f`` members could be reached.
+        """
+        agent = self.agent
+        if agent.id in spec.members:
+            raise ConfigError(f"{agent.id!r} is a member of group {spec.name!r}, not a client")
+        ts = self._last_ts = max(time.time_ns() // 1000, self._last_ts + 1)
+        op = {"g": spec.name, "v": value, "r": agent.reply_queue}
+        wire = encode_message(sign(Request(agent.id, op, ts), self._sign))
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(spec, loop.create_future())
+        self._waiting[(spec.name, ts)] = waiter
+        started = time.perf_counter()
+        deadline = loop.time() + timeout
+        try:
+            strict = True
+            while (remaining := deadline - loop.time()) > 0:
+                await self._send_all(spec, wire, strict)
+                strict = False
+                with contextlib.suppress(TimeoutError):
+                    seq, digest, result, voters = await asyncio.wait_for(
+                        asyncio.shield(waiter.fut), min(retry, remaining)
+                    )
+                    value_out = result.get("value") if isinstance(result, dict) else None
+                    return BftResult(
+                        spec.name, seq, value_out, digest, voters, ts, time.perf_counter() - started
+                    )
+            raise ConsensusTimeout(
+                f"group {spec.name!r}: no {spec.f + 1} matching replies within {timeout}s"
+            )
+        finally:
+            del self._waiting[(spec.name, ts)]
+
+    async def _send_all(self, spec: GroupSpec, wire: bytes, strict: bool) -> None:
+        payload = {"g": spec.name, "m": wire}
+        results = await asyncio.gather(
+            *(
+                self.agent.send_message(m, "pbft.request", payload, priority=PRIORITY)
+                for m in spec.members
+            ),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        for err in errors:
+            log.debug("pbft.request not delivered: %s", err)
+        if strict and len(errors) > spec.f:
+            raise errors[0]
