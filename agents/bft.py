@@ -6,8 +6,9 @@ written ``NAME=ID,ID,...[/F]`` on the command line and in
 member hosts a replica (:mod:`robeing.agents.bft_replica`).
 
 A client commits a value with :class:`BftClient`: it signs a PBFT request
-whose op is ``{"g": group, "v": value, "r": its reply queue}``, sends it to
-every member (``pbft.request``) and returns once ``f + 1`` members sent
+whose op is ``{"g": group, "v": value, "r": its reply queue}``, publishes it
+once to the group's key on ``robeing.direct`` (:func:`group_key`; every
+member's inbox is bound to it) and returns once ``f + 1`` members sent
 matching ``pbft.reply`` messages (same sequence number, digest and result). It
 re-sends the request every ``retry`` seconds; that is also what makes backups
 notice a dead primary and change views.
@@ -37,7 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from ..protocol.errors import AckTimeout, ConfigError
+from ..broker import topology as topo
+from ..protocol.envelope import BROADCAST, Envelope
+from ..protocol.errors import AckTimeout, ConfigError, Unroutable
 from ..protocol.evidence import ed25519_signer
 from ..protocol.pbft_messages import Request, encode_message, sign
 
@@ -48,6 +51,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PRIORITY = 7  # consensus traffic goes ahead of ordinary messages (default 5)
+
+
+def group_key(name: str) -> str:
+    """Routing key on ``robeing.direct`` that reaches every member's inbox.
+
+    ``/`` cannot occur in agent ids, so it never collides with an agent's own key.
+    """
+    return f"bft/{name}"
+
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -233,7 +245,8 @@ class BftClient:
         Raises:
             ConfigError: this agent is a member (replicas cannot be clients).
             ConsensusTimeout: fewer than ``f + 1`` matching replies in time.
-            BrokerError, UnknownPeer: fewer than ``n - f`` members could be reached.
+            Unroutable: no member of the group ever started.
+            BrokerError: the broker did not confirm the request.
         """
         agent = self.agent
         if agent.id in spec.members:
@@ -247,10 +260,8 @@ class BftClient:
         started = time.perf_counter()
         deadline = loop.time() + timeout
         try:
-            strict = True
             while (remaining := deadline - loop.time()) > 0:
-                await self._send_all(spec, wire, strict)
-                strict = False
+                await self._send(spec, wire)
                 with contextlib.suppress(TimeoutError):
                     seq, digest, result, voters = await asyncio.wait_for(
                         asyncio.shield(waiter.fut), min(retry, remaining)
@@ -265,17 +276,15 @@ class BftClient:
         finally:
             del self._waiting[(spec.name, ts)]
 
-    async def _send_all(self, spec: GroupSpec, wire: bytes, strict: bool) -> None:
-        payload = {"g": spec.name, "m": wire}
-        results = await asyncio.gather(
-            *(
-                self.agent.send_message(m, "pbft.request", payload, priority=PRIORITY)
-                for m in spec.members
-            ),
-            return_exceptions=True,
+    async def _send(self, spec: GroupSpec, wire: bytes) -> None:
+        agent = self.agent
+        env = Envelope(
+            "pbft.request", {"g": spec.name, "m": wire}, receiver=BROADCAST, priority=PRIORITY
         )
-        errors = [r for r in results if isinstance(r, BaseException)]
-        for err in errors:
-            log.debug("pbft.request not delivered: %s", err)
-        if strict and len(errors) > spec.f:
-            raise errors[0]
+        try:
+            await agent.transport.publish(
+                topo.DIRECT_EXCHANGE, group_key(spec.name), agent.codec.seal(env, agent.clock()),
+                priority=PRIORITY, persistent=False,
+            )  # fmt: skip
+        except Unroutable:
+            raise Unroutable(f"no member of BFT group {spec.name!r} has ever started") from None

@@ -7,7 +7,8 @@ and carries out its actions:
 ==================  =================================================================
 replica action      what the host does
 ==================  =================================================================
-Send / Broadcast    P2P ``pbft.msg`` ``{"g": group, "m": wire bytes}`` to the member(s)
+Send                P2P ``pbft.msg`` ``{"g": group, "m": wire bytes}`` to the member
+Broadcast           one ``pbft.msg`` publish, routed to every member (``bft/<group>``)
 SetTimer            wakes the group's ticker task, which calls ``Replica.tick``
 Decide              executes into the decided log, replies to the client
 FetchState          downloads the missing decided entries from a peer (``pbft.state``)
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..broker import topology as topo
-from ..protocol.envelope import Envelope
+from ..protocol.envelope import BROADCAST, Envelope
 from ..protocol.errors import ConfigError, DecodeError, Reject
 from ..protocol.evidence import Equivocation, EvidenceLog, SignatureCheck, ed25519_signer
 from ..protocol.pbft import (
@@ -66,7 +67,7 @@ from ..protocol.pbft_messages import (
     encode_message,
     request_digest,
 )
-from .bft import PRIORITY, GroupSpec
+from .bft import PRIORITY, GroupSpec, group_key
 
 if TYPE_CHECKING:
     from ..protocol.identity import Certificate
@@ -78,6 +79,16 @@ OUTBOX_CAP = 10_000
 MAX_LOG = 100_000
 STATE_CHUNK = 256
 MAX_CLIENTS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    exchange: str
+    key: str  # routing key: an agent id, a group key, or a reply queue (default exchange)
+    receiver: str  # the envelope's receiver ("*" for a group multicast)
+    type: str
+    payload: dict[str, Any]
+
 
 PeerLookup = Callable[[str], "Certificate | None"]
 Tamper = Callable[[str, Message], Iterable[Message | bytes]]
@@ -186,6 +197,8 @@ class BftGroup:
     ) -> None:
         if agent.id not in spec.members:
             raise ConfigError(f"{agent.id!r} is not a member of BFT group {spec.name!r}")
+        if not agent.role.takes_work:
+            raise ConfigError(f"a {agent.role.name} has no inbox and cannot host a replica")
         self.agent, self.spec = agent, spec
         self.replica = Replica(
             agent.id,
@@ -207,7 +220,7 @@ class BftGroup:
         self._clock, self._on_evidence, self._peer = clock, on_evidence, peer
         self._last_ts: dict[str, int] = {}
         self._replies: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
-        self._out: asyncio.Queue[tuple[str, str, str, dict[str, Any]]] = asyncio.Queue(OUTBOX_CAP)
+        self._out: asyncio.Queue[_Outgoing] = asyncio.Queue(OUTBOX_CAP)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._fetch: asyncio.Task[None] | None = None
@@ -224,6 +237,10 @@ class BftGroup:
             Nothing.
         """
         if not self._tasks:
+            # Group broadcasts are one publish that the direct exchange copies to every
+            # member's inbox: a publish costs a syscall, n - 1 of them per step did not scale.
+            inbox = topo.agent_queue(self.agent.id)
+            await self.agent.transport.bind(inbox, topo.DIRECT_EXCHANGE, group_key(self.name))
             self._tasks = [asyncio.create_task(self._sender()), asyncio.create_task(self._ticker())]
             self._perform(self.replica.tick(self._clock()))
 
@@ -261,6 +278,9 @@ class BftGroup:
             cached = self._replies.get(msg.client)
             if cached is not None and cached[0] == msg.timestamp:  # a retransmission
                 self._reply(msg, cached[1])
+        if isinstance(msg, ViewChange) and msg.new_view > self.replica.view:
+            # A view change is timed from its first sign here: our timer or a peer's message.
+            self._vc_started = self._vc_started or self._clock()
         self._perform(self.replica.on_message(msg, self._clock()))
 
     def state_entries(self, after: int, upto: int) -> list[Any]:
@@ -312,6 +332,10 @@ class BftGroup:
             elif isinstance(a, Broadcast):
                 if isinstance(a.msg, ViewChange) and self._vc_started is None:
                     self._vc_started = self._clock()
+                if self.tamper is None:
+                    payload = {"g": self.name, "m": encode_message(a.msg)}
+                    self._enqueue(topo.DIRECT_EXCHANGE, group_key(self.name), BROADCAST, payload)
+                    continue
                 for peer in self.spec.members:
                     if peer != self.agent.id:
                         self._send(peer, a.msg)
@@ -340,11 +364,18 @@ class BftGroup:
         items: Iterable[Message | bytes] = (msg,) if self.tamper is None else self.tamper(peer, msg)
         for item in items:
             data = item if isinstance(item, bytes) else encode_message(item)
-            self._enqueue("", peer, "pbft.msg", {"g": self.name, "m": data})
+            self._enqueue(topo.DIRECT_EXCHANGE, peer, peer, {"g": self.name, "m": data})
 
-    def _enqueue(self, queue: str, receiver: str, mtype: str, payload: dict[str, Any]) -> None:
+    def _enqueue(
+        self,
+        exchange: str,
+        key: str,
+        receiver: str,
+        payload: dict[str, Any],
+        mtype: str = "pbft.msg",
+    ) -> None:
         try:
-            self._out.put_nowait((queue, receiver, mtype, payload))
+            self._out.put_nowait(_Outgoing(exchange, key, receiver, mtype, payload))
         except asyncio.QueueFull:
             self.dropped += 1
 
@@ -398,33 +429,24 @@ class BftGroup:
     def _reply(self, req: Request, payload: dict[str, Any]) -> None:
         reply_to = req.op.get("r") if isinstance(req.op, dict) else None
         if isinstance(reply_to, str) and reply_to.startswith(f"robeing.reply.{req.client}."):
-            self._enqueue(reply_to, req.client, "pbft.reply", payload)
+            self._enqueue("", reply_to, req.client, payload, "pbft.reply")
 
     # -- tasks ---------------------------------------------------------------------
 
     async def _sender(self) -> None:
         agent = self.agent
         while True:
-            queue, receiver, mtype, payload = await self._out.get()
+            out = await self._out.get()
+            receiver, mtype = out.receiver, out.type
             try:
-                if self._peer(receiver) is None:
+                if receiver != BROADCAST and self._peer(receiver) is None:
                     raise ConfigError(f"no certificate for {receiver!r}")
-                env = Envelope(mtype, payload, receiver=receiver, priority=PRIORITY)
-                if queue:
-                    await agent.outbox.publish_to_queue(
-                        env, queue, persistent=False, confirm=False, mandatory=False
-                    )
-                else:
-                    body = agent.codec.seal(env, agent.clock())
-                    await agent.transport.publish(
-                        topo.DIRECT_EXCHANGE,
-                        receiver,
-                        body,
-                        priority=PRIORITY,
-                        persistent=False,
-                        confirm=False,
-                        mandatory=False,
-                    )
+                env = Envelope(mtype, out.payload, receiver=receiver, priority=PRIORITY)
+                body = agent.codec.seal(env, agent.clock())  # encrypted unless multicast
+                await agent.transport.publish(
+                    out.exchange, out.key, body, priority=PRIORITY, persistent=False,
+                    confirm=False, mandatory=False,
+                )  # fmt: skip
                 self.sent += 1
             except Exception as exc:  # the protocol retransmits; keep the group running
                 self.send_failures += 1

@@ -1,62 +1,56 @@
-"""Consensus on the broker: 2/3-majority votes, PBFT groups, equivocation evidence.
+"""Consensus for agents: 2/3-majority votes, PBFT groups and equivocation evidence.
 
-Voting (the pure tally is :mod:`robeing.protocol.voting`)::
+:func:`install_consensus` gives an agent every consensus handler:
 
-    proposer  --broadcast vote.propose (reply_to: its reply queue)-->  agents
-    participant: policy(Ballot) -> choice, signed with its Ed25519 key
-    participant  --vote.cast to the proposer's reply queue-->  proposer
-    proposer: checks each vote against the voter's certificate, feeds the
-              Tally, decides early or at the deadline
-    proposer  --broadcast vote.outcome (with the signed votes)-->  agents
+==================  ===========  =============================================
+message             arrives on   what happens
+==================  ===========  =============================================
+``vote.propose``    broadcast    participants vote (:mod:`robeing.agents.voting`)
+``vote.cast``       reply queue  the proposer tallies the signed vote
+``vote.outcome``    broadcast    the outcome is checked against its votes, recorded
+``pbft.msg``        inbox        fed to the hosted replica (:mod:`.bft_replica`)
+``pbft.request``    inbox        a client's request, fed to the replica
+``pbft.reply``      reply queue  a replica's answer to our request (:mod:`.bft`)
+``pbft.state``      inbox        a lagging member downloads decided entries
+``pbft.log``        inbox        a group's state and decided log (``robeing bft log``)
+``evidence.report`` broadcast    verified equivocation evidence is recorded
+``consensus.report`` inbox       counters, evidence, outcomes and groups
+==================  ===========  =============================================
 
-Agents choose their vote through a policy registered in their ``--app`` module
-with :func:`vote_policy` (default: approve). Proposers use :func:`propose`
-(an agent or a :class:`~robeing.agents.client.Client` works); PBFT groups are
-hosted and used through :mod:`robeing.agents.bft` and :func:`bft_commit`.
+Agents choose their votes with a policy registered in their ``--app`` module
+through :func:`vote_policy` (default: approve). Proposers call :func:`propose`
+and clients of a PBFT group call :func:`bft_commit`; both accept an
+:class:`~robeing.agents.runtime.Agent` or a :class:`~robeing.agents.client.Client`.
 
 Invariants:
-    * A vote counts only if the voter's certified key signed it for this
-      proposal id, the voter is a participant, and it is its first vote
-      (the :class:`~robeing.protocol.voting.Tally` invariants). Every refusal
-      is counted in :attr:`Consensus.refused` under its reason, including
-      votes arriving after the decision and votes for unknown proposals.
-    * A participant sends one vote per proposal: the choice is remembered and
-      re-sent on redelivery, so an honest agent never equivocates even with a
-      policy that is not deterministic.
-    * An agent records an outcome as ``verified`` only if every vote in it
-      verifies and the decision rule recomputes to the announced result. An
-      approved, verified outcome is self-certifying (approvals cannot be
-      forged); a rejection only shows the votes the proposer chose to include.
+    * Installing is idempotent: one :class:`Consensus` per agent; later calls
+      only add groups, and a group name is never redefined.
+    * Every signature (votes, PBFT messages, evidence) is checked against the
+      signer's *certified* key (learned from its envelopes or the keys
+      directory); unknown, expired and revoked signers never verify.
     * Evidence is recorded only after :meth:`Equivocation.verify` succeeds,
-      whoever reported it; forged accusations are refused.
-    * Bounded memory: open and finished proposals, remembered votes and
-      recorded outcomes keep at most :data:`KEEP` entries each.
+      whoever reported it; forged accusations are refused (dead-lettered).
+      Each piece of evidence is broadcast at most once by each agent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import inspect
 import logging
-import os
 import weakref
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from ..broker import topology as topo
-from ..protocol.envelope import BROADCAST, Envelope, new_id
 from ..protocol.errors import CertificateError, ConfigError, DecodeError, Reject
-from ..protocol.evidence import Equivocation, EvidenceLog, SignatureCheck, ed25519_signer
-from ..protocol.voting import DEFAULT_THRESHOLD, Choice, Decision, Proposal, Tally, Vote, sign_vote
+from ..protocol.evidence import Equivocation, EvidenceLog, SignatureCheck
+from ..protocol.voting import DEFAULT_THRESHOLD, Decision
 from .app import App
-from .bft import PRIORITY, BftClient, BftGroup, BftResult, GroupSpec
+from .bft import PRIORITY, BftClient, BftResult, ConsensusTimeout, GroupSpec, parse_groups
+from .bft_replica import BftGroup
+from .voting import DEFAULT_DEADLINE, Ballot, Outcome, VotePolicy, Voting
 
 if TYPE_CHECKING:
-    from ..protocol.codec import Opened
     from ..protocol.identity import Certificate
     from .app import Message
     from .client import Client
@@ -64,200 +58,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DEADLINE = 30.0
-KEEP = 256
-POLICY_GRACE = 10.0  # a policy may overrun the deadline this long; its vote is then counted late
-
-
-@dataclass(frozen=True)
-class Ballot:
-    """What a vote policy sees.
-
-    Attributes:
-        proposal_id: the proposal's id.
-        proposer: who proposed it.
-        payload: what is proposed.
-        participants: who votes.
-        threshold: fraction of participants that must approve.
-        deadline: absolute time (proposer's clock) after which votes are late.
-        agent: the voting agent.
-    """
-
-    proposal_id: str
-    proposer: str
-    payload: Any
-    participants: frozenset[str]
-    threshold: Fraction
-    deadline: float
-    agent: Agent
-
-
-VotePolicy = Callable[[Ballot], Any]
-"""Returns (or awaits to) a :class:`Choice`, its name, True/False, or None (abstain)."""
-
-
-def approve_all(ballot: Ballot) -> Choice:
-    """The default policy: approve everything."""
-    return Choice.APPROVE
-
-
-def vote_policy(app: App) -> Callable[[VotePolicy], VotePolicy]:
-    """Register the decorated function as the vote policy of agents running ``app``.
-
-    Usage in an ``--app`` module::
-
-        @vote_policy(app)
-        def policy(ballot):
-            return ballot.payload.get("risk", 0) < 5   # approve / reject
-
-    A policy that raises or returns something else abstains (and is logged).
-
-    Raises:
-        Nothing.
-    """
-
-    def register(fn: VotePolicy) -> VotePolicy:
-        async def set_policy(agent: Agent) -> None:
-            (await ensure_consensus(agent)).policy = fn
-
-        app.on_start(set_policy)
-        return fn
-
-    return register
-
-
-def parse_threshold(value: Fraction | int | str) -> Fraction:
-    """``Fraction``, int, or text like ``"2/3"`` or ``"0.75"`` (exact, never a float).
-
-    Raises:
-        ConfigError: a float, or text that is not a fraction in ``(0, 1]``.
-    """
-    if isinstance(value, float | bool):
-        raise ConfigError("threshold must be exact: give a Fraction or text like '2/3'")
-    try:
-        threshold = Fraction(value)
-    except (ValueError, ZeroDivisionError) as exc:
-        raise ConfigError(f"invalid threshold {value!r}: {exc}") from None
-    if not 0 < threshold <= 1:
-        raise ConfigError(f"threshold {value!r} is not in (0, 1]")
-    return threshold
-
-
-def vote_to_data(vote: Vote) -> dict[str, Any]:
-    return {
-        "proposal_id": vote.proposal_id,
-        "voter": vote.voter,
-        "choice": vote.choice.value,
-        "signature": vote.signature,
-    }
-
-
-def vote_from_data(data: Any) -> Vote:
-    """Rebuild a vote from the wire.
-
-    Raises:
-        DecodeError: not shaped like :func:`vote_to_data` output.
-    """
-    try:
-        return Vote(
-            str(data["proposal_id"]),
-            str(data["voter"]),
-            Choice(data["choice"]),
-            bytes(data["signature"]),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DecodeError(f"malformed vote: {exc}") from None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A decided proposal as announced in ``vote.outcome`` (and returned to the CLI).
-
-    Attributes:
-        verified: every vote verified and the rule recomputes to ``approved``.
-    """
-
-    proposal_id: str
-    proposer: str
-    participants: frozenset[str]
-    threshold: Fraction
-    approved: bool
-    approval_rate: Fraction
-    reason: str
-    votes: tuple[Vote, ...]
-    refusals: Mapping[str, int]
-    verified: bool = True
-
-    @classmethod
-    def of(cls, proposal: Proposal, decision: Decision) -> Outcome:
-        return cls(
-            proposal.id,
-            proposal.proposer,
-            proposal.participants,
-            proposal.threshold,
-            decision.approved,
-            decision.approval_rate,
-            decision.reason.value,
-            decision.votes,
-            {str(k): v for k, v in decision.refusals.items()},
-        )
-
-    @property
-    def required(self) -> int:
-        """Approvals needed: ``ceil(threshold * n)``."""
-        t, n = self.threshold, len(self.participants)
-        return -(-t.numerator * n // t.denominator)
-
-    def to_data(self) -> dict[str, Any]:
-        return {
-            "id": self.proposal_id,
-            "proposer": self.proposer,
-            "participants": sorted(self.participants),
-            "threshold": [self.threshold.numerator, self.threshold.denominator],
-            "approved": self.approved,
-            "approval_rate": [self.approval_rate.numerator, self.approval_rate.denominator],
-            "reason": self.reason,
-            "votes": [[v.voter, v.choice.value, v.signature] for v in self.votes],
-            "refusals": dict(self.refusals),
-            "verified": self.verified,
-        }
-
-    @classmethod
-    def from_data(cls, data: Any, proposer: str, check: SignatureCheck) -> Outcome:
-        """Rebuild an announced outcome and check it against its signed votes.
-
-        Raises:
-            DecodeError: malformed.
-        """
-        try:
-            pid = str(data["id"])
-            votes = tuple(Vote(pid, str(v), Choice(c), bytes(s)) for v, c, s in data["votes"])
-            out = cls(
-                pid,
-                proposer,
-                frozenset(map(str, data["participants"])),
-                Fraction(*data["threshold"]),
-                bool(data["approved"]),
-                Fraction(*data["approval_rate"]),
-                str(data["reason"]),
-                votes,
-                {str(k): int(n) for k, n in dict(data.get("refusals", {})).items()},
-                False,
-            )
-        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
-            raise DecodeError(f"malformed vote outcome: {exc}") from None
-        voters = {v.voter for v in votes}
-        approvals = sum(v.choice is Choice.APPROVE for v in votes)
-        n, t = len(out.participants), out.threshold
-        ok = (
-            n > 0
-            and len(voters) == len(votes)
-            and voters <= out.participants
-            and all(check(v.voter, v.signing_bytes(), v.signature) for v in votes)
-            and out.approved == (approvals * t.denominator >= t.numerator * n)
-            and out.approval_rate == Fraction(approvals, n)
-        )
-        return dataclasses.replace(out, verified=ok)
+MAX_REPORTED = 10_000
 
 
 def peer_certificate(agent: Agent, agent_id: str) -> Certificate | None:
@@ -302,115 +103,55 @@ def signature_check(agent: Agent) -> SignatureCheck:
     return check
 
 
-async def send_vote(agent: Agent, proposer: str, reply_to: str, vote: Vote) -> None:
-    """Send ``vote`` to the proposer's reply queue (signed envelope, encrypted).
-
-    Raises:
-        UnknownPeer: the proposer's certificate is unknown.
-    """
-    env = Envelope("vote.cast", vote_to_data(vote), receiver=proposer, priority=PRIORITY)
-    await agent.outbox.publish_to_queue(
-        env, reply_to, persistent=False, confirm=False, mandatory=False
-    )
-
-
-async def live_agent_ids(agent: Agent, listen: float) -> list[str]:
-    """Agents of our cluster that heartbeat within ``listen`` seconds (not leaving).
-
-    Raises:
-        BrokerError: the broker is unreachable.
-    """
-    from .client import status_from_heartbeat  # the client module imports the runtime
-
-    seen: dict[str, str] = {}
-    spec = topo.QueueSpec(
-        f"robeing.consensus.{agent.id}.{os.urandom(3).hex()}",
-        durable=False,
-        exclusive=True,
-        auto_delete=True,
-        arguments={"x-max-length": 100_000},
-    )
-
-    async def on_heartbeat(delivery: Any) -> None:
-        await delivery.ack()
-        try:
-            st = status_from_heartbeat(agent.codec.open(delivery.body, agent.clock()), 0.0)
-        except Exception:
-            return
-        if st.cluster_id == agent.settings.cluster_id:
-            seen[st.id] = st.state
-
-    consumer = await agent.transport.consume(
-        spec, on_heartbeat, prefetch=1000, bindings=[(topo.EVENTS_EXCHANGE, "heartbeat.#")]
-    )
-    try:
-        await asyncio.sleep(listen)
-    finally:
-        await agent.transport.cancel(consumer)
-    return sorted(a for a, state in seen.items() if state != "leaving")
-
-
-@dataclass
-class _Open:
-    proposal: Proposal
-    tally: Tally
-    fut: asyncio.Future[Decision]
-
-
-def _trim(d: OrderedDict[Any, Any]) -> None:
-    while len(d) > KEEP:
-        d.popitem(last=False)
-
-
 class Consensus:
     """An agent's consensus state and handlers (use :func:`install_consensus`).
 
     Attributes:
-        policy: decides this agent's votes.
-        evidence: verified equivocations (the guardian's record).
-        refused: refused votes by reason, across all our proposals.
-        outcomes: outcomes announced to (or decided by) this agent, newest last.
-        groups: the PBFT groups this agent is a member of.
+        voting: proposer and participant sides of votes (policy, outcomes, refusals).
+        groups: the PBFT groups this agent is a member of, by name.
         bft: the client side of PBFT for this agent.
+        evidence: verified equivocations (the guardian's record).
     """
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        self.policy: VotePolicy = approve_all
+        self.check = signature_check(agent)
         self.evidence = EvidenceLog()
-        self.refused: Counter[str] = Counter()
-        self.outcomes: OrderedDict[str, Outcome] = OrderedDict()
+        self.voting = Voting(agent, self.check, self.evidence, self.report_evidence)
         self.groups: dict[str, BftGroup] = {}
         self.bft = BftClient(agent)
-        self.check = signature_check(agent)
-        self._sign = ed25519_signer(agent.identity.signing_key)
-        self._open: OrderedDict[str, _Open] = OrderedDict()
-        self._votes: OrderedDict[tuple[str, str], asyncio.Future[Vote]] = OrderedDict()
         self._reported: set[tuple[Any, ...]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
 
-    # -- lifecycle -----------------------------------------------------------
+    @property
+    def policy(self) -> VotePolicy:
+        return self.voting.policy
+
+    @policy.setter
+    def policy(self, fn: VotePolicy) -> None:
+        self.voting.policy = fn
 
     def add_group(self, spec: GroupSpec) -> BftGroup | None:
         """Host ``spec`` if this agent is a member (others are ignored).
 
         Raises:
-            ConfigError: another group with that name is already hosted.
+            ConfigError: a group of that name is already hosted with other members.
         """
         if self.agent.id not in spec.members:
             return None
-        if spec.name in self.groups:
-            if self.groups[spec.name].spec != spec:
+        known = self.groups.get(spec.name)
+        if known is not None:
+            if known.spec != spec:
                 raise ConfigError(f"BFT group {spec.name!r} is already defined differently")
-            return self.groups[spec.name]
+            return known
         group = BftGroup(
             self.agent,
             spec,
             self.check,
             self.evidence,
-            self._tell_guardians,
-            lambda a: peer_certificate(self.agent, a),
+            self.report_evidence,
+            lambda agent_id: peer_certificate(self.agent, agent_id),
         )
         self.groups[spec.name] = group
         if self._started:
@@ -418,7 +159,7 @@ class Consensus:
         return group
 
     async def start(self, agent: Agent | None = None) -> None:
-        """Start the hosted groups (idempotent; an ``on_start`` hook).
+        """Start the hosted groups (idempotent; runs as an ``on_start`` hook).
 
         Raises:
             Nothing.
@@ -429,7 +170,7 @@ class Consensus:
                 await group.start()
 
     async def stop(self, agent: Agent | None = None) -> None:
-        """Stop the groups and pending work (an ``on_stop`` hook).
+        """Stop the groups and pending broadcasts (runs as an ``on_stop`` hook).
 
         Raises:
             Nothing.
@@ -445,205 +186,16 @@ class Consensus:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # -- proposing -----------------------------------------------------------
-
-    async def propose(
-        self,
-        payload: Any,
-        participants: Iterable[str] | None = None,
-        threshold: Fraction | int | str = DEFAULT_THRESHOLD,
-        deadline: float = DEFAULT_DEADLINE,
-        listen: float | None = None,
-    ) -> Decision:
-        """Broadcast a proposal, tally the signed votes, announce and return the decision.
-
-        Args:
-            payload: what is proposed (any msgpack-serialisable value).
-            participants: who votes; default the live agents of our cluster.
-            threshold: fraction of participants that must approve.
-            deadline: seconds to wait for votes.
-            listen: seconds to listen for live agents (default 2.5 heartbeats).
-
-        Returns:
-            The decision with the accepted signed votes; the proposal stays
-            available through :meth:`proposal`.
-
-        Raises:
-            ConfigError: no participants, bad threshold or deadline.
-            BrokerError: the proposal could not be published.
-        """
-        agent = self.agent
-        threshold = parse_threshold(threshold)
-        if deadline <= 0:
-            raise ConfigError("the voting deadline must be positive")
-        if participants is None:
-            wait = (
-                listen if listen is not None else max(2.5 * agent.settings.heartbeat_interval, 1.5)
-            )
-            participants = await live_agent_ids(agent, wait)
-            if not participants:
-                raise ConfigError("no live agents to vote: none heartbeated while listening")
-        proposal = Proposal(
-            new_id(),
-            agent.id,
-            frozenset(participants),
-            agent.clock() + deadline,
-            payload,
-            threshold,
-        )
-        entry = _Open(
-            proposal,
-            Tally(proposal, self._verify, self.evidence),
-            asyncio.get_running_loop().create_future(),
-        )
-        self._open[proposal.id] = entry
-        _trim(self._open)
-        data = {
-            "id": proposal.id,
-            "participants": sorted(proposal.participants),
-            "threshold": [threshold.numerator, threshold.denominator],
-            "deadline": proposal.deadline,
-            "payload": payload,
-        }
-        env = Envelope(
-            "vote.propose", data, receiver=BROADCAST, priority=PRIORITY, reply_to=agent.reply_queue
-        )
-        await agent.transport.publish(
-            topo.BROADCAST_EXCHANGE,
-            "",
-            agent.codec.seal(env, agent.clock()),
-            priority=PRIORITY,
-            mandatory=False,
-        )
-        if agent.id in proposal.participants:
-            self._count(entry, await self._vote_for(proposal.id, self._ballot(proposal)))
-        try:
-            decision = await asyncio.wait_for(
-                asyncio.shield(entry.fut), max(0.0, proposal.deadline - agent.clock())
-            )
-        except TimeoutError:
-            decision = entry.tally.close(max(agent.clock(), proposal.deadline))
-        outcome = Outcome.of(proposal, decision)
-        self._record(outcome)
-        try:
-            await agent.broadcast("vote.outcome", outcome.to_data(), priority=PRIORITY)
-        except Exception as exc:
-            log.warning("decision on %s made but not announced: %s", proposal.id, exc)
-        return decision
-
-    def proposal(self, proposal_id: str) -> Proposal | None:
-        """One of our recent proposals."""
-        entry = self._open.get(proposal_id)
-        return entry.proposal if entry else None
-
-    def _verify(self, vote: Vote) -> bool:
-        return self.check(vote.voter, vote.signing_bytes(), vote.signature)
-
-    def _on_vote(self, opened: Opened) -> None:
-        try:
-            vote = vote_from_data(opened.envelope.payload)
-        except DecodeError:
-            self.refused["malformed"] += 1
-            return
-        entry = self._open.get(vote.proposal_id)
-        if entry is None:
-            self.refused["unknown_proposal"] += 1
-            return
-        self._count(entry, vote)
-
-    def _count(self, entry: _Open, vote: Vote) -> None:
-        result = entry.tally.add(vote, self.agent.clock())
-        if result.refusal is not None:
-            self.refused[result.refusal.value] += 1
-            log.info("refused vote of %s on %s: %s", vote.voter, vote.proposal_id, result.refusal)
-        if result.evidence is not None:
-            self._tell_guardians(result.evidence)
-        if result.decision is not None and not entry.fut.done():
-            entry.fut.set_result(result.decision)
-
-    # -- voting ----------------------------------------------------------------
-
-    def _ballot(self, p: Proposal) -> Ballot:
-        return Ballot(
-            p.id, p.proposer, p.payload, p.participants, p.threshold, p.deadline, self.agent
-        )
-
-    async def _vote_for(self, key: str, ballot: Ballot) -> Vote:
-        slot = (ballot.proposer, key)
-        fut = self._votes.get(slot)
-        if fut is None:  # first delivery decides; redeliveries wait for and re-send the same
-            fut = self._votes[slot] = asyncio.get_running_loop().create_future()
-            _trim(self._votes)
-            try:
-                fut.set_result(await self._decide(ballot))
-            except BaseException:
-                del self._votes[slot]  # cancelled (shutdown): a later delivery decides afresh
-                fut.cancel()
-                raise
-        return await asyncio.shield(fut)
-
-    async def _decide(self, ballot: Ballot) -> Vote:
-        wait = max(0.0, ballot.deadline - self.agent.clock()) + POLICY_GRACE
-        try:
-            result = self.policy(ballot)
-            if inspect.isawaitable(result):
-                result = await asyncio.wait_for(result, wait)
-            choice = (
-                Choice.APPROVE
-                if result is True
-                else Choice.REJECT
-                if result is False
-                else Choice.ABSTAIN
-                if result is None
-                else Choice(result)
-            )
-        except Exception:
-            log.exception("vote policy failed on %s; abstaining", ballot.proposal_id)
-            choice = Choice.ABSTAIN
-        return sign_vote(ballot.proposal_id, self.agent.id, choice, self._sign)
-
-    async def _on_propose(self, msg: Message) -> None:
-        env, p = msg.envelope, msg.payload
-        try:
-            proposal = Proposal(
-                str(p["id"]),
-                env.sender,
-                frozenset(map(str, p["participants"])),
-                float(p["deadline"]),
-                p.get("payload"),
-                Fraction(*p["threshold"]),
-            )
-        except (KeyError, TypeError, ValueError, ZeroDivisionError, ConfigError) as exc:
-            raise Reject(f"malformed proposal: {exc}") from None
-        if self.agent.id not in proposal.participants:
-            return
-        reply_to = env.reply_to or ""
-        if not reply_to.startswith(f"robeing.reply.{env.sender}."):
-            raise Reject("a proposal must name its proposer's reply queue")
-        vote = await self._vote_for(proposal.id, self._ballot(proposal))
-        await send_vote(self.agent, env.sender, reply_to, vote)
-
-    def _on_outcome(self, msg: Message) -> dict[str, Any]:
-        try:
-            outcome = Outcome.from_data(msg.payload, msg.sender, self.check)
-        except DecodeError as exc:
-            raise Reject(str(exc)) from None
-        if not outcome.verified:
-            log.warning(
-                "outcome of %s from %s does not match its votes", outcome.proposal_id, msg.sender
-            )
-        self._record(outcome)
-        return {"verified": outcome.verified}
-
-    def _record(self, outcome: Outcome) -> None:
-        self.outcomes[outcome.proposal_id] = outcome
-        _trim(self.outcomes)
-
     # -- evidence ----------------------------------------------------------------
 
-    def _tell_guardians(self, evidence: Equivocation) -> None:
+    def report_evidence(self, evidence: Equivocation) -> None:
+        """Record evidence we found ourselves and broadcast it once (``evidence.report``).
+
+        Raises:
+            Nothing.
+        """
         self.evidence.record(evidence)
-        if evidence.key in self._reported or len(self._reported) > 10 * KEEP:
+        if evidence.key in self._reported or len(self._reported) >= MAX_REPORTED:
             return
         self._reported.add(evidence.key)
         self._spawn(self.agent.broadcast("evidence.report", evidence.to_data(), priority=PRIORITY))
@@ -656,7 +208,8 @@ class Consensus:
         if not evidence.verify(self.check):
             raise Reject(f"evidence against {evidence.offender!r} does not verify")
         new = self.evidence.record(evidence)
-        self._reported.add(evidence.key)  # it is already broadcast: do not echo it
+        if len(self._reported) < MAX_REPORTED:
+            self._reported.add(evidence.key)  # already broadcast: never echo it
         if new and self.agent.settings.role == "guardian":
             log.warning(
                 "evidence from %s: %s equivocated in %r",
@@ -695,33 +248,46 @@ class Consensus:
     # -- reports -----------------------------------------------------------------
 
     def report(self) -> dict[str, Any]:
-        """Counters, evidence, recent outcomes and groups (``consensus.report``).
+        """Counters, evidence, recent outcomes and groups (the ``consensus.report`` reply).
 
         Raises:
             Nothing.
         """
+        v = self.voting
         return {
             "agent": self.agent.id,
-            "policy": getattr(self.policy, "__name__", repr(self.policy)),
-            "refused": dict(self.refused),
+            "policy": getattr(v.policy, "__name__", repr(v.policy)),
+            "refused": dict(v.refused),
             "evidence": len(self.evidence),
             "offenders": sorted(self.evidence.offenders()),
-            "outcomes": {pid: o.to_data() for pid, o in self.outcomes.items()},
+            "evidence_records": [
+                {
+                    "offender": e.offender,
+                    "domain": e.domain.decode(errors="replace"),
+                    "slot": list(e.slot),
+                }
+                for e in list(self.evidence)[-50:]
+            ],
+            "outcomes": {pid: o.to_data() for pid, o in v.outcomes.items()},
             "bft": {name: g.report(entries=0) for name, g in self.groups.items()},
             "bft_client_refused": dict(self.bft.refused),
         }
 
-    def _heartbeat(self) -> dict[str, Any]:
+    def heartbeat(self) -> dict[str, Any]:
+        """The ``consensus`` heartbeat field: evidence and each group's view.
+
+        Raises:
+            Nothing.
+        """
         groups = {
-            n: {
-                "view": g.replica.view,
-                "primary": g.replica.primary,
-                "last_executed": g.replica.last_executed,
-            }
-            for n, g in self.groups.items()
+            name: {"view": g.replica.view, "primary": g.replica.primary,
+                   "last_executed": g.replica.last_executed}
+            for name, g in self.groups.items()
+        }  # fmt: skip
+        offenders = sorted(self.evidence.offenders())
+        return {
+            "consensus": {"evidence": len(self.evidence), "offenders": offenders, "bft": groups}
         }
-        summary = {"evidence": len(self.evidence), "offenders": sorted(self.evidence.offenders())}
-        return {"consensus": {**summary, "bft": groups}}
 
 
 _INSTALLED: weakref.WeakKeyDictionary[Agent, Consensus] = weakref.WeakKeyDictionary()
@@ -730,35 +296,34 @@ _INSTALLED: weakref.WeakKeyDictionary[Agent, Consensus] = weakref.WeakKeyDiction
 def install_consensus(agent: Agent, groups: Iterable[GroupSpec] = ()) -> Consensus:
     """Give ``agent`` the consensus handlers (idempotent) and host its ``groups``.
 
-    Registers ``vote.propose``, ``vote.outcome``, ``evidence.report``,
-    ``consensus.report`` and ``pbft.msg|request|state|log`` handlers, the
-    ``vote.cast`` and ``pbft.reply`` answer handlers, a heartbeat field and
-    start/stop hooks. Groups that do not list the agent are ignored.
+    Registers the handlers of the module table, a ``consensus`` heartbeat field
+    and start/stop hooks (the groups' tasks start with the agent). Groups that
+    do not list the agent are ignored, so every agent can get the same list.
 
     Raises:
         ConfigError: the app already handles one of these types, or a group
-            name is reused with different members.
+            name is reused with other members.
     """
     consensus = _INSTALLED.get(agent)
     if consensus is None:
-        consensus = _INSTALLED[agent] = Consensus(agent)
-        c, app = consensus, agent.app
-        for mtype, fn in (
-            ("vote.propose", c._on_propose),
-            ("vote.outcome", c._on_outcome),
-            ("evidence.report", c._on_evidence),
-            ("consensus.report", lambda msg: c.report()),
-            ("pbft.msg", c._on_pbft),
-            ("pbft.request", c._on_pbft_request),
-            ("pbft.state", c._on_pbft_state),
-            ("pbft.log", c._on_pbft_log),
-        ):
-            app.handler(mtype)(fn)
-        agent.answer_handlers["vote.cast"] = c._on_vote
+        c = consensus = _INSTALLED[agent] = Consensus(agent)
+        handlers: dict[str, Callable[[Message], Any]] = {
+            "vote.propose": c.voting.on_propose,
+            "vote.outcome": c.voting.on_outcome,
+            "evidence.report": c._on_evidence,
+            "consensus.report": lambda msg: c.report(),
+            "pbft.msg": c._on_pbft,
+            "pbft.request": c._on_pbft_request,
+            "pbft.state": c._on_pbft_state,
+            "pbft.log": c._on_pbft_log,
+        }
+        for mtype, fn in handlers.items():
+            agent.app.handler(mtype)(fn)
+        agent.answer_handlers["vote.cast"] = c.voting.on_vote
         agent.answer_handlers["pbft.reply"] = c.bft.on_reply
-        agent.heartbeat_extras.append(c._heartbeat)
-        app.on_start(c.start)
-        app.on_stop(c.stop)
+        agent.heartbeat_extras.append(c.heartbeat)
+        agent.app.on_start(c.start)
+        agent.app.on_stop(c.stop)
     for spec in groups:
         consensus.add_group(spec)
     return consensus
@@ -770,7 +335,7 @@ def consensus_of(agent: Agent) -> Consensus | None:
 
 
 async def ensure_consensus(agent: Agent, groups: Iterable[GroupSpec] = ()) -> Consensus:
-    """Install (if needed) and start; use from ``on_start`` hooks.
+    """Install (if needed) and start: for ``on_start`` hooks of ``--app`` modules.
 
     Raises:
         ConfigError: as :func:`install_consensus`.
@@ -778,6 +343,33 @@ async def ensure_consensus(agent: Agent, groups: Iterable[GroupSpec] = ()) -> Co
     consensus = install_consensus(agent, groups)
     await consensus.start()
     return consensus
+
+
+def vote_policy(app: App) -> Callable[[VotePolicy], VotePolicy]:
+    """Register the decorated function as the vote policy of agents running ``app``.
+
+    Usage in an ``--app`` module::
+
+        @vote_policy(app)
+        def policy(ballot):
+            return ballot.payload.get("risk", 0) < 5   # True approves, False rejects
+
+    The policy may be async and may return a :class:`~robeing.protocol.voting.Choice`,
+    its name, True, False or None (abstain). One that raises or returns
+    anything else abstains (and is logged).
+
+    Raises:
+        Nothing.
+    """
+
+    def register(fn: VotePolicy) -> VotePolicy:
+        async def set_policy(agent: Agent) -> None:
+            (await ensure_consensus(agent)).policy = fn
+
+        app.on_start(set_policy)
+        return fn
+
+    return register
 
 
 def _agent(who: Agent | Client) -> Agent:
@@ -793,14 +385,14 @@ async def propose(
     deadline: float = DEFAULT_DEADLINE,
     listen: float | None = None,
 ) -> Decision:
-    """Put ``payload`` to a vote (see :meth:`Consensus.propose`).
+    """Put ``payload`` to a vote and return the decision (see :meth:`Voting.propose`).
 
     Raises:
         ConfigError: no participants, bad threshold or deadline.
         BrokerError: the proposal could not be published.
     """
-    consensus = install_consensus(_agent(who))
-    return await consensus.propose(payload, participants, threshold, deadline, listen)
+    voting = install_consensus(_agent(who)).voting
+    return await voting.propose(payload, participants, threshold, deadline, listen)
 
 
 async def bft_commit(
@@ -821,12 +413,14 @@ __all__ = [
     "Ballot",
     "BftResult",
     "Consensus",
+    "ConsensusTimeout",
     "GroupSpec",
     "Outcome",
     "bft_commit",
     "consensus_of",
     "ensure_consensus",
     "install_consensus",
+    "parse_groups",
     "propose",
     "vote_policy",
 ]

@@ -98,6 +98,7 @@ class Outbox:
         requires_ack: bool = False,
         timeout: float | None = None,
         encrypt: bool | None = None,
+        persistent: bool = True,
     ) -> Opened | None:
         """Send a point-to-point message.
 
@@ -121,7 +122,7 @@ class Outbox:
             reply_to=self.reply_to if requires_ack else None,
         )
         if not requires_ack:
-            await self._publish_direct(env, encrypt)
+            await self._publish_direct(env, encrypt, persistent=persistent)
             return None
         return await self._await_answer(env, encrypt, timeout)
 
@@ -176,7 +177,7 @@ class Outbox:
         return opened
 
     async def _publish_direct(
-        self, env: Envelope, encrypt: bool | None, confirm: bool = True
+        self, env: Envelope, encrypt: bool | None, confirm: bool = True, persistent: bool = True
     ) -> None:
         body = self.codec.seal(env, self.clock(), encrypt)
         try:
@@ -185,6 +186,7 @@ class Outbox:
                 env.receiver,
                 body,
                 priority=env.priority,
+                persistent=persistent,
                 confirm=confirm,
                 message_id=None if confirm else env.id,
             )

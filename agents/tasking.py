@@ -1,8 +1,9 @@
 """Executing task assignments on an agent.
 
-Every agent that takes work consumes ``robeing.work.<id>``, a quorum queue:
-an assignment that keeps crashing its agent is dead-lettered by the broker
-after ``work_delivery_limit`` deliveries instead of crashing it forever.
+Every agent that takes work consumes ``robeing.work.<id>``. An assignment
+that keeps crashing its agents is bounded by the coordinator: an agent lost
+during an attempt counts as a failed attempt, and the coordinator purges a
+dead agent's work queue before the agent can pick the poison up again.
 
 For each ``task.assign``:
 
@@ -40,7 +41,7 @@ from tenacity import (
 from ..broker import topology as topo
 from ..broker.base import Delivery
 from ..protocol.election import EpochFence
-from ..protocol.errors import ProtocolError, Reject, Retry, error_to_data
+from ..protocol.errors import ProtocolError, Reject, Retry, Unroutable, error_to_data
 from ..protocol.taskmsgs import AssignMsg, ResultMsg
 from .app import TaskContext, TaskDef
 from .logs import task_id_var
@@ -99,11 +100,24 @@ class TaskExecutor:
             async with agent.working():
                 report = await self.execute(msg)
             try:
+                # Transient: a coordinator that loses its broker re-runs the task.
                 await agent.send_message(
-                    msg.coordinator, "task.result", report.to_data(), priority=8
+                    msg.coordinator, "task.result", report.to_data(), priority=8, persistent=False
                 )
-            except Exception as exc:  # the coordinator re-runs the task after a takeover
-                log.warning("could not report %s to %s: %s", msg.task_id, msg.coordinator, exc)
+            except Unroutable:
+                log.info(
+                    "coordinator %s is gone; its successor re-runs %s", msg.coordinator, msg.task_id
+                )
+            except Exception as exc:
+                # Not confirmed: hand the assignment back so the result is not lost.
+                log.warning(
+                    "could not report %s to %s (%s); will run it again",
+                    msg.task_id,
+                    msg.coordinator,
+                    exc,
+                )
+                await delivery.requeue()
+                return
             self.executed += 1
             await delivery.ack()
         finally:

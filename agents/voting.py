@@ -354,7 +354,12 @@ class Voting:
             if not participants:
                 raise ConfigError("no live agents to vote: none heartbeated while listening")
         proposal = Proposal(
-            new_id(), agent.id, frozenset(participants), agent.clock() + deadline, payload, threshold
+            new_id(),
+            agent.id,
+            frozenset(participants),
+            agent.clock() + deadline,
+            payload,
+            threshold,
         )
         tally = Tally(proposal, self._verify, self._evidence)
         entry = self._open[proposal.id] = _Open(proposal, tally, asyncio.Future())
@@ -459,7 +464,9 @@ class Voting:
         except DecodeError as exc:
             raise Reject(str(exc)) from None
         if not outcome.verified:
-            log.warning("outcome %s of %s does not match its votes", outcome.proposal_id, msg.sender)
+            log.warning(
+                "outcome %s of %s does not match its votes", outcome.proposal_id, msg.sender
+            )
         self._record(outcome)
         return {"verified": outcome.verified}
 

@@ -10,7 +10,7 @@ name                        kind      purpose
 ``robeing.broadcast``       fanout    broadcasts to every live agent
 ``robeing.broadcast.<id>``  queue     a live agent's broadcast feed (exclusive)
 ``robeing.reply.<id>.<n>``  queue     an agent's reply-to queue for ACKs, results, votes
-``robeing.work.<id>``       queue     an agent's task assignments (quorum, delivery limit)
+``robeing.work.<id>``       queue     an agent's task assignments (transient)
 ``robeing.events``          topic     ``task.<specialization>…``, ``heartbeat.<role>.<id>``
 ``robeing.coordinator.tasks``       quorum queue, ``task.#``, bounded delivery limit
 ``robeing.coordinator.heartbeats``  quorum queue, ``heartbeat.#``, bounded length and age
@@ -100,7 +100,6 @@ class TopologySettings:
     task_delivery_limit: int = 5
     heartbeat_ttl_ms: int = 30_000
     heartbeat_max_length: int = 100_000
-    work_delivery_limit: int = 3
     results_max_age: str = "7D"
 
 
@@ -153,17 +152,15 @@ def heartbeat_queue_spec(settings: TopologySettings) -> QueueSpec:
 
 
 def work_spec(agent_id: str, settings: TopologySettings) -> QueueSpec:
-    """An agent's assignments: a quorum queue, so an assignment that keeps
-    crashing its agent is dead-lettered after ``work_delivery_limit`` deliveries
-    instead of crashing it forever."""
-    return QueueSpec(
-        work_queue(agent_id),
-        arguments={
-            "x-queue-type": "quorum",
-            "x-delivery-limit": settings.work_delivery_limit,
-            "x-dead-letter-exchange": DEAD_EXCHANGE,
-        },
-    )
+    """An agent's assignments: a classic queue holding transient messages.
+
+    Assignments need no disk: the durable record of a task is its submission
+    in the quorum task queue, and a coordinator that restarts (the broker's
+    restart included) assigns every unfinished task again. Poison tasks are
+    bounded by the coordinator, which counts an agent lost during an attempt
+    as a failed attempt and purges a dead agent's work queue.
+    """
+    return QueueSpec(work_queue(agent_id), arguments={"x-dead-letter-exchange": DEAD_EXCHANGE})
 
 
 def results_spec(settings: TopologySettings) -> QueueSpec:

@@ -508,7 +508,7 @@ class Coordinator:
         expiration = None if msg.deadline is None else max(msg.deadline - time.time(), 0.001)
         try:
             await self.agent.outbox.publish_to_queue(
-                env, topo.work_queue(agent_id), expiration_s=expiration
+                env, topo.work_queue(agent_id), expiration_s=expiration, persistent=False
             )
             self.counters["assigned"] += 1
         except Exception as exc:

@@ -65,8 +65,9 @@ from urllib.parse import quote
 
 import httpx
 
-from robeing.agents import Client, Settings
+from robeing.agents import Settings
 from robeing.agents.keystore import Keystore
+from robeing.agents.runtime import Agent
 from robeing.broker import topology as topo
 from robeing.broker.base import Delivery
 from robeing.broker.management import Management, ManagementSettings, with_vhost
@@ -75,7 +76,8 @@ from robeing.protocol.failure_detector import DetectorConfig
 
 BASE_URL = os.environ.get("ROBEING_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 FAST_HEARTBEAT = 0.2  # coordinator (and worker) heartbeat where resolution matters
-STATUS_POLL_S = 0.1
+KILL_POLL_S = 0.02  # coordinator.status polling around a SIGKILL
+PAUSE_POLL_S = 0.05  # and around a SIGSTOP
 DEFAULTS = DetectorConfig(heartbeat_interval=1.0, acceptable_pause=3.0, dead_after=2.0)
 
 
@@ -204,8 +206,8 @@ class Beat:
 class Watcher:
     """Consumes every heartbeat of a vhost; resolves waiters on the beat that matches."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
         self.latest: dict[str, Beat] = {}
         self.listeners: list[Callable[[Beat], None]] = []
         self._waiters: list[tuple[Callable[[Beat], bool], asyncio.Future[Beat]]] = []
@@ -218,7 +220,7 @@ class Watcher:
             auto_delete=True,
             arguments={"x-max-length": 100_000},
         )
-        await self.client.agent.transport.consume(
+        await self.agent.transport.consume(
             spec,
             self._on_delivery,
             prefetch=1000,
@@ -229,7 +231,7 @@ class Watcher:
     async def _on_delivery(self, delivery: Delivery) -> None:
         received = time.time()
         try:
-            opened = self.client.agent.codec.open(delivery.body, received)
+            opened = self.agent.codec.open(delivery.body, received)
         except ProtocolError:
             return
         env = opened.envelope
@@ -281,6 +283,62 @@ class Watcher:
 # -- the bench and its parts ------------------------------------------------------------
 
 
+class Poller:
+    """Asks a coordinator for its report (``coordinator.status``) every ``interval``.
+
+    Each answer reflects the coordinator's state at some moment between the
+    request's send and the answer's receipt, so a change is bracketed by the
+    send time of the last answer without it and the receipt of the first with it.
+    """
+
+    def __init__(self, agent: Agent, coordinator: str, interval: float) -> None:
+        self.agent = agent
+        self.coordinator = coordinator
+        self.interval = interval
+        self.answers: list[tuple[float, float, dict[str, Any]]] = []  # (sent, received, report)
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            t0 = time.time()
+            with contextlib.suppress(Exception):
+                rep = await self.agent.request(
+                    self.coordinator, "coordinator.status", None, timeout=2.0
+                )
+                if isinstance(rep, dict) and isinstance(rep.get("coordinator"), dict):
+                    self.answers.append((t0, time.time(), rep["coordinator"]))
+            await asyncio.sleep(max(0.0, self.interval - (time.time() - t0)))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def seen(self, pred: Callable[[dict[str, Any]], bool]) -> bool:
+        return any(pred(rep) for _, _, rep in self.answers)
+
+    def bracket(
+        self, pred: Callable[[dict[str, Any]], bool], since: float
+    ) -> tuple[float | None, float | None]:
+        """(lower, upper) seconds after ``since`` of the first answer matching ``pred``."""
+        lower = None
+        for sent, received, rep in self.answers:
+            if pred(rep):
+                if lower is None or received < since:
+                    return None, None  # no answer before the change, or it predates ``since``
+                return max(0.0, lower - since), received - since
+            lower = sent
+        return None, None
+
+
+def health_is(agent_id: str, state: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda rep: (rep.get("health") or {}).get(agent_id) == state
+
+
 class Bench:
     """Keys, logs and everything started, for cleanup whatever happens."""
 
@@ -288,13 +346,44 @@ class Bench:
         self.keep_logs = keep_logs
         self.tmp = Path(tempfile.mkdtemp(prefix="robeing-bench-failover-"))
         self.keys = self.tmp / "keys"
-        Keystore(self.keys).init()
+        self.keystore = Keystore(self.keys)
+        self.keystore.init()
         self.logs = self.tmp / "logs"
         self.logs.mkdir()
         self.procs: list[Proc] = []
         self.vhosts: list[str] = []
         self.broker_stopped = False
+        self.mgmt_settings = ManagementSettings.from_amqp_url(BASE_URL)
         self.mgmt: Management | None = None
+        self.http: httpx.AsyncClient | None = None
+
+    async def open(self) -> None:
+        self.mgmt = Management(self.mgmt_settings, timeout=30)
+        ms = self.mgmt_settings
+        self.http = httpx.AsyncClient(
+            base_url=ms.base_url + "/api", auth=(ms.username, ms.password), timeout=30
+        )
+
+    async def close(self) -> None:
+        for p in self.procs:
+            p.signal(signal.SIGCONT)
+        await stop_procs([p for p in self.procs if p.running], timeout=10)
+        if self.broker_stopped:
+            await rabbitmqctl("start_app")
+            self.broker_stopped = False
+        if self.mgmt is not None:
+            for vh in list(self.vhosts):
+                with contextlib.suppress(BrokerError):
+                    await self.mgmt.delete_vhost(vh)
+                    self.vhosts.remove(vh)
+            await self.mgmt.aclose()
+        if self.http is not None:
+            await self.http.aclose()
+
+    async def delete_queue(self, vhost: str, name: str) -> None:
+        assert self.http is not None
+        with contextlib.suppress(httpx.HTTPError):
+            await self.http.delete(f"/queues/{quote(vhost, safe='')}/{quote(name, safe='')}")
 
     def cleanup_sync(self) -> None:
         """Last resort, outside the event loop: nothing of ours may outlive the run."""
@@ -305,11 +394,11 @@ class Bench:
             subprocess.run(["rabbitmqctl", "-q", "start_app"], check=False, timeout=300)
             self.broker_stopped = False
         if self.vhosts:
-            mgmt = ManagementSettings.from_amqp_url(BASE_URL)
-            with httpx.Client(auth=(mgmt.username, mgmt.password), timeout=30) as http:
+            ms = self.mgmt_settings
+            with httpx.Client(auth=(ms.username, ms.password), timeout=30) as http:
                 for vh in list(self.vhosts):
                     with contextlib.suppress(httpx.HTTPError):
-                        http.delete(f"{mgmt.base_url}/api/vhosts/{quote(vh, safe='')}")
+                        http.delete(f"{ms.base_url}/api/vhosts/{quote(vh, safe='')}")
                     self.vhosts.remove(vh)
         if self.keep_logs:
             print(f"logs kept in {self.logs}", flush=True)
@@ -318,7 +407,13 @@ class Bench:
 
 
 class Part:
-    """One measurement: a fresh vhost, a client watching heartbeats, processes."""
+    """One measurement: a fresh vhost, a probe watching heartbeats, processes.
+
+    The probe is a client-role agent (no heartbeats, no queue of its own but
+    its reply queue) whose certificate says ``coordinator``: ``coordinator.*``
+    messages, ``coordinator.status`` included, are accepted from that role
+    only. It never competes for the lead.
+    """
 
     def __init__(self, bench: Bench, name: str) -> None:
         self.bench = bench
@@ -326,7 +421,7 @@ class Part:
         self.vhost = f"robeing-bench-failover-{name}-{uuid.uuid4().hex[:6]}"
         self.url = with_vhost(BASE_URL, self.vhost)
         self.procs: list[Proc] = []
-        self.client: Client | None = None
+        self.probe: Agent | None = None
 
     @property
     def mgmt(self) -> Management:
@@ -336,16 +431,16 @@ class Part:
     async def __aenter__(self) -> Part:
         await self.mgmt.create_vhost(self.vhost)
         self.bench.vhosts.append(self.vhost)
-        self.client = Client(
-            Settings(
-                role="client",
-                agent_id="bench-failover",
-                amqp_url=self.url,
-                keys_dir=self.bench.keys,
-            )
+        store = self.bench.keystore
+        identity = store.issue("bench-probe", "coordinator")
+        settings = Settings(
+            role="client", agent_id="bench-probe", amqp_url=self.url, keys_dir=self.bench.keys
         )
-        await self.client.__aenter__()
-        self.watcher = Watcher(self.client)
+        self.probe = Agent(
+            settings, identity, store.trust_store(), lookup_peer=store.peer_certificate
+        )
+        await self.probe.start()
+        self.watcher = Watcher(self.probe)
         await self.watcher.start()
         return self
 
@@ -353,9 +448,9 @@ class Part:
         try:
             await stop_procs(self.procs)
         finally:
-            if self.client is not None:
+            if self.probe is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.client.__aexit__(None, None, None), 30)
+                    await asyncio.wait_for(self.probe.stop(), 30)
             await self.mgmt.delete_vhost(self.vhost)
             self.bench.vhosts.remove(self.vhost)
 
@@ -374,6 +469,10 @@ class Part:
         self.bench.procs.append(proc)
         return proc
 
+    def poller(self, coordinator: str, interval: float) -> Poller:
+        assert self.probe is not None
+        return Poller(self.probe, coordinator, interval)
+
     async def coordinator_active(self, coord: Proc, timeout: float = 60) -> Beat:
         cid = coord.agent_id
         return await self.watcher.wait(
@@ -390,16 +489,14 @@ class Part:
 
     async def drop_queues(self, agent_id: str) -> None:
         """Delete a gone agent's durable queues (the vhost deletion would, later)."""
-        assert self.client is not None
         for queue in (topo.agent_queue(agent_id), topo.work_queue(agent_id)):
-            with contextlib.suppress(Exception):
-                await self.client.agent.transport.delete_if_empty(queue)
+            await self.bench.delete_queue(self.vhost, queue)
 
 
 # -- 1. SIGKILL detection ---------------------------------------------------------------
 
 
-async def bench_kills(bench: Bench, n: int, batch: int = 5) -> dict[str, Any]:
+async def bench_kills(bench: Bench, n: int, rng: random.Random, batch: int = 5) -> dict[str, Any]:
     hb = ("--heartbeat-interval", str(FAST_HEARTBEAT))
     samples: list[dict[str, Any]] = []
     async with Part(bench, "kill") as part:
@@ -408,14 +505,17 @@ async def bench_kills(bench: Bench, n: int, batch: int = 5) -> dict[str, Any]:
         await part.coordinator_active(coord)
         while len(samples) < n:
             k = len(samples)
-            workers = [
-                part.start("worker", f"fo-k-w{k + j}", *hb) for j in range(min(batch, n - k))
-            ]
+            count = min(batch, n - k)
+            workers = [part.start("worker", f"fo-k-w{k + j}", *hb) for j in range(count)]
             for w in workers:
                 await part.reported(coord, w)
             await asyncio.sleep(1.5)  # let the start-up CPU burst pass
             for w in workers:
                 wid = w.agent_id
+                poller = part.poller(cid, KILL_POLL_S)
+                poller.start()
+                # A random phase against the coordinator's 0.2 s reports.
+                await asyncio.sleep(rng.uniform(0.3, 0.5))
                 deaths = part.watcher.latest[cid].report.get("connection_deaths", 0)
                 fut = part.watcher.expect(
                     lambda b, w=wid: b.sender == cid and b.health(w) == "dead"
@@ -423,34 +523,42 @@ async def bench_kills(bench: Bench, n: int, batch: int = 5) -> dict[str, Any]:
                 killed = time.time()
                 w.signal(signal.SIGKILL)
                 beat = await part.watcher.result(fut, 30, [coord])
+                await until(lambda p=poller, w=wid: p.seen(health_is(w, "dead")), 3.0, 0.02)
+                await poller.stop()
                 w.kill()
                 lower = (
                     None if beat.previous_sent is None else max(0.0, beat.previous_sent - killed)
                 )
-                samples.append(
-                    {
-                        "agent": wid,
-                        "report": rnd(beat.sent - killed),
-                        "lower_bound": rnd(lower),
-                        "observed": rnd(beat.received - killed),
-                        "by_connection_event": beat.report.get("connection_deaths", 0) > deaths,
-                    }
-                )
+                p_lower, p_upper = poller.bracket(health_is(wid, "dead"), killed)
+                sample = {
+                    "agent": wid,
+                    "polled": rnd(p_upper),
+                    "polled_lower_bound": rnd(p_lower),
+                    "report": rnd(beat.sent - killed),
+                    "report_lower_bound": rnd(lower),
+                    "observed": rnd(beat.received - killed),
+                    "by_connection_event": beat.report.get("connection_deaths", 0) > deaths,
+                }
+                samples.append(sample)
                 print(
-                    f"  kill {len(samples):3d}/{n}: dead in report after "
-                    f"{samples[-1]['report']:.3f}s (observed {samples[-1]['observed']:.3f}s)",
+                    f"  kill {len(samples):3d}/{n}: dead polled in "
+                    f"({sample['polled_lower_bound']}, {sample['polled']}]s, "
+                    f"in report after {sample['report']:.3f}s",
                     flush=True,
                 )
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(0.2)
             for w in workers:
                 await part.drop_queues(w.agent_id)
         final = part.watcher.latest[cid].report
     return {
         "kills": n,
         "coordinator_heartbeat_interval_s": FAST_HEARTBEAT,
-        "resolution_s": FAST_HEARTBEAT,
+        "worker_heartbeat_interval_s": FAST_HEARTBEAT,
+        "resolution_s": {"polled": KILL_POLL_S, "report": FAST_HEARTBEAT},
+        "time_to_dead_polled_s": summary(s["polled"] for s in samples),
+        "time_to_dead_polled_lower_bound_s": summary(s["polled_lower_bound"] for s in samples),
         "time_to_dead_report_s": summary(s["report"] for s in samples),
-        "time_to_dead_lower_bound_s": summary(s["lower_bound"] for s in samples),
+        "time_to_dead_report_lower_bound_s": summary(s["report_lower_bound"] for s in samples),
         "time_to_dead_observed_s": summary(s["observed"] for s in samples),
         "detected_by_connection_event": sum(s["by_connection_event"] for s in samples),
         "connection_deaths_counter": final.get("connection_deaths", 0),
@@ -461,26 +569,10 @@ async def bench_kills(bench: Bench, n: int, batch: int = 5) -> dict[str, Any]:
 # -- 2. SIGSTOP detection ---------------------------------------------------------------
 
 
-async def poll_status(client: Client, cid: str, wid: str, first: dict[str, float]) -> None:
-    """Ask the coordinator for its report every 0.1 s; note when each state is first seen."""
-    while True:
-        t0 = time.time()
-        state = None
-        with contextlib.suppress(Exception):
-            rep = await client.request(cid, "coordinator.status", None, timeout=2.0)
-            health = ((rep or {}).get("coordinator") or {}).get("health") or {}
-            state = health.get(wid)
-        t1 = time.time()
-        if state is not None and state not in first:
-            first[state] = t1
-        await asyncio.sleep(max(0.0, STATUS_POLL_S - (t1 - t0)))
-
-
 async def bench_pauses(bench: Bench, n: int, rng: random.Random) -> dict[str, Any]:
     cfg = DEFAULTS
     samples: list[dict[str, Any]] = []
     async with Part(bench, "pause") as part:
-        assert part.client is not None
         coord = part.start(
             "coordinator", "fo-p-coord",
             "--heartbeat-interval", str(cfg.heartbeat_interval),
@@ -498,39 +590,38 @@ async def bench_pauses(bench: Bench, n: int, rng: random.Random) -> dict[str, An
                 lambda b, w=wid: b.sender == cid and b.health(w) == "suspected"
             )
             dead = part.watcher.expect(lambda b, w=wid: b.sender == cid and b.health(w) == "dead")
-            polled: dict[str, float] = {}
-            poller = asyncio.create_task(poll_status(part.client, cid, wid, polled))
+            poller = part.poller(cid, PAUSE_POLL_S)
+            poller.start()
             await asyncio.sleep(0.3)
             last_beat = part.watcher.latest[wid].sent
             stopped = time.time()
             w.signal(signal.SIGSTOP)
             dead_beat = await part.watcher.result(dead, 30, [coord])
-            await until(lambda p=polled: "dead" in p, 3.0, 0.05)
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+            await until(lambda p=poller, w=wid: p.seen(health_is(w, "dead")), 3.0, 0.05)
+            await poller.stop()
             sus_beat = sus.result() if sus.done() else None
             sus.cancel()
             w.kill()
             logged = coord.first_log(lambda m, w=wid: m.startswith(f"agent {w} suspected"))
+            s_lower, s_upper = poller.bracket(health_is(wid, "suspected"), stopped)
+            d_lower, d_upper = poller.bracket(health_is(wid, "dead"), stopped)
             sample = {
                 "agent": wid,
                 "since_last_beat_at_stop": rnd(stopped - last_beat),
-                "suspected_report": rnd(sus_beat.sent - stopped) if sus_beat else None,
-                "dead_report": rnd(dead_beat.sent - stopped),
-                "suspected_polled": rnd(polled["suspected"] - stopped)
-                if "suspected" in polled
-                else None,
-                "dead_polled": rnd(polled["dead"] - stopped) if "dead" in polled else None,
                 "suspected_logged": rnd(logged - stopped) if logged else None,
+                "suspected_polled": rnd(s_upper),
+                "suspected_polled_lower_bound": rnd(s_lower),
+                "suspected_report": rnd(sus_beat.sent - stopped) if sus_beat else None,
+                "dead_polled": rnd(d_upper),
+                "dead_polled_lower_bound": rnd(d_lower),
+                "dead_report": rnd(dead_beat.sent - stopped),
                 "silence_at_suspicion_logged": rnd(logged - last_beat) if logged else None,
             }
             samples.append(sample)
             print(
-                f"  pause {i + 1:2d}/{n}: suspected "
-                f"log {sample['suspected_logged']} poll {sample['suspected_polled']} "
-                f"report {sample['suspected_report']}; dead poll {sample['dead_polled']} "
-                f"report {sample['dead_report']}",
+                f"  pause {i + 1:2d}/{n}: suspected logged {sample['suspected_logged']}s, "
+                f"polled {sample['suspected_polled']}s, report {sample['suspected_report']}s; "
+                f"dead polled {sample['dead_polled']}s, report {sample['dead_report']}s",
                 flush=True,
             )
             await part.drop_queues(wid)
@@ -538,6 +629,7 @@ async def bench_pauses(bench: Bench, n: int, rng: random.Random) -> dict[str, An
         "pauses": n,
         "detector": {
             "agent_heartbeat_interval_s": cfg.heartbeat_interval,
+            "coordinator_heartbeat_interval_s": cfg.heartbeat_interval,
             "acceptable_pause_s": cfg.acceptable_pause,
             "dead_after_s": cfg.dead_after,
             "suspect_threshold_phi": cfg.suspect_threshold,
@@ -545,15 +637,17 @@ async def bench_pauses(bench: Bench, n: int, rng: random.Random) -> dict[str, An
             "model_silence_to_dead_s": round(cfg.steady_dead_silence(), 3),
         },
         "resolution_s": {
-            "report": cfg.heartbeat_interval,
-            "polled": STATUS_POLL_S,
             "logged": 0.001,
+            "polled": PAUSE_POLL_S,
+            "report": cfg.heartbeat_interval,
+            "coordinator_tick": 0.1,
         },
         "time_to_suspected_logged_s": summary(s["suspected_logged"] for s in samples),
         "time_to_suspected_polled_s": summary(s["suspected_polled"] for s in samples),
         "time_to_suspected_report_s": summary(s["suspected_report"] for s in samples),
         "time_to_dead_polled_s": summary(s["dead_polled"] for s in samples),
         "time_to_dead_report_s": summary(s["dead_report"] for s in samples),
+        "since_last_beat_at_stop_s": summary(s["since_last_beat_at_stop"] for s in samples),
         "silence_at_suspicion_logged_s": summary(s["silence_at_suspicion_logged"] for s in samples),
         "samples": samples,
     }
@@ -692,7 +786,7 @@ async def bench_false_deaths(
 # -- 4. coordinator takeover --------------------------------------------------------------
 
 
-async def bench_takeover(bench: Bench, n: int) -> dict[str, Any]:
+async def bench_takeover(bench: Bench, n: int, rng: random.Random) -> dict[str, Any]:
     hb = ("--heartbeat-interval", str(FAST_HEARTBEAT))
     samples: list[dict[str, Any]] = []
     async with Part(bench, "takeover") as part:
@@ -720,8 +814,10 @@ async def bench_takeover(bench: Bench, n: int) -> dict[str, Any]:
         standby = start_standby()
         await reporting_standby(standby)
         for i in range(n):
-            await asyncio.sleep(1.0)
             sid = standby.agent_id
+            poller = part.poller(sid, KILL_POLL_S)
+            poller.start()
+            await asyncio.sleep(rng.uniform(0.8, 1.2))  # random phase against the reports
             old_epoch = part.watcher.latest[active.agent_id].report.get("epoch", 0)
             fut_active = part.watcher.expect(
                 lambda b, s=sid: b.sender == s and bool(b.report.get("active"))
@@ -735,6 +831,8 @@ async def bench_takeover(bench: Bench, n: int) -> dict[str, Any]:
             active.signal(signal.SIGKILL)
             beat = await part.watcher.result(fut_active, 60, [standby])
             serving = await part.watcher.result(fut_serving, 60, [standby])
+            await until(lambda p=poller: p.seen(lambda r: bool(r.get("active"))), 3.0, 0.02)
+            await poller.stop()
             active.kill()
             logged = None
             deadline = time.monotonic() + 5
@@ -743,19 +841,26 @@ async def bench_takeover(bench: Bench, n: int) -> dict[str, Any]:
                 if logged is None:
                     await asyncio.sleep(0.1)
             lower = None if beat.previous_sent is None else max(0.0, beat.previous_sent - killed)
+            p_lower, p_upper = poller.bracket(lambda r: bool(r.get("active")), killed)
+            epoch = int(beat.report.get("epoch", 0))
             sample = {
                 "new_active": sid,
+                # The epoch is the wall clock in ms when the lock was won (if above the last).
+                "lock_won": rnd(epoch / 1000 - killed) if epoch > old_epoch + 1 else None,
+                "active_polled": rnd(p_upper),
+                "active_polled_lower_bound": rnd(p_lower),
                 "active_report": rnd(beat.sent - killed),
-                "active_lower_bound": rnd(lower),
-                "active_observed": rnd(beat.received - killed),
+                "active_report_lower_bound": rnd(lower),
                 "active_logged": rnd(logged - killed) if logged else None,
                 "serving_report": rnd(serving.sent - killed),
-                "epoch_increased": beat.report.get("epoch", 0) > old_epoch,
+                "epoch_increased": epoch > old_epoch,
             }
             samples.append(sample)
             print(
-                f"  takeover {i + 1:2d}/{n}: active in report {sample['active_report']:.3f}s, "
-                f"logged {sample['active_logged']}, serving {sample['serving_report']:.3f}s",
+                f"  takeover {i + 1:2d}/{n}: lock won {sample['lock_won']}s, active polled "
+                f"{sample['active_polled']}s, report {sample['active_report']:.3f}s, "
+                f"logged active {sample['active_logged']}s, "
+                f"serving {sample['serving_report']:.3f}s",
                 flush=True,
             )
             active = standby
@@ -764,10 +869,11 @@ async def bench_takeover(bench: Bench, n: int) -> dict[str, Any]:
     return {
         "takeovers": n,
         "coordinator_heartbeat_interval_s": FAST_HEARTBEAT,
-        "resolution_s": {"report": FAST_HEARTBEAT, "logged": 0.001},
+        "resolution_s": {"polled": KILL_POLL_S, "report": FAST_HEARTBEAT, "logged": 0.001},
         "lock_retry_s": 0.25,
+        "time_to_lock_won_s": summary(s["lock_won"] for s in samples),
+        "time_to_active_polled_s": summary(s["active_polled"] for s in samples),
         "time_to_active_report_s": summary(s["active_report"] for s in samples),
-        "time_to_active_lower_bound_s": summary(s["active_lower_bound"] for s in samples),
         "time_to_active_logged_s": summary(s["active_logged"] for s in samples),
         "time_to_serving_report_s": summary(s["serving_report"] for s in samples),
         "epoch_always_increased": all(s["epoch_increased"] for s in samples),
@@ -886,7 +992,8 @@ async def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     parts = [p for p in PARTS if p in args.only]
     if args.no_broker_restart and "broker_restart" in parts:
         parts.remove("broker_restart")
-    bench.mgmt = Management(ManagementSettings.from_amqp_url(BASE_URL), timeout=30)
+    await bench.open()
+    assert bench.mgmt is not None
     overview = await bench.mgmt.overview()
     result: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -901,13 +1008,13 @@ async def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
             print(f"\n== {name}", flush=True)
             t = time.monotonic()
             if name == "kills":
-                res = await bench_kills(bench, args.kills)
+                res = await bench_kills(bench, args.kills, rng)
             elif name == "pauses":
                 res = await bench_pauses(bench, args.pauses, rng)
             elif name == "false_deaths":
                 res = await bench_false_deaths(bench, args.false_death_seconds, args.workers, rng)
             elif name == "takeover":
-                res = await bench_takeover(bench, args.takeovers)
+                res = await bench_takeover(bench, args.takeovers, rng)
             else:
                 res = await bench_broker_restart(bench)
             res["wall_s"] = round(time.monotonic() - t, 1)
@@ -915,17 +1022,7 @@ async def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
             result[name] = res
             write(result, args.out)
     finally:
-        for p in bench.procs:
-            p.signal(signal.SIGCONT)
-        await stop_procs([p for p in bench.procs if p.running], timeout=10)
-        if bench.broker_stopped:
-            await rabbitmqctl("start_app")
-            bench.broker_stopped = False
-        for vh in list(bench.vhosts):
-            with contextlib.suppress(BrokerError):
-                await bench.mgmt.delete_vhost(vh)
-                bench.vhosts.remove(vh)
-        await bench.mgmt.aclose()
+        await bench.close()
     result["load_average"]["end"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
@@ -938,46 +1035,58 @@ def fmt(s: dict[str, Any]) -> str:
 
 def report(r: dict[str, Any]) -> None:
     print(f"\nfailover benchmark, {r['cpus']} CPUs, RabbitMQ {r['rabbitmq_version']}")
+    print("each line: time from the fault; upper bounds unless marked 'lower bound'")
     if k := r.get("kills"):
-        print(f"\n1. SIGKILL -> dead (coordinator reports every {k['resolution_s']}s)")
-        print(f"   report        {fmt(k['time_to_dead_report_s'])}")
-        print(f"   lower bound   {fmt(k['time_to_dead_lower_bound_s'])}")
-        print(f"   observed      {fmt(k['time_to_dead_observed_s'])}")
+        res = k["resolution_s"]
+        print(f"\n1. SIGKILL -> dead ({k['kills']} kills)")
+        print(f"   polled every {res['polled']}s       {fmt(k['time_to_dead_polled_s'])}")
+        print(f"     lower bound              {fmt(k['time_to_dead_polled_lower_bound_s'])}")
+        print(f"   reports every {res['report']}s       {fmt(k['time_to_dead_report_s'])}")
+        print(f"     received by the watcher  {fmt(k['time_to_dead_observed_s'])}")
         print(f"   by connection event: {k['detected_by_connection_event']}/{k['kills']}")
     if p := r.get("pauses"):
-        d = p["detector"]
+        d, res = p["detector"], p["resolution_s"]
         print(
-            f"\n2. SIGSTOP -> suspected / dead (heartbeat {d['agent_heartbeat_interval_s']}s, "
-            f"acceptable pause {d['acceptable_pause_s']}s, dead after {d['dead_after_s']}s; "
-            f"model: suspected {d['model_silence_to_suspected_s']}s of silence)"
+            f"\n2. SIGSTOP -> suspected / dead ({p['pauses']} pauses; heartbeat "
+            f"{d['agent_heartbeat_interval_s']}s, acceptable pause {d['acceptable_pause_s']}s, "
+            f"dead after {d['dead_after_s']}s; model: suspected after "
+            f"{d['model_silence_to_suspected_s']}s of silence)"
         )
-        print(f"   suspected, coordinator log (1 ms)   {fmt(p['time_to_suspected_logged_s'])}")
-        print(f"   suspected, polled (0.1 s)           {fmt(p['time_to_suspected_polled_s'])}")
-        print(f"   suspected, reports (1 s)            {fmt(p['time_to_suspected_report_s'])}")
-        print(f"   dead, polled (0.1 s)                {fmt(p['time_to_dead_polled_s'])}")
-        print(f"   dead, reports (1 s)                 {fmt(p['time_to_dead_report_s'])}")
-        print(f"   silence at suspicion (log)          {fmt(p['silence_at_suspicion_logged_s'])}")
+        print(f"   suspected, coordinator log      {fmt(p['time_to_suspected_logged_s'])}")
+        print(
+            f"   suspected, polled every {res['polled']}s  {fmt(p['time_to_suspected_polled_s'])}"
+        )
+        print(
+            f"   suspected, reports every {res['report']}s {fmt(p['time_to_suspected_report_s'])}"
+        )
+        print(f"   dead, polled every {res['polled']}s       {fmt(p['time_to_dead_polled_s'])}")
+        print(f"   dead, reports every {res['report']}s      {fmt(p['time_to_dead_report_s'])}")
+        print(f"   silence at suspicion (log)      {fmt(p['silence_at_suspicion_logged_s'])}")
     if f := r.get("false_deaths"):
         print(
             f"\n3. false deaths: {f['seconds']:.0f}s, {f['workers']} workers, {f['pauses']} pauses "
-            f"({fmt(f['pause_s'])})"
+            f"({fmt(f['pause_s'])}), {f['pauses_at_or_over_acceptable']} at or over 3 s"
         )
         print(
             f"   suspected {f['suspected_transitions']}, dead {f['dead_transitions']}, "
             f"suspicions logged {f['suspicions_logged']}, connection deaths "
-            f"{f['connection_deaths']} (target 0)"
+            f"{f['connection_deaths']} (target 0); max heartbeat gaps {f['max_heartbeat_gap_s']}"
         )
     if t := r.get("takeover"):
-        print(f"\n4. coordinator takeover (reports every {FAST_HEARTBEAT}s)")
-        print(f"   active, report    {fmt(t['time_to_active_report_s'])}")
-        print(f"   active, logged    {fmt(t['time_to_active_logged_s'])}")
-        print(f"   serving, report   {fmt(t['time_to_serving_report_s'])}")
+        res = t["resolution_s"]
+        print(f"\n4. coordinator takeover ({t['takeovers']} kills of the active coordinator)")
+        print(f"   lock won (epoch stamp)          {fmt(t['time_to_lock_won_s'])}")
+        print(f"   active, polled every {res['polled']}s   {fmt(t['time_to_active_polled_s'])}")
+        print(f"   active, reports every {res['report']}s  {fmt(t['time_to_active_report_s'])}")
+        print(f"   active logged (consumers up)    {fmt(t['time_to_active_logged_s'])}")
+        print(f"   worker alive in its report      {fmt(t['time_to_serving_report_s'])}")
     if b := r.get("broker_restart"):
         print(
             f"\n5. broker restart: stop_app {b['stop_app_s']}s, start_app {b['start_app_s']}s; "
             f"all consumers back {b['all_consumers_back_s']}s after start_app returned"
         )
-        print(f"   per worker {b['consumers_back_s']}  ({b['note']})")
+        print(f"   per worker {b['consumers_back_s']}; heartbeats {b['heartbeat_seen_again_s']}")
+        print(f"   ({b['note']})")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 Usage::
 
     python tests/bench/bench_tasks.py [--n 10000] [--rounds 1] [--concurrency 500]
+        [--systems robeing,robeing_batch,celery,aio_pika] [--worker-concurrency 32]
+
+Needs Celery (``pip install celery``) for the ``celery`` system.
 
 Every system runs the same small task, the SHA-256 hex digest of one short
 string, on two worker processes, fed by one client process that keeps up to
@@ -33,8 +36,8 @@ The systems, each in a vhost of its own on the same RabbitMQ:
     default: one executing process per worker, as robeing's workers each run
     one interpreter. Its client is the synchronous API in one thread of its
     own process, a sliding window that waits for the oldest result before
-    sending the next task (the rpc backend buffers results that arrive out
-    of order; it is not safe to share between threads).
+    sending the next task; results that arrive out of order are buffered by
+    the rpc backend, so one thread drains the client's reply queue for all.
 ``aio_pika``
     The floor: request/reply straight over the broker, no coordinator,
     signatures or encryption. Two server processes consume one durable queue
@@ -475,19 +478,15 @@ def run_client(
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main(args: argparse.Namespace) -> dict[str, Any]:
-    from robeing.agents.keystore import Keystore
-    from robeing.broker.management import with_vhost
-
-    tag = uuid.uuid4().hex[:6]
-    vhost = {s: f"robeing-bench-tasks-{s}-{tag}" for s in ("robeing", "celery", "raw")}
-    url = {s: with_vhost(BASE_URL, v) for s, v in vhost.items()}
-    keys = Path(tempfile.mkdtemp(prefix="robeing-bench-keys-"))
-    procs: dict[str, subprocess.Popen[str]] = {}
-    rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in SYSTEMS}
-    try:
-        asyncio.run(_vhosts(list(vhost.values()), create=True))
-        Keystore(keys).init()
+def start_fleets(
+    systems: list[str],
+    url: dict[str, str],
+    keys: Path,
+    args: argparse.Namespace,
+    procs: dict[str, subprocess.Popen[str]],
+) -> None:
+    """Start the worker-side processes of ``systems``, adding each to ``procs`` as it starts."""
+    if any(s.startswith("robeing") for s in systems):
         env = {
             **os.environ,
             "AMQP_URL": url["robeing"],
@@ -499,23 +498,18 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(1, WORKERS + 1):
             procs[f"worker{i}"] = spawn(
                 [
-                    *agents,
-                    "agent",
-                    "--role",
-                    "worker",
-                    "--id",
-                    f"bench-w{i}",
-                    "--specialization",
-                    "data_processing",
-                    "--concurrency",
-                    str(args.worker_concurrency),
+                    *(*agents, "agent", "--role", "worker", "--id", f"bench-w{i}"),
+                    *("--specialization", "data_processing"),
+                    *("--concurrency", str(args.worker_concurrency)),
                 ],
                 env,
             )
+    if "celery" in systems:
         celery_env = {
             **os.environ,
             "BENCH_CELERY_BROKER": url["celery"],
             "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+            "PYTHONWARNINGS": "ignore:You're running the worker with superuser privileges",
         }
         for i in range(1, WORKERS + 1):
             procs[f"celery{i}"] = spawn(
@@ -528,10 +522,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 celery_env,
                 cwd=HERE,
             )
+    if "aio_pika" in systems:
         for i in range(1, WORKERS + 1):
             procs[f"raw{i}"] = spawn(
                 [
-                    *(sys.executable, __file__, "--raw-server", url["raw"]),
+                    *(sys.executable, __file__, "--raw-server", url["aio_pika"]),
                     *("--worker-concurrency", str(args.worker_concurrency)),
                 ],
                 os.environ.copy(),
@@ -540,21 +535,35 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             stdout = procs[f"raw{i}"].stdout
             if stdout is None or stdout.readline().strip() != "ready":
                 raise RuntimeError("raw aio-pika server did not start")
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    from robeing.agents.keystore import Keystore
+    from robeing.broker.management import with_vhost
+
+    systems = [s for s in SYSTEMS if s in args.systems.split(",")]
+    tag = uuid.uuid4().hex[:6]
+    vhost = {s: f"robeing-bench-tasks-{s}-{tag}" for s in ("robeing", "celery", "aio_pika")}
+    url = {s: with_vhost(BASE_URL, v) for s, v in vhost.items()}
+    keys = Path(tempfile.mkdtemp(prefix="robeing-bench-keys-"))
+    procs: dict[str, subprocess.Popen[str]] = {}
+    rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+    try:
+        asyncio.run(_vhosts(list(vhost.values()), create=True))
+        Keystore(keys).init()
+        start_fleets(systems, url, keys, args, procs)
         beam = broker_pid()
         broker = {"broker": beam} if beam else {}
-        pids = {
-            "robeing": {
-                k: p.pid for k, p in procs.items() if k == "coordinator" or k.startswith("worker")
-            },
-            "celery": {k: p.pid for k, p in procs.items() if k.startswith("celery")},
-            "aio_pika": {k: p.pid for k, p in procs.items() if k.startswith("raw")},
+        prefixes = {
+            "robeing": ("coordinator", "worker"),
+            "celery": ("celery",),
+            "aio_pika": ("raw",),
         }
-        urls = {"robeing": url["robeing"], "celery": url["celery"], "aio_pika": url["raw"]}
         for r in range(args.rounds):
-            order = SYSTEMS if r % 2 == 0 else tuple(reversed(SYSTEMS))
-            for system in order:
+            for system in systems if r % 2 == 0 else reversed(systems):
                 base = "robeing" if system.startswith("robeing") else system
-                res = run_client(system, urls[base], keys, pids[base] | broker, args)
+                pids = {k: p.pid for k, p in procs.items() if k.startswith(prefixes[base])}
+                res = run_client(system, url[base], keys, pids | broker, args)
                 rounds[system].append(res)
                 line = f"round {r + 1} {system:14s} {res['throughput']:9.1f} tasks/s"
                 if "rtt_p50_ms" in res:
@@ -565,7 +574,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         stop_all(list(procs.values()))
         asyncio.run(_vhosts(list(vhost.values()), create=False))
         shutil.rmtree(keys, ignore_errors=True)
+    return summarize(rounds, args)
 
+
+def summarize(rounds: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> dict[str, Any]:
     med: dict[str, dict[str, Any]] = {}
     for system, rs in rounds.items():
         med[system] = {
@@ -577,19 +589,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             k: statistics.median(r["cpu_ms_per_task"][k] for r in rs)
             for k in rs[0]["cpu_ms_per_task"]
         }
-    best = max(("robeing", "robeing_batch"), key=lambda s: med[s]["throughput"])
-
-    def ratios(other: str) -> dict[str, float]:
-        return {
-            "throughput": med[best]["throughput"] / med[other]["throughput"],
-            "throughput_submit": med["robeing"]["throughput"] / med[other]["throughput"],
-            "throughput_submit_many": med["robeing_batch"]["throughput"] / med[other]["throughput"],
-            "rtt_p50": med["robeing"]["rtt_p50_ms"] / med[other]["rtt_p50_ms"],
-            "rtt_p99": med["robeing"]["rtt_p99_ms"] / med[other]["rtt_p99_ms"],
-        }
-
-    vs_celery = ratios("celery")
-    return {
+    modes = [s for s in ("robeing", "robeing_batch") if s in med]
+    best = max(modes, key=lambda s: med[s]["throughput"]) if modes else None
+    out: dict[str, Any] = {
         "n": args.n,
         "rounds": args.rounds,
         "concurrency": args.concurrency,
@@ -597,19 +599,35 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "worker_concurrency": args.worker_concurrency,
         "celery_workers": f"{WORKERS} x --pool {args.celery_pool} "
         f"--concurrency {args.celery_concurrency}",
-        "robeing_mode_used_for_ratios": "submit_many" if best == "robeing_batch" else "submit",
+        "robeing_mode_used_for_ratios": {"robeing": "submit", "robeing_batch": "submit_many"}.get(
+            best or ""
+        ),
         "rounds_raw": rounds,
         "median": med,
-        "ratio_robeing_over_celery": vs_celery,
-        "ratio_robeing_over_aio_pika": ratios("aio_pika"),
-        "targets": {
+    }
+    for other in ("celery", "aio_pika"):
+        if best is None or other not in med:
+            continue
+        theirs = med[other]
+        ratio = {"throughput": med[best]["throughput"] / theirs["throughput"]}
+        for mode, key in (("robeing", "throughput_submit"), ("robeing_batch", "throughput_batch")):
+            if mode in med:
+                ratio[key] = med[mode]["throughput"] / theirs["throughput"]
+        if "robeing" in med:
+            ratio["rtt_p50"] = med["robeing"]["rtt_p50_ms"] / theirs["rtt_p50_ms"]
+            ratio["rtt_p99"] = med["robeing"]["rtt_p99_ms"] / theirs["rtt_p99_ms"]
+        out[f"ratio_robeing_over_{other}"] = ratio
+    vs_celery = out.get("ratio_robeing_over_celery")
+    if vs_celery and "rtt_p50" in vs_celery:
+        out["targets"] = {
             "throughput_vs_celery": TARGET_THROUGHPUT,
             "throughput_met": vs_celery["throughput"] >= TARGET_THROUGHPUT,
             "rtt_p50_vs_celery": 1.0,
             "rtt_p50_met": vs_celery["rtt_p50"] <= 1.0,
-        },
-        "scheduling_us": scheduling(args.decisions, args.seed),
-    }
+        }
+    if args.decisions > 0:
+        out["scheduling_us"] = scheduling(args.decisions, args.seed)
+    return out
 
 
 def report(result: dict[str, Any]) -> None:
@@ -620,36 +638,40 @@ def report(result: dict[str, Any]) -> None:
         f"robeing worker concurrency={result['worker_concurrency']}, "
         f"celery workers {result['celery_workers']}"
     )
-    print(f"{'':22s}{'tasks/s':>10s}{'RTT p50 ms':>12s}{'RTT p99 ms':>12s}")
-    for system in SYSTEMS:
-        m = med[system]
+    print(f"{'':16s}{'tasks/s':>10s}{'RTT p50 ms':>12s}{'RTT p99 ms':>12s}")
+    for system, m in med.items():
         p50, p99 = m.get("rtt_p50_ms"), m.get("rtt_p99_ms")
         rtt = f"{p50:12.2f}{p99:12.2f}" if p50 is not None else f"{'-':>12s}{'-':>12s}"
-        print(f"{system:22s}{m['throughput']:10.1f}{rtt}")
-    mode = result["robeing_mode_used_for_ratios"]
+        print(f"{system:16s}{m['throughput']:10.1f}{rtt}")
     for other in ("celery", "aio_pika"):
-        r = result[f"ratio_robeing_over_{other}"]
+        r = result.get(f"ratio_robeing_over_{other}")
+        if r is None:
+            continue
+        parts = [f"tasks/s {r['throughput']:.2f} ({result['robeing_mode_used_for_ratios']})"]
+        if "throughput_submit" in r and "throughput_batch" in r:
+            parts.append(
+                f"[submit {r['throughput_submit']:.2f}, submit_many {r['throughput_batch']:.2f}]"
+            )
+        if "rtt_p50" in r:
+            parts.append(f"RTT p50 {r['rtt_p50']:.2f}, p99 {r['rtt_p99']:.2f}")
+        print(f"robeing/{other}: " + ", ".join(parts))
+    t = result.get("targets")
+    if t:
         print(
-            f"robeing/{other}: tasks/s {r['throughput']:.2f} ({mode}; submit "
-            f"{r['throughput_submit']:.2f}, submit_many {r['throughput_submit_many']:.2f}), "
-            f"RTT p50 {r['rtt_p50']:.2f}, p99 {r['rtt_p99']:.2f}"
+            f"targets: tasks/s >= {t['throughput_vs_celery']}x Celery -> "
+            f"{'met' if t['throughput_met'] else 'NOT met'}; RTT p50 <= Celery -> "
+            f"{'met' if t['rtt_p50_met'] else 'NOT met'}"
         )
-    t = result["targets"]
-    print(
-        f"targets: tasks/s >= {t['throughput_vs_celery']}x Celery -> "
-        f"{'met' if t['throughput_met'] else 'NOT met'}; RTT p50 <= Celery -> "
-        f"{'met' if t['rtt_p50_met'] else 'NOT met'}"
-    )
     print("\nCPU ms per task during the throughput run (median)")
-    for system in SYSTEMS:
-        cpu = med[system]["cpu_ms_per_task"]
-        print(f"{system:22s}" + " ".join(f"{k}={v:.3f}" for k, v in cpu.items()))
-    print("\nscheduling decision, µs      select p50   p99   dispatch p50   p99")
-    for size, s in result["scheduling_us"].items():
-        print(
-            f"{size:>6s} agents{'':15s}{s['select_p50_us']:9.1f}{s['select_p99_us']:7.1f}"
-            f"{s['dispatch_p50_us']:15.1f}{s['dispatch_p99_us']:6.1f}"
-        )
+    for system, m in med.items():
+        print(f"{system:16s}" + " ".join(f"{k}={v:.3f}" for k, v in m["cpu_ms_per_task"].items()))
+    if "scheduling_us" in result:
+        print("\nscheduling decision, µs   select p50     p99   dispatch p50     p99")
+        for size, s in result["scheduling_us"].items():
+            print(
+                f"{size:>6s} agents{'':12s}{s['select_p50_us']:9.1f}{s['select_p99_us']:8.1f}"
+                f"{s['dispatch_p50_us']:15.1f}{s['dispatch_p99_us']:8.1f}"
+            )
 
 
 if __name__ == "__main__":
@@ -663,7 +685,12 @@ if __name__ == "__main__":
     parser.add_argument("--worker-concurrency", type=int, default=32)
     parser.add_argument("--celery-pool", default="prefork")
     parser.add_argument("--celery-concurrency", type=int, default=1)
-    parser.add_argument("--decisions", type=int, default=2000, help="scheduling decisions")
+    parser.add_argument(
+        "--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {SYSTEMS}"
+    )
+    parser.add_argument(
+        "--decisions", type=int, default=2000, help="scheduling decisions (0: skip)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--client", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)

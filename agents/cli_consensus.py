@@ -1,0 +1,336 @@
+"""``robeing propose`` and ``robeing bft``: votes and Byzantine-fault-tolerant commits.
+
+:func:`register` adds the commands to the main ``robeing`` group; the module
+also runs on its own (``python -m robeing.agents.cli_consensus …``)::
+
+    robeing propose --payload JSON [--participants ID,…] [--threshold 2/3]
+                    [--deadline S] [--json]
+    robeing propose --bft --payload JSON [--group NAME|SPEC] [--json]
+    robeing bft commit --payload JSON [--group NAME|SPEC] [--json]
+    robeing bft log [--group NAME|SPEC] [--json]
+
+A group is given inline (``--group orders=a,b,c,d[/F]``) or by name among
+those defined in ``ROBEING_BFT_GROUP`` (``NAME=ID,…[/F]``, ``;``-separated),
+the same variable that tells agents which groups to host.
+
+Exit codes: 0 approved or committed, 1 rejected, 2 wrong usage or
+configuration (including ``n < 3f + 1``), 3 broker trouble or no decision in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..protocol.errors import ConfigError
+from .bft import GroupSpec, parse_groups
+
+if TYPE_CHECKING:
+    from .cli import Common
+
+
+def resolve_group(group: str | None, defined: str | None) -> GroupSpec:
+    """The group named or spelled out by ``--group`` (among ``ROBEING_BFT_GROUP``).
+
+    Raises:
+        ConfigError: malformed or unknown group, ``n < 3f + 1``, or no group
+            named while several are defined.
+    """
+    if group and "=" in group:
+        specs = parse_groups(group)
+        if len(specs) != 1:
+            raise ConfigError("--group takes one group: NAME=ID,ID,...[/F]")
+        return specs[0]
+    specs = parse_groups(defined)
+    if group is None:
+        if len(specs) == 1:
+            return specs[0]
+        raise ConfigError(
+            "name the BFT group: --group NAME=ID,ID,...[/F], or a name defined in ROBEING_BFT_GROUP"
+        )
+    for spec in specs:
+        if spec.name == group:
+            return spec
+    raise ConfigError(f"unknown BFT group {group!r}: define it in ROBEING_BFT_GROUP")
+
+
+def _group_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option(
+        "--groups",
+        envvar="ROBEING_BFT_GROUP",
+        show_envvar=True,
+        default=None,
+        help="Known groups: NAME=ID,ID,...[/F], separated by ';'.",
+    )(fn)
+    return click.option(
+        "--group", default=None, help="Group name, or NAME=ID,ID,...[/F] (default: the only one)."
+    )(fn)
+
+
+def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)
+    return click.option(
+        "--as", "as_id", envvar="ROBEING_CLIENT_ID", default="", help="Client identity."
+    )(fn)
+
+
+def _split(values: tuple[str, ...]) -> list[str] | None:
+    ids = [s for v in values for s in v.replace(",", " ").split()]
+    return list(dict.fromkeys(ids)) or None
+
+
+@click.command()
+@click.option("--payload", required=True, help="What is proposed: JSON, or @file with JSON.")
+@click.option(
+    "--participants",
+    multiple=True,
+    help="Agent ids that vote (repeat or comma-separate; default: the live agents).",
+)
+@click.option("--threshold", default="2/3", show_default=True, help="Approvals needed, e.g. 3/4.")
+@click.option(
+    "--deadline",
+    type=click.FloatRange(min=0.01),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for votes.",
+)
+@click.option(
+    "--listen",
+    type=click.FloatRange(min=0.2),
+    default=None,
+    help="Seconds to listen for live agents when --participants is not given.",
+)
+@click.option("--bft", is_flag=True, help="Commit through a PBFT group instead of voting.")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="(--bft)"
+)
+@_group_options
+@_common_options
+@click.pass_obj
+def propose(
+    common: Common,
+    payload: str,
+    participants: tuple[str, ...],
+    threshold: str,
+    deadline: float,
+    listen: float | None,
+    bft: bool,
+    timeout: float,
+    group: str | None,
+    groups: str | None,
+    as_id: str,
+    as_json: bool,
+) -> None:
+    """Put a proposal to a signed 2/3-majority vote (or, with --bft, commit it via PBFT)."""
+    if bft:
+        _commit(common, payload, group, groups, timeout, as_id, as_json)
+        return
+    from .client import Client, parse_payload
+    from .consensus import propose as propose_api
+    from .voting import Outcome, parse_threshold
+
+    body, fraction, voters = (
+        parse_payload(payload),
+        parse_threshold(threshold),
+        _split(participants),
+    )
+
+    async def go() -> tuple[Outcome, float]:
+        async with Client(common.settings(role="client", agent_id=as_id)) as client:
+            started = time.perf_counter()
+            decision = await propose_api(client, body, voters, fraction, deadline, listen)
+            outcome = _outcome(client, decision.proposal_id)
+            return outcome, time.perf_counter() - started
+
+    outcome, took = asyncio.run(go())
+    if as_json:
+        _emit({**outcome_json(outcome), "required": outcome.required, "seconds": round(took, 4)})
+    else:
+        verdict = "APPROVED" if outcome.approved else "REJECTED"
+        approvals = sum(v.choice.value == "approve" for v in outcome.votes)
+        n = len(outcome.participants)
+        click.echo(
+            f"{verdict}: {approvals} of {n} approve (needs {outcome.required}, threshold "
+            f"{outcome.threshold}); {outcome.reason.replace('_', ' ')} after {took * 1000:.1f} ms"
+        )
+        for v in outcome.votes:
+            click.echo(f"  {v.voter:24s} {v.choice.value}")
+        if outcome.refusals:
+            refused = ", ".join(f"{k}={n}" for k, n in sorted(outcome.refusals.items()))
+            click.echo(f"refused votes: {refused}")
+    sys.exit(0 if outcome.approved else 1)
+
+
+def _outcome(client: Any, proposal_id: str) -> Any:
+    from .consensus import consensus_of
+
+    consensus = consensus_of(client.agent)
+    assert consensus is not None
+    return consensus.voting.outcomes[proposal_id]
+
+
+def outcome_json(outcome: Any) -> dict[str, Any]:
+    """An outcome as JSON-ready data (fractions as text, signatures as hex).
+
+    Raises:
+        Nothing.
+    """
+    data = outcome.to_data()
+    data["threshold"] = str(outcome.threshold)
+    data["approval_rate"] = str(outcome.approval_rate)
+    data["votes"] = [
+        {"voter": v.voter, "choice": v.choice.value, "signature": v.signature.hex()}
+        for v in outcome.votes
+    ]
+    return dict(data)
+
+
+def _emit(data: Any) -> None:
+    from .cli import emit_json
+
+    emit_json(data)
+
+
+def _commit(
+    common: Common,
+    payload: str,
+    group: str | None,
+    groups: str | None,
+    timeout: float,
+    as_id: str,
+    as_json: bool,
+) -> None:
+    from .client import Client, parse_payload
+    from .consensus import bft_commit
+
+    spec, value = resolve_group(group, groups), parse_payload(payload)
+
+    async def go() -> Any:
+        async with Client(common.settings(role="client", agent_id=as_id)) as client:
+            return await bft_commit(client, spec, value, timeout=timeout)
+
+    result = asyncio.run(go())
+    if as_json:
+        _emit(
+            {
+                "group": result.group,
+                "seq": result.seq,
+                "value": result.value,
+                "digest": result.digest.hex(),
+                "replicas": list(result.replicas),
+                "seconds": round(result.latency_s, 4),
+            }
+        )
+    else:
+        click.echo(
+            f"committed #{result.seq} in group {result.group} (confirmed by "
+            f"{', '.join(result.replicas)}) in {result.latency_s * 1000:.1f} ms"
+        )
+
+
+@click.group()
+def bft() -> None:
+    """Byzantine-fault-tolerant agreement among a group of n >= 3f + 1 agents."""
+
+
+@bft.command("commit")
+@click.option("--payload", required=True, help="The value to commit: JSON, or @file with JSON.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
+@_group_options
+@_common_options
+@click.pass_obj
+def bft_commit_cmd(
+    common: Common,
+    payload: str,
+    timeout: float,
+    group: str | None,
+    groups: str | None,
+    as_id: str,
+    as_json: bool,
+) -> None:
+    """Commit a value; returns once f + 1 members confirm it (same as propose --bft)."""
+    _commit(common, payload, group, groups, timeout, as_id, as_json)
+
+
+@bft.command("log")
+@click.option("--entries", type=click.IntRange(min=0), default=10, show_default=True)
+@_group_options
+@_common_options
+@click.pass_obj
+def bft_log(
+    common: Common,
+    entries: int,
+    group: str | None,
+    groups: str | None,
+    as_id: str,
+    as_json: bool,
+) -> None:
+    """Each member's view, progress and state digest, and the last decided entries."""
+    from .client import Client
+
+    spec = resolve_group(group, groups)
+
+    async def ask(client: Client, member: str) -> dict[str, Any]:
+        try:
+            got = await client.request(
+                member, "pbft.log", {"g": spec.name, "entries": entries}, timeout=5.0
+            )
+            return dict(got)
+        except Exception as exc:
+            return {"error": str(exc)}
+
+    async def go() -> dict[str, dict[str, Any]]:
+        async with Client(common.settings(role="client", agent_id=as_id)) as client:
+            answers = await asyncio.gather(*(ask(client, m) for m in spec.members))
+            return dict(zip(spec.members, answers, strict=True))
+
+    reports = asyncio.run(go())
+    for r in reports.values():
+        r["log"] = [[*e[:2], bytes(e[2]).hex(), *e[3:]] for e in r.get("log", [])]
+    if as_json:
+        _emit(reports)
+        return
+    click.echo(f"group {spec} (quorum {(len(spec.members) + spec.f + 2) // 2})")
+    for member, r in reports.items():
+        if "error" in r:
+            click.echo(f"  {member:24s} unreachable: {r['error']}")
+        else:
+            click.echo(
+                f"  {member:24s} view {r['view']:<3d} primary {r['primary']:16s} "
+                f"executed {r['last_executed']:<6d} state {r['state_digest'][:16]}"
+            )
+    first = next((r for r in reports.values() if "log" in r), None)
+    for seq, view, digest, client_id, _ts, value, executed in (first or {}).get("log", []):
+        shown = value if executed else "(not executed)"
+        click.echo(f"  #{seq:<6d} view {view:<3d} {digest[:12]} {client_id}: {shown}")
+
+
+def register(cli: click.Group) -> None:
+    """Add ``propose`` and ``bft`` to the ``robeing`` command group (idempotent).
+
+    Raises:
+        Nothing.
+    """
+    cli.add_command(propose)
+    cli.add_command(bft)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run ``robeing`` with these commands registered.
+
+    Raises:
+        SystemExit: always, with the command's exit code.
+    """
+    from .cli import cli
+
+    register(cli)
+    cli.main(args=argv, prog_name="robeing")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Agents with consensus, loaded with ``--app apps.consensus_app``.
+
+Votes use the default policy (approve). The agent hosts the PBFT groups of
+``ROBEING_BFT_GROUP`` that list it (``NAME=ID,ID,...[/F]``, ``;``-separated);
+``ROBEING_BFT_TIMEOUT`` sets their view-change timeout in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+
+from robeing.agents import Agent, App
+from robeing.agents.bft import GroupSpec, parse_groups
+from robeing.agents.consensus import ensure_consensus
+
+app = App(name="consensus")
+
+
+def groups_from_env() -> tuple[GroupSpec, ...]:
+    timeout = float(os.environ.get("ROBEING_BFT_TIMEOUT", "2.0"))
+    return parse_groups(os.environ.get("ROBEING_BFT_GROUP"), view_change_timeout=timeout)
+
+
+# Parsed on import: a bad group (e.g. n < 3f + 1) stops the agent before it connects.
+GROUPS = groups_from_env()
+
+
+@app.on_start
+async def start(agent: Agent) -> None:
+    await ensure_consensus(agent, GROUPS)
