@@ -6,12 +6,13 @@ written ``NAME=ID,ID,...[/F]`` on the command line and in
 member hosts a replica (:mod:`robeing.agents.bft_replica`).
 
 A client commits a value with :class:`BftClient`: it signs a PBFT request
-whose op is ``{"g": group, "v": value, "r": its reply queue}``, publishes it
-once to the group's key on ``robeing.direct`` (:func:`group_key`; every
-member's inbox is bound to it) and returns once ``f + 1`` members sent
-matching ``pbft.reply`` messages (same sequence number, digest and result). It
-re-sends the request every ``retry`` seconds; that is also what makes backups
-notice a dead primary and change views.
+whose op is ``{"g": group, "v": value, "r": its reply queue}``, sends it to
+the primary it believes in (the view of the last replies) and returns once
+``f + 1`` members sent matching ``pbft.reply`` messages (same sequence
+number, digest and result). Every ``retry`` seconds it re-sends the request
+to the whole group: one publish to the group's key on ``robeing.direct``
+(:func:`group_key`), to which every member's inbox is bound. That is also
+what makes backups suspect a dead primary and change views.
 
 Invariants:
     * A group with ``n < 3f + 1`` members cannot be built; without an
@@ -40,7 +41,7 @@ import msgpack
 
 from ..broker import topology as topo
 from ..protocol.envelope import BROADCAST, Envelope
-from ..protocol.errors import AckTimeout, ConfigError, Unroutable
+from ..protocol.errors import AckTimeout, ConfigError, UnknownPeer, Unroutable
 from ..protocol.evidence import ed25519_signer
 from ..protocol.pbft_messages import Request, encode_message, sign
 
@@ -186,6 +187,7 @@ class _Waiter:
     spec: GroupSpec
     fut: asyncio.Future[tuple[int, bytes, Any, tuple[str, ...]]]
     votes: dict[tuple[int, bytes, bytes], set[str]] = field(default_factory=dict)
+    views: dict[str, int] = field(default_factory=dict)
 
 
 class BftClient:
@@ -200,6 +202,7 @@ class BftClient:
         self.refused: Counter[str] = Counter()
         self._sign = ed25519_signer(agent.identity.signing_key)
         self._waiting: dict[tuple[str, int], _Waiter] = {}
+        self._views: dict[str, int] = {}  # group -> the view its last replies reported
         self._last_ts = 0
 
     def on_reply(self, opened: Opened) -> None:
@@ -225,7 +228,12 @@ class BftClient:
         else:
             voters = waiter.votes.setdefault(vote, set())
             voters.add(sender)
+            if isinstance(p.get("view"), int):
+                waiter.views[sender] = p["view"]
             if len(voters) > waiter.spec.f and not waiter.fut.done():
+                views = Counter(waiter.views[v] for v in voters if v in waiter.views)
+                if views:  # a wrong guess costs one hop: any replica forwards to the primary
+                    self._views[waiter.spec.name] = views.most_common(1)[0][0]
                 waiter.fut.set_result((vote[0], vote[1], p["result"], tuple(sorted(voters))))
 
     async def commit(
@@ -260,8 +268,12 @@ class BftClient:
         started = time.perf_counter()
         deadline = loop.time() + timeout
         try:
+            primary = spec.members[self._views.get(spec.name, 0) % len(spec.members)]
             while (remaining := deadline - loop.time()) > 0:
-                await self._send(spec, wire)
+                # As in Castro & Liskov: first to the primary we believe in, then to all
+                # (which is also what makes backups suspect a silent primary).
+                await self._send(spec, wire, primary)
+                primary = None
                 with contextlib.suppress(TimeoutError):
                     seq, digest, result, voters = await asyncio.wait_for(
                         asyncio.shield(waiter.fut), min(retry, remaining)
@@ -276,11 +288,15 @@ class BftClient:
         finally:
             del self._waiting[(spec.name, ts)]
 
-    async def _send(self, spec: GroupSpec, wire: bytes) -> None:
-        agent = self.agent
-        env = Envelope(
-            "pbft.request", {"g": spec.name, "m": wire}, receiver=BROADCAST, priority=PRIORITY
-        )
+    async def _send(self, spec: GroupSpec, wire: bytes, to: str | None) -> None:
+        agent, payload = self.agent, {"g": spec.name, "m": wire}
+        if to is not None:
+            try:
+                await agent.send_message(to, "pbft.request", payload, priority=PRIORITY)
+                return
+            except (Unroutable, UnknownPeer) as exc:
+                log.debug("primary %s unreachable (%s): sending to the whole group", to, exc)
+        env = Envelope("pbft.request", payload, receiver=BROADCAST, priority=PRIORITY)
         try:
             await agent.transport.publish(
                 topo.DIRECT_EXCHANGE, group_key(spec.name), agent.codec.seal(env, agent.clock()),

@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 OUTBOX_CAP = 10_000
 MAX_LOG = 100_000
 STATE_CHUNK = 256
+STATE_BYTES = 256 * 1024
 MAX_CLIENTS = 10_000
 
 
@@ -284,20 +285,26 @@ class BftGroup:
         self._perform(self.replica.on_message(msg, self._clock()))
 
     def state_entries(self, after: int, upto: int) -> list[Any]:
-        """Decided entries ``(after, min(upto, after + STATE_CHUNK)]`` for a lagging peer.
+        """Decided entries from ``after + 1`` on (at most ``upto``) for a lagging peer.
+
+        A reply holds at most :data:`STATE_CHUNK` entries and about
+        :data:`STATE_BYTES` of requests (always at least one entry), so it
+        stays far below the envelope size limit; the peer asks again for more.
 
         Raises:
             Nothing: entries no longer (or not yet) held are left out.
         """
         if not self.log or after + 1 < self.log[0].seq:
             return []
-        first = self.log[0].seq
-        end = min(upto, after + STATE_CHUNK, self.log[-1].seq)
-        wire = [
-            (d, None if d.request is None else encode_message(d.request))
-            for d in (self.log[s - first] for s in range(after + 1, end + 1))
-        ]
-        return [[d.seq, d.view, d.digest, w] for d, w in wire]
+        first, out, size = self.log[0].seq, [], 0
+        for seq in range(after + 1, min(upto, after + STATE_CHUNK, self.log[-1].seq) + 1):
+            d = self.log[seq - first]
+            wire = None if d.request is None else encode_message(d.request)
+            size += len(wire or b"")
+            if out and size > STATE_BYTES:
+                break
+            out.append([d.seq, d.view, d.digest, wire])
+        return out
 
     def report(self, entries: int = 20) -> dict[str, Any]:
         """State for ``robeing bft log``, heartbeats and tests.
@@ -402,6 +409,7 @@ class BftGroup:
             "seq": d.seq,
             "digest": d.digest,
             "result": {"value": value, "ok": ok},
+            "view": self.replica.view,  # lets the client address the primary next time
         }
         self._replies[req.client] = (req.timestamp, payload)
         self._replies.move_to_end(req.client)

@@ -23,6 +23,8 @@ import click
 from ..protocol.errors import AckTimeout, BrokerError, ConfigError, RobeingError
 from ..protocol.roles import AGENT_ROLES, ROLES
 from . import logs
+from .bft import parse_groups
+from .cli_consensus import register as register_consensus_commands
 from .settings import DEFAULT_AMQP_URL, Settings
 
 T = TypeVar("T")
@@ -305,6 +307,23 @@ def keys_list(common: Common) -> None:
     default=None,
     help="Back up this agent id: take work only while it is dead.",
 )
+@click.option(
+    "--bft-group",
+    "bft_groups",
+    envvar="ROBEING_BFT_GROUP",
+    show_envvar=True,
+    default=None,
+    help="PBFT groups: NAME=ID,ID,...[/F], ';'-separated; hosts those listing this agent.",
+)
+@click.option(
+    "--bft-timeout",
+    envvar="ROBEING_BFT_TIMEOUT",
+    show_envvar=True,
+    default=2.0,
+    type=click.FloatRange(min=0.05),
+    show_default=True,
+    help="PBFT view-change timeout (s).",
+)
 @pass_common
 def agent(
     common: Common,
@@ -319,6 +338,8 @@ def agent(
     check: bool,
     standby: bool,
     backup_for: str | None,
+    bft_groups: str | None,
+    bft_timeout: float,
 ) -> None:
     """Run an agent process until SIGTERM or Ctrl-C."""
     if role is None:
@@ -336,6 +357,7 @@ def agent(
         grace_period=grace_period,
         standby=standby,
         backup_for=backup_for,
+        bft_groups=parse_groups(bft_groups, view_change_timeout=bft_timeout),
     )
     if check:
         sys.exit(run(_probe(common, settings)))
@@ -682,6 +704,9 @@ def up(common: Common, workers: int, once: bool, duration: float) -> None:
     common.configure_logging("fleet", "supervisor")
     code = run(run_fleet(common.settings(role="client"), workers, once, duration, common.log_level))
     sys.exit(code)
+
+
+register_consensus_commands(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

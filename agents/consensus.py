@@ -24,7 +24,7 @@ and clients of a PBFT group call :func:`bft_commit`; both accept an
 
 Invariants:
     * Installing is idempotent: one :class:`Consensus` per agent; later calls
-      only add groups, and a group name is never redefined.
+      only add groups, and a group's members and ``f`` are never redefined.
     * Every signature (votes, PBFT messages, evidence) is checked against the
       signer's *certified* key (learned from its envelopes or the keys
       directory); unknown, expired and revoked signers never verify.
@@ -141,9 +141,9 @@ class Consensus:
         if self.agent.id not in spec.members:
             return None
         known = self.groups.get(spec.name)
-        if known is not None:
-            if known.spec != spec:
-                raise ConfigError(f"BFT group {spec.name!r} is already defined differently")
+        if known is not None:  # defined twice (settings and an app): timings of the first win
+            if (known.spec.members, known.spec.f) != (spec.members, spec.f):
+                raise ConfigError(f"BFT group {spec.name!r} is already defined with other members")
             return known
         group = BftGroup(
             self.agent,

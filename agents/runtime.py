@@ -128,6 +128,10 @@ class Agent:
         from .roles import install_role  # roles import the runtime's types
 
         install_role(self)
+        from .consensus import install_consensus  # lazy, like install_role
+
+        # Votes, PBFT groups and equivocation evidence; groups not listing us are ignored.
+        self.consensus = install_consensus(self, self.settings.bft_groups)
         self.executor: TaskExecutor | None = None
         if self.role.takes_work and settings.role != "coordinator":
             _install_builtin_tasks(self.app)
@@ -265,7 +269,14 @@ class Agent:
                 loop.add_signal_handler(sig, self._stop_requested.set)
             except (NotImplementedError, RuntimeError):  # not the main thread
                 pass
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            # A failed start (an on_start hook, a refused declaration) must not
+            # leave the connection open behind the error.
+            with contextlib.suppress(Exception):
+                await self.transport.close()
+            raise
         try:
             await self._stop_requested.wait()
         finally:
@@ -497,6 +508,11 @@ def _install_builtins(app: App) -> None:
         # hello with our own, so newcomers can encrypt to us without the keys dir.
         if msg.envelope.is_broadcast and msg.agent.role.takes_work:
             await msg.agent.send_message(msg.sender, "hello", msg.agent._describe(), encrypt=False)
+
+    @app.handler("guardian.alert")
+    def guardian_alert(msg: Message) -> None:
+        # Guardians broadcast these; every agent records them in its log.
+        log.warning("guardian %s alerts: %s", msg.sender, msg.payload)
 
     @app.handler("crl.update")
     def crl_update(msg: Message) -> bool:

@@ -250,6 +250,10 @@ class AgentRegistry:
     def __len__(self) -> int:
         return len(self._agents)
 
+    def has_available(self) -> bool:
+        """Whether any task-running agent can take one more unit of work. O(1)."""
+        return bool(self._general)
+
     def __contains__(self, agent_id: object) -> bool:
         return agent_id in self._agents
 
@@ -416,6 +420,8 @@ def dispatch(
     made: list[Assignment] = []
     # Requirements that found no agent in this round; they will not find one later in it.
     hopeless: set[tuple[frozenset[str], str | None]] = set()
+    if not registry.has_available():
+        return made  # a full fleet: do not walk the ready queue at all
     for task in graph.iter_ready(now):
         if limit is not None and len(made) >= limit:
             break
@@ -429,4 +435,6 @@ def dispatch(
             continue
         made.append(graph.assign(task.id, chosen[0].id, now=now))
         registry.reserve(chosen[0].id)
+        if not registry.has_available():
+            break
     return made

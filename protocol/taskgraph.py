@@ -482,13 +482,20 @@ class TaskGraph:
             if rec and rec.seq == seq and rec.state is TaskState.PENDING and rec.attempt == attempt:
                 rec.state = TaskState.READY
                 heapq.heappush(self._ready, (-rec.spec.priority, rec.seq, rec.attempt, task_id))
-        self._ready = [e for e in self._ready if self._is_ready(e)]
-        heapq.heapify(self._ready)
-        snapshot = list(self._ready)
-        while snapshot:
-            entry = heapq.heappop(snapshot)
-            if self._is_ready(entry):
+        # Pop lazily, so a caller that stops early (no free agent) pays only for
+        # what it looked at; entries still READY afterwards go back in the heap.
+        looked: list[tuple[int, int, int, str]] = []
+        try:
+            while self._ready:
+                entry = heapq.heappop(self._ready)
+                if not self._is_ready(entry):
+                    continue  # stale: assigned, retried or finished since it was queued
+                looked.append(entry)
                 yield self._records[entry[3]]
+        finally:
+            for entry in looked:
+                if self._is_ready(entry):
+                    heapq.heappush(self._ready, entry)
 
     def _is_ready(self, entry: tuple[int, int, int, str]) -> bool:
         rec = self._records.get(entry[3])

@@ -2,7 +2,8 @@
 
 Votes use the default policy (approve). The agent hosts the PBFT groups of
 ``ROBEING_BFT_GROUP`` that list it (``NAME=ID,ID,...[/F]``, ``;``-separated);
-``ROBEING_BFT_TIMEOUT`` sets their view-change timeout in seconds.
+``ROBEING_BFT_TIMEOUT`` sets their view-change timeout in seconds and
+``ROBEING_BFT_CHECKPOINT`` their checkpoint interval.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ app = App(name="consensus")
 
 
 def groups_from_env() -> tuple[GroupSpec, ...]:
-    timeout = float(os.environ.get("ROBEING_BFT_TIMEOUT", "2.0"))
-    return parse_groups(os.environ.get("ROBEING_BFT_GROUP"), view_change_timeout=timeout)
+    return parse_groups(
+        os.environ.get("ROBEING_BFT_GROUP"),
+        view_change_timeout=float(os.environ.get("ROBEING_BFT_TIMEOUT", "2.0")),
+        checkpoint_interval=int(os.environ.get("ROBEING_BFT_CHECKPOINT", "16")),
+    )
 
 
 # Parsed on import: a bad group (e.g. n < 3f + 1) stops the agent before it connects.

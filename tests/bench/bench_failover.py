@@ -4,36 +4,38 @@ Usage::
 
     python tests/bench/bench_failover.py [--kills 50] [--pauses 10]
         [--false-death-seconds 600] [--takeovers 10] [--no-broker-restart]
+        [--only kills,pauses,...] [--keep-logs]
 
 Every measurement runs real ``robeing`` processes in a vhost of its own. The
-coordinator's view is read from its signed heartbeats, whose
+coordinator's view is read two ways: from its signed heartbeats, whose
 ``extra["coordinator"]["health"]`` maps agent ids to alive, suspected, dead,
-backup or recovering; each report carries the coordinator's send time.
+backup or recovering (stamped with the coordinator's send time; resolution:
+its heartbeat interval), and by polling ``coordinator.status`` (the same
+report; resolution: the poll interval plus a few ms of round trip). A change
+is bracketed by the last answer without it and the first answer with it.
 
-1. ``kill_detection``: a worker is SIGKILLed; time until a coordinator report
-   says ``dead`` (the broker's ``connection.closed`` event, see connwatch).
-   Coordinator and workers beat every 0.2 s, so reports have a 0.2 s
-   resolution: each sample is bracketed by the last report still saying
-   otherwise and the first saying ``dead`` (both stamped by the coordinator).
-2. ``pause_detection``: a worker is SIGSTOPped under the detector's defaults
-   (1 s heartbeats, acceptable pause 3 s, dead after 2 s); time to
-   ``suspected`` and to ``dead`` from the 1 s reports, from polling
-   ``coordinator.status`` every 0.1 s, and (suspected only) from the
-   coordinator's own log line.
-3. ``false_deaths``: 4 workers; a nemesis SIGSTOPs a random one for 0.2-2.5 s
-   (under the 3 s acceptable pause) every 1-4 s. Counts ``suspected`` and
-   ``dead`` states in the reports and suspicions in the coordinator's log.
-   The target is zero.
+1. ``kills``: a worker is SIGKILLed; time until the coordinator says ``dead``
+   (from the broker's ``connection.closed`` event, see connwatch). Coordinator
+   and workers beat every 0.2 s; polled every 0.02 s. Fresh worker ids.
+2. ``pauses``: a worker is SIGSTOPped under the detector's defaults (1 s
+   heartbeats for agents and coordinator, acceptable pause 3 s, dead after
+   2 s); time to ``suspected`` and ``dead``: from the 1 s reports, polled
+   every 0.05 s, and (suspected only) from the coordinator's own log line.
+3. ``false_deaths``: 4 workers under the same defaults; a nemesis SIGSTOPs a
+   random one for 0.2-2.5 s (under the 3 s acceptable pause) every 1-4 s.
+   Counts ``suspected``/``dead`` states in the reports and suspicions in the
+   coordinator's log. The target is zero.
 4. ``takeover``: an active and a standby coordinator (0.2 s heartbeats);
-   SIGKILL the active; time until the standby reports itself active, until
-   it logs "active" (its consumers started) and until its report lists the
-   worker alive. A fresh standby is started for each repetition.
+   SIGKILL the active; time until the standby won the lock (its new epoch is
+   the wall clock in ms), says it is active (polled every 0.02 s, and in its
+   reports), logs "active" (its consumers started) and reports the worker
+   alive. A fresh standby is started for each repetition.
 5. ``broker_restart``: 3 workers; ``rabbitmqctl stop_app; start_app``; time
    from start_app's return until ``/api/consumers`` lists each worker's
-   consumers again (agent, broadcast, work and reply queues). The management
-   API's view can lag the broker by a few seconds, so these are upper bounds.
-   The restart disrupts every user of the broker on the machine: it runs
-   once, last.
+   consumers again (agent, broadcast, work and reply queues), polled every
+   0.1 s. The management API's view can lag the broker by a few seconds, so
+   these are upper bounds. The restart disrupts every user of the broker on
+   the machine: it runs once, last (``--no-broker-restart`` skips it).
 
 Percentiles are nearest-rank over the samples (p99 of fewer than 100 samples
 is their maximum). Results are printed and written to
@@ -297,9 +299,12 @@ class Poller:
         self.interval = interval
         self.answers: list[tuple[float, float, dict[str, Any]]] = []  # (sent, received, report)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def _run(self) -> None:
-        while True:
+        # The flag, not only cancel(): asyncio.wait_for (3.11) can swallow a
+        # cancellation that arrives as the awaited answer does.
+        while not self._stopping:
             t0 = time.time()
             with contextlib.suppress(Exception):
                 rep = await self.agent.request(
@@ -313,10 +318,11 @@ class Poller:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, 5.0)
 
     def seen(self, pred: Callable[[dict[str, Any]], bool]) -> bool:
         return any(pred(rep) for _, _, rep in self.answers)
@@ -892,18 +898,29 @@ async def rabbitmqctl(*args: str) -> float:
     return time.monotonic() - t
 
 
-def consumers_complete(agent_id: str, queues: set[str]) -> bool:
+def consumers_complete(agent_id: str, queues: list[str]) -> bool:
     fixed = {topo.agent_queue(agent_id), topo.broadcast_queue(agent_id), topo.work_queue(agent_id)}
     reply = f"robeing.reply.{agent_id}."
-    return fixed <= queues and any(q.startswith(reply) for q in queues)
+    return fixed <= set(queues) and any(q.startswith(reply) for q in queues)
 
 
-async def consumer_queues(part: Part) -> set[str] | None:
+async def consumer_queues(part: Part) -> list[str] | None:
+    """The queue of every consumer in the vhost (one entry per consumer)."""
     try:
         cons = await part.mgmt.consumers(part.vhost)
     except BrokerError:
         return None
-    return {str(c.get("queue", {}).get("name")) for c in cons or []}
+    return [str(c.get("queue", {}).get("name")) for c in cons or []]
+
+
+def consumers_of(agent_id: str, queues: list[str]) -> int:
+    own = (
+        topo.agent_queue(agent_id),
+        topo.broadcast_queue(agent_id),
+        topo.work_queue(agent_id),
+        f"robeing.reply.{agent_id}.",
+    )
+    return sum(q == own[0] or q == own[1] or q == own[2] or q.startswith(own[3]) for q in queues)
 
 
 async def bench_broker_restart(bench: Bench, n_workers: int = 3) -> dict[str, Any]:
@@ -921,6 +938,7 @@ async def bench_broker_restart(bench: Bench, n_workers: int = 3) -> dict[str, An
             if time.monotonic() > deadline:
                 raise TimeoutError(f"consumers never complete before the restart: {queues}")
             await asyncio.sleep(0.5)
+        before = {a: consumers_of(a, queues) for a in ids}
         beats_back: dict[str, float] = {}
         started = 0.0
 
@@ -948,6 +966,9 @@ async def bench_broker_restart(bench: Bench, n_workers: int = 3) -> dict[str, An
             await asyncio.sleep(0.1)
         await until(lambda: len(beats_back) == len(ids), 30.0)
         part.watcher.listeners.remove(on_beat)
+        await asyncio.sleep(5.0)  # the management view settles; then count again
+        queues = await consumer_queues(part) or []
+        after = {a: consumers_of(a, queues) for a in ids}
         exited = [w.agent_id for w in workers if not w.running]
     print(
         f"  stop_app {stop_s:.2f}s, start_app {start_s:.2f}s; consumers back "
@@ -963,6 +984,8 @@ async def bench_broker_restart(bench: Bench, n_workers: int = 3) -> dict[str, An
         "all_consumers_back_s": rnd(max(back.values())) if len(back) == len(ids) else None,
         "poll_interval_s": 0.1,
         "heartbeat_seen_again_s": {a: rnd(beats_back.get(a)) for a in ids},
+        "consumers_per_worker_before": before,
+        "consumers_per_worker_5s_after": after,
         "workers_exited": exited,
         "note": (
             "measured from start_app's return; the management API's consumer list can lag "
@@ -987,7 +1010,19 @@ async def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     assert main_task is not None
-    loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
+    terms = 0
+
+    def on_term() -> None:
+        # First SIGTERM: unwind and clean up; a second one: clean up now and leave.
+        nonlocal terms
+        terms += 1
+        if terms == 1:
+            main_task.cancel()
+        else:
+            bench.cleanup_sync()
+            os._exit(143)
+
+    loop.add_signal_handler(signal.SIGTERM, on_term)
     rng = random.Random(args.seed)
     parts = [p for p in PARTS if p in args.only]
     if args.no_broker_restart and "broker_restart" in parts:
@@ -1039,9 +1074,9 @@ def report(r: dict[str, Any]) -> None:
     if k := r.get("kills"):
         res = k["resolution_s"]
         print(f"\n1. SIGKILL -> dead ({k['kills']} kills)")
-        print(f"   polled every {res['polled']}s       {fmt(k['time_to_dead_polled_s'])}")
+        print(f"   polled every {res['polled']}s        {fmt(k['time_to_dead_polled_s'])}")
         print(f"     lower bound              {fmt(k['time_to_dead_polled_lower_bound_s'])}")
-        print(f"   reports every {res['report']}s       {fmt(k['time_to_dead_report_s'])}")
+        print(f"   reports every {res['report']}s        {fmt(k['time_to_dead_report_s'])}")
         print(f"     received by the watcher  {fmt(k['time_to_dead_observed_s'])}")
         print(f"   by connection event: {k['detected_by_connection_event']}/{k['kills']}")
     if p := r.get("pauses"):
@@ -1076,8 +1111,8 @@ def report(r: dict[str, Any]) -> None:
         res = t["resolution_s"]
         print(f"\n4. coordinator takeover ({t['takeovers']} kills of the active coordinator)")
         print(f"   lock won (epoch stamp)          {fmt(t['time_to_lock_won_s'])}")
-        print(f"   active, polled every {res['polled']}s   {fmt(t['time_to_active_polled_s'])}")
-        print(f"   active, reports every {res['report']}s  {fmt(t['time_to_active_report_s'])}")
+        print(f"   active, polled every {res['polled']}s     {fmt(t['time_to_active_polled_s'])}")
+        print(f"   active, reports every {res['report']}s     {fmt(t['time_to_active_report_s'])}")
         print(f"   active logged (consumers up)    {fmt(t['time_to_active_logged_s'])}")
         print(f"   worker alive in its report      {fmt(t['time_to_serving_report_s'])}")
     if b := r.get("broker_restart"):

@@ -703,6 +703,8 @@ if __name__ == "__main__":
     elif ns.client:
         client_main(ns)
     else:
+        # A plain SIGTERM would skip the clean-up (processes, vhosts): make it an interrupt.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         out = main(ns)
         report(out)
         Path("bench-results").mkdir(exist_ok=True)

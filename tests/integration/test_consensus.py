@@ -197,8 +197,8 @@ async def test_the_threshold_is_exact_over_all_participants(
 async def test_forged_duplicate_outsider_and_late_votes_are_refused_and_counted(
     fleet: dict[str, AgentProcess], client: Client
 ) -> None:
-    """Given participants cv-1..cv-4, the Byzantine cv-byz and cv-7 (which takes 3 s
-    to vote), unanimity required and a 2 s deadline, expect the decision at the
+    """Given participants cv-1..cv-4, the Byzantine cv-byz and cv-7 (which takes 4 s
+    to vote), unanimity required and a 2.5 s deadline, expect the decision at the
     deadline from the first vote of each participant; cv-byz's repeated vote
     refused as duplicate, its changed vote as equivocation (evidence that reaches
     the guardian), its vote forged in cv-1's name as bad signature, cv-out's vote
@@ -207,7 +207,7 @@ async def test_forged_duplicate_outsider_and_late_votes_are_refused_and_counted(
     late_before = consensus.voting.refused[Refusal.LATE.value]
     participants = [*DEFAULT, "cv-7", BYZ]
 
-    decision = await propose(client, {"sleep": {"cv-7": 3.0}}, participants, 1, deadline=2.0)
+    decision = await propose(client, {"sleep": {"cv-7": 4.0}}, participants, 1, deadline=2.5)
 
     assert not decision.approved
     assert decision.reason is DecisionReason.DEADLINE
@@ -407,3 +407,36 @@ async def test_killing_the_primary_changes_the_view_and_requests_still_commit(
         f"(timeout 1.0s); replicas took {max(c['seconds'] for c in changes) * 1000:.1f} ms "
         "from the first view-change message to the new view"
     )
+
+
+async def test_a_replica_that_missed_checkpoints_catches_up_by_state_transfer(
+    spawn: Any, client: Client
+) -> None:
+    """Given a group of four checkpointing every 2 requests, when one backup is
+    paused, misses 8 commits (its inbox purged: the messages are gone) and
+    resumes, expect it to fetch the decided entries from a peer, verified against
+    the quorum-signed checkpoint, and then to hold the same log as the others."""
+    members = ["st-1", "st-2", "st-3", "st-4"]
+    spec = GroupSpec.build("st-g", members, checkpoint_interval=2)
+    env = {"ROBEING_BFT_GROUP": str(spec), "ROBEING_BFT_CHECKPOINT": "2"}
+    procs = await asyncio.gather(
+        *(spawn("worker", m, "--app", "apps.consensus_app", env=env) for m in members)
+    )
+    await bft_commit(client, spec, "first", timeout=20)
+    procs[3].signal(signal.SIGSTOP)
+    try:
+        missed = [await bft_commit(client, spec, f"missed-{i}", timeout=20) for i in range(8)]
+        await client.agent.transport.purge("robeing.agent.st-4")
+    finally:
+        procs[3].signal(signal.SIGCONT)
+
+    async def caught_up() -> bool:
+        logs = await bft_logs(client, members, spec.name)
+        return len({(log["last_executed"], log["state_digest"]) for log in logs.values()}) == 1
+
+    await eventually(caught_up, timeout=20)
+    last = await bft_commit(client, spec, "after", timeout=20)
+    logs = await bft_logs(client, members, spec.name)
+    values = {e[0]: e[5] for e in logs["st-4"]["log"] if e[6]}
+    assert [values[r.seq] for r in [*missed, last]] == [*(f"missed-{i}" for i in range(8)), "after"]
+    assert logs["st-4"]["log"] == logs["st-1"]["log"]

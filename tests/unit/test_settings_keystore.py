@@ -115,7 +115,7 @@ def test_connection_name_is_readable() -> None:
     """Expect the connection name to show role, id, specializations and cluster."""
     s = Settings(role="specialist", agent_id="s1", specializations=("nlp", "vision"))
 
-    assert s.connection_name == "robeing specialist s1 [nlp,vision] cluster=default"
+    assert s.connection_name == "robeing specialist s1 [nlp,vision] cluster=default vhost=/"
     assert "[-]" in Settings(agent_id="w").connection_name
 
 
