@@ -154,6 +154,7 @@ class Client:
         self.duplicates = 0  # finals that arrived for an already finished task (absorbed)
         self.delivered: Counter[str] = Counter()  # finals handed to the application
         self.agent.answer_handlers["task.final"] = self._on_final
+        self.agent.answer_handlers["task.finals"] = self._on_finals
         self.agent.answer_handlers["task.progress"] = self._on_progress
         self.agent.transport.add_reconnect_listener(self._on_reconnect)
 
@@ -173,8 +174,15 @@ class Client:
             except Exception as exc:  # the next reconnect tries again
                 log.warning("resubmitting %d task(s) failed: %s", len(batch), exc)
 
+    def _on_finals(self, opened: Opened) -> None:
+        items = opened.envelope.payload if isinstance(opened.envelope.payload, list) else []
+        for item in items:
+            self._deliver(FinalResult.from_data(item))
+
     def _on_final(self, opened: Opened) -> None:
-        final = FinalResult.from_data(opened.envelope.payload)
+        self._deliver(FinalResult.from_data(opened.envelope.payload))
+
+    def _deliver(self, final: FinalResult) -> None:
         handle = self._handles.get(final.task_id)
         if handle is None or handle.finished:
             self.duplicates += 1  # exactly one result per task reaches the caller
@@ -277,13 +285,14 @@ class Client:
 
         found: list[FinalResult] = []
 
+        from .finals import finals_from_record
+
         def on_body(body: bytes) -> None:
             try:
-                final = FinalResult.from_data(unpack(body))
+                record = unpack(body)
             except ProtocolError:
                 return
-            if final.task_id == task_id:
-                found.append(final)
+            found.extend(f for f in finals_from_record(record) if f.task_id == task_id)
 
         since = datetime.fromtimestamp(time.time() - since_s, tz=UTC)
         await self.agent.transport.read_stream(

@@ -55,6 +55,7 @@ from ...protocol.taskgraph import (
 )
 from ...protocol.taskmsgs import AssignMsg, FinalResult, ResultMsg, Submission, TaskRequest
 from ..connwatch import ClosedConnection, ConnectionWatcher
+from ..finals import FinalsOutbox, finals_from_record
 
 if TYPE_CHECKING:
     from ..app import Message
@@ -110,6 +111,7 @@ class Coordinator:
         self._pump_task: asyncio.Task[None] | None = None
         self._lead_task: asyncio.Task[None] | None = None
         self._publishing: set[asyncio.Task[None]] = set()
+        self.finals_out = FinalsOutbox(agent)
         self.incarnations: dict[str, str] = {}  # agent id -> instance of its connection
         self.dead: dict[str, tuple[float, frozenset[str]]] = {}  # id -> (when, its skills)
         self.backups: dict[str, dict[str, Any]] = {}  # standby id -> its last heartbeat
@@ -227,10 +229,11 @@ class Coordinator:
 
         def on_body(body: bytes) -> None:
             try:
-                final = FinalResult.from_data(unpack(body))
+                record = unpack(body)
             except ProtocolError:
                 return
-            self.finals[final.task_id] = final
+            for final in finals_from_record(record):
+                self.finals[final.task_id] = final
 
         n = await self.agent.transport.read_stream(
             topo.results_spec(self.agent.settings.topology), since, on_body
@@ -240,9 +243,7 @@ class Coordinator:
     async def _store_final(self, final: FinalResult) -> None:
         # The stream holds results as plain msgpack: they are written by the
         # coordinator alone and read by submitters' `robeing result`.
-        from ...protocol.envelope import pack
-
-        await self.agent.transport.publish("", topo.RESULTS_STREAM, pack(final.to_data()))
+        await self.finals_out.deliver(final, [])
         self.finals[final.task_id] = final
 
     # -- inputs --------------------------------------------------------------------
@@ -541,13 +542,13 @@ class Coordinator:
             batch.submitter if batch else "",
         )
         self.counters[f"final_{state}"] += 1
-        await self._store_final(final)
+        recipients = [(s, r) for s, r in self.watchers.pop(rec.id, []) if r]
+        if batch is not None and batch.reply_to:
+            recipients.append((batch.submitter, batch.reply_to))
+        await self.finals_out.deliver(final, recipients)
+        self.finals[final.task_id] = final
         if state == "dead_lettered":
             await self._dead_letter(rec)
-        if batch is not None:
-            await self._notify_final(final, batch.submitter, batch.reply_to)
-        for submitter, reply_to in self.watchers.pop(rec.id, []):
-            await self._notify_final(final, submitter, reply_to or None)
         self.progress.pop(rec.id, None)
         for child in [*rec.children, rec.id]:
             with contextlib.suppress(RobeingError):
@@ -582,10 +583,8 @@ class Coordinator:
             )
 
     async def _notify_final(self, final: FinalResult, submitter: str, reply_to: str | None) -> None:
-        if not reply_to:
-            return
-        env = Envelope("task.final", final.to_data(), receiver=submitter)
-        await self._send_answer(env, reply_to)
+        if reply_to:
+            await self.finals_out.notify(final, [(submitter, reply_to)])
 
     async def _send_answer(self, env: Envelope, reply_to: str) -> None:
         try:

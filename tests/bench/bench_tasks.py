@@ -577,6 +577,17 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     return summarize(rounds, args)
 
 
+def _commit() -> str | None:
+    """The checked-out commit, so results can be matched to the code they measured."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(HERE), "rev-parse", "HEAD"], capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
 def summarize(rounds: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> dict[str, Any]:
     med: dict[str, dict[str, Any]] = {}
     for system, rs in rounds.items():
@@ -592,6 +603,7 @@ def summarize(rounds: dict[str, list[dict[str, Any]]], args: argparse.Namespace)
     modes = [s for s in ("robeing", "robeing_batch") if s in med]
     best = max(modes, key=lambda s: med[s]["throughput"]) if modes else None
     out: dict[str, Any] = {
+        "commit": _commit(),
         "n": args.n,
         "rounds": args.rounds,
         "concurrency": args.concurrency,
