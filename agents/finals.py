@@ -3,9 +3,9 @@
 A coordinator finishing many tasks at once would otherwise pay two publishes
 per task (the durable record in ``robeing.results`` and the notice to the
 submitter) — on this project's benchmark machine each publish costs a socket
-write of ~100 µs. Finals that complete within ``linger`` seconds of each other
-(or ``max_batch`` of them) share one stream record (a msgpack list) and one
-``task.finals`` envelope per submitter queue.
+write of ~100 µs. Finals that complete while the previous batch is being
+written (up to ``max_batch``) share one stream record (a msgpack list) and one
+``task.finals`` envelope per submitter queue; an idle outbox writes at once.
 
 Invariant: :meth:`FinalsOutbox.deliver` returns only after the batch holding
 its final was confirmed into the stream, so a submission acknowledged after
@@ -47,47 +47,50 @@ def finals_from_record(data: Any) -> list[FinalResult]:
 class FinalsOutbox:
     """Stores and announces final results in batches."""
 
-    def __init__(self, agent: Agent, max_batch: int = 256, linger: float = 0.005) -> None:
+    def __init__(self, agent: Agent, max_batch: int = 256) -> None:
         self.agent = agent
         self.max_batch = max_batch
-        self.linger = linger
         self._pending: list[tuple[FinalResult, list[Recipient], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._full = asyncio.Event()
         self.records = 0
         self.messages = 0
 
     async def deliver(self, final: FinalResult, recipients: list[Recipient]) -> None:
-        """Store ``final`` durably and notify ``recipients``; returns once stored.
+        """Notify ``recipients`` of ``final`` and store it durably; returns once stored.
+
+        The notice goes out before the stream write: should the coordinator die
+        in between, the submission is redelivered, the task runs again and the
+        submitter's client drops the second notice (one result per task).
 
         Raises:
             BrokerError: the stream did not confirm the batch.
         """
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((final, recipients, fut))
-        if len(self._pending) >= self.max_batch:
-            self._full.set()
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_soon())
+            self._flusher = asyncio.create_task(self._flush_all())
         await fut
 
     async def notify(self, final: FinalResult, recipients: list[Recipient]) -> None:
         """Announce an already stored final (e.g. to a resubmitter)."""
         await self._announce({r: [final.to_data()] for r in recipients})
 
-    async def _flush_soon(self) -> None:
+    async def _flush_all(self) -> None:
+        # No timer: an idle outbox flushes at once; under load, finals that
+        # arrive while a flush is in flight form the next batch (like Nagle
+        # without the delay).
         while self._pending:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full.wait(), self.linger)
-            self._full.clear()
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-            if self._pending and len(self._pending) >= self.max_batch:
-                self._full.set()
             await self._flush(batch)
 
     async def _flush(
         self, batch: list[tuple[FinalResult, list[Recipient], asyncio.Future[None]]]
     ) -> None:
+        by_recipient: dict[Recipient, list[dict[str, Any]]] = defaultdict(list)
+        for final, recipients, _ in batch:
+            for r in recipients:
+                by_recipient[r].append(final.to_data())
+        await self._announce(by_recipient)
         record = pack([final.to_data() for final, _, _ in batch])
         try:
             await self.agent.transport.publish("", topo.RESULTS_STREAM, record)
@@ -97,11 +100,6 @@ class FinalsOutbox:
                     fut.set_exception(exc)
             return
         self.records += 1
-        by_recipient: dict[Recipient, list[dict[str, Any]]] = defaultdict(list)
-        for final, recipients, _ in batch:
-            for r in recipients:
-                by_recipient[r].append(final.to_data())
-        await self._announce(by_recipient)
         for _, _, fut in batch:
             if not fut.done():
                 fut.set_result(None)
