@@ -149,6 +149,8 @@ class Client:
         # while our reply queue was gone are answered again from the results
         # store, since resubmitting a task id is idempotent.
         self._unfinished: dict[str, tuple[TaskRequest, ...]] = {}
+        self._batch_of: dict[str, str] = {}  # task id -> key of its unfinished batch
+        self._open_in_batch: Counter[str] = Counter()  # batch key -> tasks not finished
         self._resubmitting: set[asyncio.Task[None]] = set()
         self.resubmitted = 0
         self.duplicates = 0  # finals that arrived for an already finished task (absorbed)
@@ -190,10 +192,12 @@ class Client:
         handle.done = handle.total
         handle._final.set_result(final)
         self.delivered[final.task_id] += 1
-        if len(self._unfinished) > 1000:  # keep the resubmission list short
-            for key, batch in list(self._unfinished.items()):
-                if all(self._handles[r.id].finished for r in batch):
-                    del self._unfinished[key]
+        key = self._batch_of.pop(final.task_id, None)
+        if key is not None:  # O(1) bookkeeping: a finished batch leaves the resubmission list
+            self._open_in_batch[key] -= 1
+            if self._open_in_batch[key] <= 0:
+                del self._open_in_batch[key]
+                self._unfinished.pop(key, None)
 
     def _on_progress(self, opened: Opened) -> None:
         p = opened.envelope.payload
@@ -265,7 +269,14 @@ class Client:
             self._handles[r.id] = handle
             handles.append(handle)
         await self._publish(tuple(requests))
-        self._unfinished[requests[0].id] = tuple(requests)
+        key = requests[0].id
+        self._unfinished[key] = tuple(requests)
+        for r in requests:
+            if not self._handles[r.id].finished and r.id not in self._batch_of:
+                self._batch_of[r.id] = key
+                self._open_in_batch[key] += 1
+        if not self._open_in_batch.get(key):
+            self._unfinished.pop(key, None)
         return handles
 
     async def _publish(self, requests: tuple[TaskRequest, ...]) -> None:

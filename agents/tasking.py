@@ -197,6 +197,8 @@ class TaskExecutor:
 async def _call(tdef: TaskDef, ctx: TaskContext) -> Any:
     if inspect.iscoroutinefunction(tdef.fn):
         return await tdef.fn(ctx)
+    if tdef.inline:
+        return tdef.fn(ctx)
     # Sync handlers run in a thread so a CPU-heavy task cannot stop heartbeats.
     value = await asyncio.to_thread(tdef.fn, ctx)
     if inspect.isawaitable(value):

@@ -370,7 +370,7 @@ class Coordinator:
             self.batches[t.id] = batch
             rec = self.graph.get(t.id)
             self.progress[t.id] = (0, max(1, len(rec.children)))
-        self._wake.set()
+        self._advance(now)
 
     async def on_result(self, msg: Message) -> None:
         try:
@@ -417,7 +417,7 @@ class Coordinator:
             done, total = self.progress[root]
             self.progress[root] = (done + 1, total)
             self._progress(root)
-        self._wake.set()
+        self._advance(now)
 
     def _progress(self, root: str) -> None:
         batch = self.batches.get(root)
@@ -488,6 +488,15 @@ class Coordinator:
         for t in self.health.tick(now):
             self._transition(t.agent_id, t.new, now, t.reason)
         self.graph.expire(now)
+        self._advance(now)
+
+    def _advance(self, now: float) -> None:
+        """Assign what is ready and finish what is done, right now.
+
+        Called straight from the submission and result handlers (saving the
+        pump's wake-up on the critical path) and by the pump. It never awaits,
+        so no other handler can interleave with it.
+        """
         for a in dispatch(self.graph, self.registry, now=now):
             msg = AssignMsg(
                 a.task_id,
