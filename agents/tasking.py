@@ -62,6 +62,7 @@ class TaskExecutor:
         self.fence = EpochFence()
         self.executed = 0
         self.stale = 0
+        self.reporter = ResultReporter(agent)
 
     async def start(self) -> None:
         agent = self.agent
@@ -81,45 +82,47 @@ class TaskExecutor:
                 delivery, "not_allowed", f"{opened.envelope.type!r} sent to a work queue"
             )
             return
+        payload = opened.envelope.payload
         try:
-            msg = AssignMsg.from_data(opened.envelope.payload)
+            # One assignment, or a batch (the coordinator groups a dispatch round per agent).
+            msgs = [
+                AssignMsg.from_data(p)
+                for p in (payload if isinstance(payload, list) else [payload])
+            ]
         except ProtocolError as exc:
             await agent.reject(delivery, exc.reason, str(exc))
             return
-        if not self.fence.admit(msg.epoch):
-            self.stale += 1
+        fresh = []
+        for msg in msgs:
+            if self.fence.admit(msg.epoch):
+                self.fence.observe(msg.epoch)
+                fresh.append(msg)
+            else:
+                self.stale += 1
+        if not fresh:
             await agent.reject(
-                delivery,
-                "stale_epoch",
-                f"epoch {msg.epoch} < {self.fence.highest} for {msg.task_id}",
+                delivery, "stale_epoch", f"epoch {msgs[0].epoch} < {self.fence.highest}"
             )
             return
-        self.fence.observe(msg.epoch)
+        reports = await asyncio.gather(*(self._run(msg) for msg in fresh))
+        coordinator = fresh[0].coordinator
+        try:
+            await self.reporter.report(coordinator, list(reports))
+        except Unroutable:
+            log.info("coordinator %s is gone; its successor re-runs its tasks", coordinator)
+        except Exception as exc:
+            # Not confirmed: hand the assignments back so no result is lost.
+            log.warning("could not report to %s (%s); the tasks will run again", coordinator, exc)
+            await delivery.requeue()
+            return
+        self.executed += len(fresh)
+        await delivery.ack()
+
+    async def _run(self, msg: AssignMsg) -> ResultMsg:
         token = task_id_var.set(msg.task_id)
         try:
-            async with agent.working():
-                report = await self.execute(msg)
-            try:
-                # Transient: a coordinator that loses its broker re-runs the task.
-                await agent.send_message(
-                    msg.coordinator, "task.result", report.to_data(), priority=8, persistent=False
-                )
-            except Unroutable:
-                log.info(
-                    "coordinator %s is gone; its successor re-runs %s", msg.coordinator, msg.task_id
-                )
-            except Exception as exc:
-                # Not confirmed: hand the assignment back so the result is not lost.
-                log.warning(
-                    "could not report %s to %s (%s); will run it again",
-                    msg.task_id,
-                    msg.coordinator,
-                    exc,
-                )
-                await delivery.requeue()
-                return
-            self.executed += 1
-            await delivery.ack()
+            async with self.agent.working():
+                return await self.execute(msg)
         finally:
             task_id_var.reset(token)
 
@@ -192,6 +195,65 @@ class TaskExecutor:
             with attempt:
                 return await _call(tdef, ctx)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+class ResultReporter:
+    """Sends results to coordinators in batches.
+
+    An idle reporter sends at once; results finished while a report is being
+    published form the next one (one ``task.result`` message carrying a list).
+    :meth:`report` returns once the message holding its results was
+    confirmed by the broker, so the caller acknowledges assignments only then.
+    Results are transient: a coordinator that loses its broker runs the tasks
+    again anyway.
+    """
+
+    def __init__(self, agent: Agent, max_batch: int = 256) -> None:
+        self.agent = agent
+        self.max_batch = max_batch
+        self._pending: dict[str, list[tuple[ResultMsg, asyncio.Future[None]]]] = {}
+        self._flushers: dict[str, asyncio.Task[None]] = {}
+
+    async def report(self, coordinator: str, results: list[ResultMsg]) -> None:
+        """Deliver ``results`` to ``coordinator``; returns once confirmed.
+
+        Raises:
+            Unroutable: the coordinator's queue is gone.
+            BrokerError: the broker did not confirm the message.
+        """
+        loop = asyncio.get_running_loop()
+        futures = []
+        pending = self._pending.setdefault(coordinator, [])
+        for res in results:
+            fut: asyncio.Future[None] = loop.create_future()
+            pending.append((res, fut))
+            futures.append(fut)
+        flusher = self._flushers.get(coordinator)
+        if flusher is None or flusher.done():
+            self._flushers[coordinator] = asyncio.create_task(self._flush(coordinator))
+        await asyncio.gather(*futures)
+
+    async def _flush(self, coordinator: str) -> None:
+        pending = self._pending[coordinator]
+        while pending:
+            batch = pending[: self.max_batch]
+            del pending[: self.max_batch]
+            try:
+                await self.agent.send_message(
+                    coordinator,
+                    "task.result",
+                    [res.to_data() for res, _ in batch],
+                    priority=8,
+                    persistent=False,
+                )
+            except Exception as exc:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
 
 
 async def _call(tdef: TaskDef, ctx: TaskContext) -> Any:

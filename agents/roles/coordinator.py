@@ -373,17 +373,23 @@ class Coordinator:
         self._advance(now)
 
     async def on_result(self, msg: Message) -> None:
-        try:
-            res = ResultMsg.from_data(msg.payload)
-        except ProtocolError as exc:
-            log.warning("malformed result from %s: %s", msg.sender, exc)
-            return
+        items = msg.payload if isinstance(msg.payload, list) else [msg.payload]
+        for item in items:
+            try:
+                res = ResultMsg.from_data(item)
+            except ProtocolError as exc:
+                log.warning("malformed result from %s: %s", msg.sender, exc)
+                continue
+            self._on_one_result(res, msg.sender)
+        self._advance(time.time())
+
+    def _on_one_result(self, res: ResultMsg, sender: str) -> None:
         now = time.time()
         if res.epoch != self.epoch or res.task_id not in self.graph:
             self.counters["stale_results"] += 1
             return
         rec = self.graph.get(res.task_id)
-        if rec.agent != msg.sender:
+        if rec.agent != sender:
             self.counters["stale_results"] += 1
             return
         agent_id = rec.agent
@@ -417,7 +423,6 @@ class Coordinator:
             done, total = self.progress[root]
             self.progress[root] = (done + 1, total)
             self._progress(root)
-        self._advance(now)
 
     def _progress(self, root: str) -> None:
         batch = self.batches.get(root)
@@ -497,41 +502,56 @@ class Coordinator:
         pump's wake-up on the critical path) and by the pump. It never awaits,
         so no other handler can interleave with it.
         """
+        # One message per agent per round: a burst costs one publish per agent.
+        by_agent: dict[str, list[AssignMsg]] = {}
+        priority: dict[str, int] = {}
         for a in dispatch(self.graph, self.registry, now=now):
-            msg = AssignMsg(
-                a.task_id,
-                a.attempt,
-                self.epoch,
-                a.type,
-                a.payload,
-                dict(a.dep_results),
-                a.deadline,
-                self.agent.id,
+            by_agent.setdefault(a.agent_id, []).append(
+                AssignMsg(
+                    a.task_id,
+                    a.attempt,
+                    self.epoch,
+                    a.type,
+                    a.payload,
+                    dict(a.dep_results),
+                    a.deadline,
+                    self.agent.id,
+                )
             )
-            self._spawn(self._assign(msg, a.agent_id, a.priority))
+            priority[a.agent_id] = max(priority.get(a.agent_id, 0), a.priority)
+        for agent_id, msgs in by_agent.items():
+            self._spawn(self._assign(msgs, agent_id, priority[agent_id]))
         for rec in self.graph.pop_finished():
             if rec.spec.parent is None:
                 self._spawn(self._finish(rec))
 
-    async def _assign(self, msg: AssignMsg, agent_id: str, priority: int) -> None:
-        env = Envelope("task.assign", msg.to_data(), receiver=agent_id, priority=priority)
-        expiration = None if msg.deadline is None else max(msg.deadline - time.time(), 0.001)
+    async def _assign(self, msgs: list[AssignMsg], agent_id: str, priority: int) -> None:
+        env = Envelope(
+            "task.assign", [m.to_data() for m in msgs], receiver=agent_id, priority=priority
+        )
+        deadlines = [m.deadline for m in msgs if m.deadline is not None]
+        # Expire with the batch's last deadline: an earlier one alone must not
+        # drop the others; each task's own deadline is enforced by the agent.
+        expiration = None
+        if deadlines and len(deadlines) == len(msgs):
+            expiration = max(max(deadlines) - time.time(), 0.001)
         try:
             await self.agent.outbox.publish_to_queue(
                 env, topo.work_queue(agent_id), expiration_s=expiration, persistent=False
             )
-            self.counters["assigned"] += 1
+            self.counters["assigned"] += len(msgs)
         except Exception as exc:
-            log.warning("assignment of %s to %s failed: %s", msg.task_id, agent_id, exc)
-            self.registry.release(agent_id)
-            with contextlib.suppress(RobeingError):
-                self.graph.fail(
-                    msg.task_id,
-                    msg.attempt,
-                    f"assignment failed: {exc}",
-                    now=time.time(),
-                    transient=True,
-                )
+            log.warning("assignment of %d task(s) to %s failed: %s", len(msgs), agent_id, exc)
+            for msg in msgs:
+                self.registry.release(agent_id)
+                with contextlib.suppress(RobeingError):
+                    self.graph.fail(
+                        msg.task_id,
+                        msg.attempt,
+                        f"assignment failed: {exc}",
+                        now=time.time(),
+                        transient=True,
+                    )
             self._wake.set()
 
     async def _finish(self, rec: TaskRecord) -> None:

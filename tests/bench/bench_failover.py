@@ -522,7 +522,6 @@ async def bench_kills(bench: Bench, n: int, rng: random.Random, batch: int = 5) 
                 poller.start()
                 # A random phase against the coordinator's 0.2 s reports.
                 await asyncio.sleep(rng.uniform(0.3, 0.5))
-                deaths = part.watcher.latest[cid].report.get("connection_deaths", 0)
                 fut = part.watcher.expect(
                     lambda b, w=wid: b.sender == cid and b.health(w) == "dead"
                 )
@@ -543,7 +542,11 @@ async def bench_kills(bench: Bench, n: int, rng: random.Random, batch: int = 5) 
                     "report": rnd(beat.sent - killed),
                     "report_lower_bound": rnd(lower),
                     "observed": rnd(beat.received - killed),
-                    "by_connection_event": beat.report.get("connection_deaths", 0) > deaths,
+                    # Death through silence is always preceded by a logged suspicion.
+                    "by_connection_event": coord.first_log(
+                        lambda m, w=wid: m.startswith(f"agent {w} suspected")
+                    )
+                    is None,
                 }
                 samples.append(sample)
                 print(
@@ -1001,6 +1004,27 @@ async def bench_broker_restart(bench: Bench, n_workers: int = 3) -> dict[str, An
 PARTS = ("kills", "pauses", "false_deaths", "takeover", "broker_restart")
 
 
+def git_head() -> str | None:
+    """The checked-out commit, with ``+dirty`` if the tree has changes (read-only git)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def write(result: dict[str, Any], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
@@ -1033,6 +1057,7 @@ async def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "commit": git_head(),
         "cpus": os.cpu_count(),
         "rabbitmq_version": overview.get("rabbitmq_version"),
         "seed": args.seed,
