@@ -19,6 +19,7 @@ dead-lettered with that reason). Any other exception is dead-lettered as
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import inspect
 import logging
@@ -127,7 +128,7 @@ class TaskDef:
     specialization: str | None = None
     split: Splitter | None = None
     merge: Merger | None = None
-    transient: tuple[type[BaseException], ...] = (TimeoutError, ConnectionError)
+    transient: tuple[builtins.type[BaseException], ...] = (TimeoutError, ConnectionError)
     inline: bool = False
 
 

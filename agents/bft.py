@@ -268,7 +268,7 @@ class BftClient:
         started = time.perf_counter()
         deadline = loop.time() + timeout
         try:
-            primary = spec.members[self._views.get(spec.name, 0) % len(spec.members)]
+            primary: str | None = spec.members[self._views.get(spec.name, 0) % len(spec.members)]
             while (remaining := deadline - loop.time()) > 0:
                 # As in Castro & Liskov: first to the primary we believe in, then to all
                 # (which is also what makes backups suspect a silent primary).

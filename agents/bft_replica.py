@@ -296,7 +296,8 @@ class BftGroup:
         """
         if not self.log or after + 1 < self.log[0].seq:
             return []
-        first, out, size = self.log[0].seq, [], 0
+        first, size = self.log[0].seq, 0
+        out: list[Any] = []
         for seq in range(after + 1, min(upto, after + STATE_CHUNK, self.log[-1].seq) + 1):
             d = self.log[seq - first]
             wire = None if d.request is None else encode_message(d.request)

@@ -183,7 +183,7 @@ class TaskExecutor:
         def is_transient(exc: BaseException) -> bool:
             return isinstance(exc, (Retry, *tdef.transient)) and not isinstance(exc, Reject)
 
-        stop = stop_after_attempt(LOCAL_ATTEMPTS)
+        stop: Any = stop_after_attempt(LOCAL_ATTEMPTS)
         if remaining is not None:
             stop = stop | stop_after_delay(remaining)
         async for attempt in AsyncRetrying(

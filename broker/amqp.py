@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,9 +92,10 @@ class _Delivery:
         no_ack: bool = False,
     ) -> None:
         delivery = msg.delivery
+        assert isinstance(delivery, Basic.Deliver)  # consumers only ever get Deliver frames
         props = msg.header.properties
         self._channel = msg.channel
-        self._tag = delivery.delivery_tag
+        self._tag: int = delivery.delivery_tag or 0
         self._no_ack = no_ack
         self._transport = transport
         self.body = msg.body
@@ -151,7 +152,7 @@ class _Subscription:
 
     queue: str
     channel: aio_pika.abc.AbstractChannel
-    callback: Callable[[aiormq.abc.DeliveredMessage], Awaitable[None]]
+    callback: Callable[[aiormq.abc.DeliveredMessage], Coroutine[Any, Any, None]]
     no_ack: bool
     tag: str = ""
     underlay: aiormq.abc.AbstractChannel | None = None
