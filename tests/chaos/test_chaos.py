@@ -147,6 +147,7 @@ async def nemesis(
     return last
 
 
+@pytest.mark.timeout(SECONDS + SETTLE_BOUND_S + 120)  # longer runs on demand
 async def test_chaos_loses_nothing_and_duplicates_nothing(
     spawn,
     watcher,
