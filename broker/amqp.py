@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -290,13 +290,19 @@ class AmqpTransport:
         await self.declare_queue(topo.results_spec(self.topology))
 
     async def declare_queue(self, spec: QueueSpec) -> None:
-        await self._channel().declare_queue(
-            spec.name,
-            durable=spec.durable,
-            exclusive=spec.exclusive,
-            auto_delete=spec.auto_delete,
-            arguments=spec.arguments,
-        )
+        """Declare ``spec`` (idempotent).
+
+        Raises:
+            BrokerError: the queue exists with other arguments.
+        """
+        with _explain_mismatch(spec.name):
+            await self._channel().declare_queue(
+                spec.name,
+                durable=spec.durable,
+                exclusive=spec.exclusive,
+                auto_delete=spec.auto_delete,
+                arguments=spec.arguments,
+            )
 
     async def bind(self, queue: str, exchange: str, routing_key: str = "") -> None:
         q = await self._channel().get_queue(queue, ensure=False)
@@ -418,13 +424,14 @@ class AmqpTransport:
             raise BrokerError("not connected")
         channel = await self._conn.channel()
         await channel.set_qos(prefetch_count=prefetch)
-        queue = await channel.declare_queue(
-            spec.name,
-            durable=spec.durable,
-            exclusive=spec.exclusive,
-            auto_delete=spec.auto_delete,
-            arguments=spec.arguments,
-        )
+        with _explain_mismatch(spec.name):
+            queue = await channel.declare_queue(
+                spec.name,
+                durable=spec.durable,
+                exclusive=spec.exclusive,
+                auto_delete=spec.auto_delete,
+                arguments=spec.arguments,
+            )
         for exchange, routing_key in bindings:
             await queue.bind(exchange, routing_key=routing_key)
         name = spec.name
@@ -611,6 +618,18 @@ class AmqpTransport:
         finally:
             with contextlib.suppress(Exception):
                 await channel.close()
+
+
+@contextlib.contextmanager
+def _explain_mismatch(queue: str) -> Iterator[None]:
+    """Turn RabbitMQ's PRECONDITION_FAILED on a declaration into a clear error."""
+    try:
+        yield
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        raise BrokerError(
+            f"queue {queue!r} already exists with different arguments (an older robeing "
+            f"made it?): {exc}; delete it (rabbitmqctl delete_queue {queue}) or use a new vhost"
+        ) from exc
 
 
 def _safe(url: str) -> str:
