@@ -95,6 +95,7 @@ AGENT_ROLES: tuple[str, ...] = tuple(name for name, r in ROLES.items() if r.take
 TYPE_CAPABILITY: dict[str, str] = {
     "task.assign": ASSIGN,
     "task.cancel": ASSIGN,
+    "coordinator.status": MESSAGE,  # a read-only query anyone may ask
     "coordinator.": ASSIGN,
     "task.result": EXECUTE,
     "task.progress": EXECUTE,

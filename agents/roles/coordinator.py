@@ -161,7 +161,6 @@ class Coordinator:
             agent.state = "standby"
             await asyncio.sleep(LOCK_RETRY_S)
         self.epoch = await self._next_epoch()
-        self.active = True
         agent.state = "alive"
         transport = agent.transport
         transport.add_reconnect_listener(self._on_reconnect)
@@ -182,6 +181,8 @@ class Coordinator:
             prefetch=SUBMISSION_PREFETCH,
         )
         self._pump_task = asyncio.create_task(self._pump())
+        # Only now, with results loaded and both queues consumed, do we serve.
+        self.active = True
         log.info("coordinator %s active with epoch %d", agent.id, self.epoch)
 
     def _on_reconnect(self, *_: Any) -> None:
