@@ -166,7 +166,10 @@ class Outbox:
             await self._publish_direct(env, encrypt, confirm=False)
             wait = timeout if timeout is not None else self.ack_timeout
             try:
-                opened = await asyncio.wait_for(fut, wait)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancellation that races with the answer's arrival.
+                async with asyncio.timeout(wait):
+                    opened = await fut
             except TimeoutError:
                 raise AckTimeout(f"no ACK from {env.receiver!r} within {wait}s") from None
         finally:

@@ -448,7 +448,15 @@ class Coordinator:
     def _on_connection_closed(self, closed: ClosedConnection) -> None:
         # Only the incarnation we track: a late event about an older
         # connection must not kill the agent's restarted process.
-        if self.incarnations.get(closed.agent_id) != closed.instance:
+        known = self.incarnations.get(closed.agent_id)
+        log.info(
+            "connection of %s (%s, instance %s) closed; tracking instance %s",
+            closed.agent_id,
+            closed.role,
+            closed.instance,
+            known,
+        )
+        if known != closed.instance:
             return
         now = time.time()
         self.counters["connection_deaths"] += 1
