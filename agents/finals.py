@@ -15,7 +15,6 @@ batch gets the error and nothing is acknowledged.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections import defaultdict
@@ -25,6 +24,7 @@ from ..broker import topology as topo
 from ..protocol.envelope import Envelope, pack
 from ..protocol.errors import ProtocolError
 from ..protocol.taskmsgs import FinalResult
+from .batching import Coalescer
 
 if TYPE_CHECKING:
     from .runtime import Agent
@@ -45,15 +45,18 @@ def finals_from_record(data: Any) -> list[FinalResult]:
 
 
 class FinalsOutbox:
-    """Stores and announces final results in batches."""
+    """Stores and announces final results in batches (see :mod:`.batching`)."""
 
     def __init__(self, agent: Agent, max_batch: int = 256) -> None:
         self.agent = agent
-        self.max_batch = max_batch
-        self._pending: list[tuple[FinalResult, list[Recipient], asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self.records = 0
+        self._batches: Coalescer[None, tuple[FinalResult, list[Recipient]]] = Coalescer(
+            self._flush, max_batch
+        )
         self.messages = 0
+
+    @property
+    def records(self) -> int:
+        return self._batches.flushes
 
     async def deliver(self, final: FinalResult, recipients: list[Recipient]) -> None:
         """Notify ``recipients`` of ``final`` and store it durably; returns once stored.
@@ -65,44 +68,20 @@ class FinalsOutbox:
         Raises:
             BrokerError: the stream did not confirm the batch.
         """
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((final, recipients, fut))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_all())
-        await fut
+        await self._batches.put(None, [(final, recipients)])
 
     async def notify(self, final: FinalResult, recipients: list[Recipient]) -> None:
         """Announce an already stored final (e.g. to a resubmitter)."""
         await self._announce({r: [final.to_data()] for r in recipients})
 
-    async def _flush_all(self) -> None:
-        # No timer: an idle outbox flushes at once; under load, finals that
-        # arrive while a flush is in flight form the next batch (like Nagle
-        # without the delay).
-        while self._pending:
-            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-            await self._flush(batch)
-
-    async def _flush(
-        self, batch: list[tuple[FinalResult, list[Recipient], asyncio.Future[None]]]
-    ) -> None:
+    async def _flush(self, _key: None, batch: list[tuple[FinalResult, list[Recipient]]]) -> None:
         by_recipient: dict[Recipient, list[dict[str, Any]]] = defaultdict(list)
-        for final, recipients, _ in batch:
+        for final, recipients in batch:
             for r in recipients:
                 by_recipient[r].append(final.to_data())
         await self._announce(by_recipient)
-        record = pack([final.to_data() for final, _, _ in batch])
-        try:
-            await self.agent.transport.publish("", topo.RESULTS_STREAM, record)
-        except Exception as exc:
-            for _, _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        self.records += 1
-        for _, _, fut in batch:
-            if not fut.done():
-                fut.set_result(None)
+        record = pack([final.to_data() for final, _ in batch])
+        await self.agent.transport.publish("", topo.RESULTS_STREAM, record)
 
     async def _announce(self, by_recipient: dict[Recipient, list[dict[str, Any]]]) -> None:
         for (submitter, reply_to), finals in by_recipient.items():

@@ -44,6 +44,7 @@ from ..protocol.election import EpochFence
 from ..protocol.errors import ProtocolError, Reject, Retry, Unroutable, error_to_data
 from ..protocol.taskmsgs import AssignMsg, ResultMsg
 from .app import TaskContext, TaskDef
+from .batching import Coalescer
 from .logs import task_id_var
 
 if TYPE_CHECKING:
@@ -198,10 +199,8 @@ class TaskExecutor:
 
 
 class ResultReporter:
-    """Sends results to coordinators in batches.
+    """Sends results to coordinators, batched per coordinator (see :mod:`.batching`).
 
-    An idle reporter sends at once; results finished while a report is being
-    published form the next one (one ``task.result`` message carrying a list).
     :meth:`report` returns once the message holding its results was
     confirmed by the broker, so the caller acknowledges assignments only then.
     Results are transient: a coordinator that loses its broker runs the tasks
@@ -210,9 +209,7 @@ class ResultReporter:
 
     def __init__(self, agent: Agent, max_batch: int = 256) -> None:
         self.agent = agent
-        self.max_batch = max_batch
-        self._pending: dict[str, list[tuple[ResultMsg, asyncio.Future[None]]]] = {}
-        self._flushers: dict[str, asyncio.Task[None]] = {}
+        self._batches: Coalescer[str, ResultMsg] = Coalescer(self._send, max_batch)
 
     async def report(self, coordinator: str, results: list[ResultMsg]) -> None:
         """Deliver ``results`` to ``coordinator``; returns once confirmed.
@@ -221,39 +218,16 @@ class ResultReporter:
             Unroutable: the coordinator's queue is gone.
             BrokerError: the broker did not confirm the message.
         """
-        loop = asyncio.get_running_loop()
-        futures = []
-        pending = self._pending.setdefault(coordinator, [])
-        for res in results:
-            fut: asyncio.Future[None] = loop.create_future()
-            pending.append((res, fut))
-            futures.append(fut)
-        flusher = self._flushers.get(coordinator)
-        if flusher is None or flusher.done():
-            self._flushers[coordinator] = asyncio.create_task(self._flush(coordinator))
-        await asyncio.gather(*futures)
+        await self._batches.put(coordinator, results)
 
-    async def _flush(self, coordinator: str) -> None:
-        pending = self._pending[coordinator]
-        while pending:
-            batch = pending[: self.max_batch]
-            del pending[: self.max_batch]
-            try:
-                await self.agent.send_message(
-                    coordinator,
-                    "task.result",
-                    [res.to_data() for res, _ in batch],
-                    priority=8,
-                    persistent=False,
-                )
-            except Exception as exc:
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_result(None)
+    async def _send(self, coordinator: str, results: list[ResultMsg]) -> None:
+        await self.agent.send_message(
+            coordinator,
+            "task.result",
+            [res.to_data() for res in results],
+            priority=8,
+            persistent=False,
+        )
 
 
 async def _call(tdef: TaskDef, ctx: TaskContext) -> Any:
