@@ -335,38 +335,49 @@ class Client:
     async def live_agents(self, listen: float | None = None) -> dict[str, AgentStatus]:
         """Listen to heartbeats for ``listen`` seconds and return who is alive.
 
-        Heartbeats are verified like any message; forged ones are ignored.
-        Agents whose last heartbeat said ``leaving`` are left out.
+        See :func:`listen_heartbeats`.
         """
         wait = listen if listen is not None else max(2.5 * self.settings.heartbeat_interval, 1.5)
-        seen: dict[str, AgentStatus] = {}
-        spec = topo.QueueSpec(
-            f"robeing.status.{self.agent.id}.{os.urandom(3).hex()}",
-            durable=False,
-            exclusive=True,
-            auto_delete=True,
-            arguments={"x-max-length": 100_000},
-        )
+        return await listen_heartbeats(self.agent, wait)
 
-        async def on_heartbeat(delivery: Delivery) -> None:
-            await delivery.ack()
-            try:
-                opened = self.agent.codec.open(delivery.body, time.time())
-            except ProtocolError:
-                return
-            if opened.envelope.type == "heartbeat":
-                status = status_from_heartbeat(opened, time.time())
-                seen[status.id] = status
 
-        transport = self.agent.transport
-        consumer = await transport.consume(
-            spec, on_heartbeat, prefetch=1000, bindings=[(topo.EVENTS_EXCHANGE, "heartbeat.#")]
-        )
+async def listen_heartbeats(agent: Agent, seconds: float) -> dict[str, AgentStatus]:
+    """The agents whose heartbeats ``agent`` hears within ``seconds``, by id.
+
+    Heartbeats are verified like any message (forged ones are ignored); agents
+    whose last heartbeat said ``leaving`` are left out. The listening queue is
+    exclusive and goes away with the connection.
+
+    Raises:
+        BrokerError: the broker is unreachable.
+    """
+    seen: dict[str, AgentStatus] = {}
+    spec = topo.QueueSpec(
+        f"robeing.listen.{agent.id}.{os.urandom(3).hex()}",
+        durable=False,
+        exclusive=True,
+        auto_delete=True,
+        arguments={"x-max-length": 100_000},
+    )
+
+    async def on_heartbeat(delivery: Delivery) -> None:
+        await delivery.ack()
         try:
-            await asyncio.sleep(wait)
-        finally:
-            await transport.cancel(consumer)
-        return {k: v for k, v in sorted(seen.items()) if v.state != "leaving"}
+            opened = agent.codec.open(delivery.body, time.time())
+        except ProtocolError:
+            return
+        if opened.envelope.type == "heartbeat":
+            status = status_from_heartbeat(opened, time.time())
+            seen[status.id] = status
+
+    consumer = await agent.transport.consume(
+        spec, on_heartbeat, prefetch=1000, bindings=[(topo.EVENTS_EXCHANGE, "heartbeat.#")]
+    )
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        await agent.transport.cancel(consumer)
+    return {k: v for k, v in sorted(seen.items()) if v.state != "leaving"}
 
 
 def parse_payload(text: str | None) -> Any:

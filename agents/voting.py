@@ -36,7 +36,6 @@ import asyncio
 import dataclasses
 import inspect
 import logging
-import os
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -242,34 +241,10 @@ async def live_agent_ids(agent: Agent, listen: float) -> list[str]:
     Raises:
         BrokerError: the broker is unreachable.
     """
-    from .client import status_from_heartbeat  # the client module imports the runtime
+    from .client import listen_heartbeats  # the client module imports the runtime
 
-    seen: dict[str, str] = {}
-    spec = topo.QueueSpec(
-        f"robeing.voters.{agent.id}.{os.urandom(3).hex()}",
-        durable=False,
-        exclusive=True,
-        auto_delete=True,
-        arguments={"x-max-length": 100_000},
-    )
-
-    async def on_heartbeat(delivery: Any) -> None:
-        await delivery.ack()
-        try:
-            st = status_from_heartbeat(agent.codec.open(delivery.body, agent.clock()), 0.0)
-        except Exception:
-            return
-        if st.cluster_id == agent.settings.cluster_id:
-            seen[st.id] = st.state
-
-    consumer = await agent.transport.consume(
-        spec, on_heartbeat, prefetch=1000, bindings=[(topo.EVENTS_EXCHANGE, "heartbeat.#")]
-    )
-    try:
-        await asyncio.sleep(listen)
-    finally:
-        await agent.transport.cancel(consumer)
-    return sorted(a for a, state in seen.items() if state != "leaving")
+    live = await listen_heartbeats(agent, listen)
+    return sorted(a for a, st in live.items() if st.cluster_id == agent.settings.cluster_id)
 
 
 def _trim(d: OrderedDict[Any, Any]) -> None:
