@@ -115,7 +115,6 @@ class Coordinator:
         self.incarnations: dict[str, str] = {}  # agent id -> instance of its connection
         self.dead: dict[str, tuple[float, frozenset[str]]] = {}  # id -> (when, its skills)
         self.backups: dict[str, dict[str, Any]] = {}  # standby id -> its last heartbeat
-        self.specs: dict[str, frozenset[str]] = {}  # live primary id -> skills
         self.watcher: ConnectionWatcher | None = None
 
     def _strategies(self) -> dict[str, SplitStrategy]:
@@ -285,14 +284,12 @@ class Coordinator:
                     f"for {p['backup_for']}" if p.get("backup_for") else "standby pool",
                 )
                 self.counters["backups_activated"] += 1
-        else:
-            self.specs[env.sender] = skills
         try:
             self.registry.upsert(
                 AgentInfo(
                     id=env.sender,
                     role=role,
-                    specializations=frozenset(str(s) for s in p.get("specializations", [])),
+                    specializations=skills,
                     load=self._outstanding(env.sender),
                     capacity=max(1, int(p.get("capacity", 1))),
                     cluster_id=str(p.get("cluster_id") or "") or None,
@@ -465,10 +462,10 @@ class Coordinator:
 
     def _lost(self, agent_id: str, now: float, reason: str) -> None:
         self.incarnations.pop(agent_id, None)
-        self.registry.remove(agent_id)
-        self.backups.pop(agent_id, None)
-        if agent_id in self.specs:
-            self.dead[agent_id] = (now, self.specs.pop(agent_id))
+        last = self.registry.remove(agent_id)  # its skills, for the backups standing in
+        was_backup = self.backups.pop(agent_id, None) is not None
+        if last is not None and not was_backup:
+            self.dead[agent_id] = (now, last.specializations)
             while len(self.dead) > 1000:
                 self.dead.pop(next(iter(self.dead)))
         requeued = self.graph.agent_lost(agent_id, now=now)
