@@ -150,9 +150,9 @@ def test_middleware_hooks_are_no_ops() -> None:
     """Expect the base Middleware's hooks to accept their arguments and do nothing."""
     mw = Middleware()
 
-    mw.before_handle(None, None)  # type: ignore[arg-type]
-    mw.after_handle(None, None, None, None)  # type: ignore[arg-type]
-    mw.on_rejected(None, "reason", "detail")  # type: ignore[arg-type]
+    assert mw.before_handle(None, None) is None  # type: ignore[arg-type,func-returns-value]
+    assert mw.after_handle(None, None, None, None) is None  # type: ignore[arg-type,func-returns-value]
+    assert mw.on_rejected(None, "reason", "detail") is None  # type: ignore[arg-type,func-returns-value]
 
 
 # -- load_app ---------------------------------------------------------------------
