@@ -3,7 +3,7 @@
 Usage::
 
     python tests/bench/bench_tasks.py [--n 10000] [--rounds 1] [--concurrency 500]
-        [--systems robeing,robeing_batch,celery,aio_pika] [--worker-concurrency 32]
+        [--systems robeing,robeing_batch,celery,aio_pika,floor] [--worker-concurrency 32]
 
 Needs Celery (``pip install celery``) for the ``celery`` system.
 
@@ -43,6 +43,12 @@ The systems, each in a vhost of its own on the same RabbitMQ:
     signatures or encryption. Two server processes consume one durable queue
     (prefetch ``--worker-concurrency``), hash and reply to ``reply_to``;
     persistent requests with publisher confirms.
+``floor``
+    The least robeing's design allows (see ``floor.py``): the same four broker
+    hops as a robeing task — confirmed into a quorum queue, relay → worker,
+    worker → relay, relay → client — with no signing, encryption or
+    scheduling at any hop. Its RTT shows what the design's path costs before
+    robeing does anything; Celery's path has two hops.
 
 Then the coordinator's scheduling decision at 10, 100 and 1,000 registered
 agents: ``AgentRegistry.select`` as in ``bench_scheduling.py`` and a whole
@@ -81,7 +87,7 @@ RAW_QUEUE = "bench.tasks.raw"
 WORKERS = 2
 RESULT_TIMEOUT = 120.0
 READY_TIMEOUT = 60.0
-SYSTEMS = ("robeing", "robeing_batch", "celery", "aio_pika")
+SYSTEMS = ("robeing", "robeing_batch", "celery", "aio_pika", "floor")
 TARGET_THROUGHPUT = 1.5
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -326,6 +332,19 @@ async def raw_client(a: argparse.Namespace, pids: dict[str, int]) -> dict[str, A
         await conn.close()
 
 
+async def floor_client(a: argparse.Namespace, pids: dict[str, int]) -> dict[str, Any]:
+    import floor
+
+    call, close = await floor.floor_client(a.url, TEXT, check)
+    try:
+        await windowed(call, a.warmup, a.concurrency)
+        lat = await sequential(call, a.rtt)
+        res = await timed_async(lambda: windowed(call, a.n, a.concurrency), a.n, pids)
+        return {**res, **rtt_result(lat)}
+    finally:
+        await close()
+
+
 # -- Celery client (synchronous) ----------------------------------------------------
 
 
@@ -367,6 +386,8 @@ def client_main(a: argparse.Namespace) -> None:
         res = celery_client(a, pids)
     elif a.client == "aio_pika":
         res = asyncio.run(raw_client(a, pids))
+    elif a.client == "floor":
+        res = asyncio.run(floor_client(a, pids))
     else:
         res = asyncio.run(robeing_client(a, pids))
     print(json.dumps(res), flush=True)
@@ -535,6 +556,25 @@ def start_fleets(
             stdout = procs[f"raw{i}"].stdout
             if stdout is None or stdout.readline().strip() != "ready":
                 raise RuntimeError("raw aio-pika server did not start")
+    if "floor" in systems:
+        import floor
+
+        roles = [("floor-relay", ["--floor-relay", url["floor"]])] + [
+            (f"floor-echo{i}", ["--floor-echo", url["floor"], "--floor-index", str(i)])
+            for i in range(floor.WORKERS)
+        ]
+        for name, extra in roles:  # the relay first: it declares the queues
+            procs[name] = spawn(
+                [
+                    *(sys.executable, __file__, *extra),
+                    *("--worker-concurrency", str(args.worker_concurrency)),
+                ],
+                os.environ.copy(),
+                stdout=subprocess.PIPE,
+            )
+            stdout = procs[name].stdout
+            if stdout is None or stdout.readline().strip() != "ready":
+                raise RuntimeError(f"{name} did not start")
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -543,7 +583,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     systems = [s for s in SYSTEMS if s in args.systems.split(",")]
     tag = uuid.uuid4().hex[:6]
-    vhost = {s: f"robeing-bench-tasks-{s}-{tag}" for s in ("robeing", "celery", "aio_pika")}
+    vhost = {
+        s: f"robeing-bench-tasks-{s}-{tag}" for s in ("robeing", "celery", "aio_pika", "floor")
+    }
     url = {s: with_vhost(BASE_URL, v) for s, v in vhost.items()}
     keys = Path(tempfile.mkdtemp(prefix="robeing-bench-keys-"))
     procs: dict[str, subprocess.Popen[str]] = {}
@@ -558,6 +600,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "robeing": ("coordinator", "worker"),
             "celery": ("celery",),
             "aio_pika": ("raw",),
+            "floor": ("floor",),
         }
         for r in range(args.rounds):
             for system in systems if r % 2 == 0 else reversed(systems):
@@ -617,7 +660,7 @@ def summarize(rounds: dict[str, list[dict[str, Any]]], args: argparse.Namespace)
         "rounds_raw": rounds,
         "median": med,
     }
-    for other in ("celery", "aio_pika"):
+    for other in ("celery", "aio_pika", "floor"):
         if best is None or other not in med:
             continue
         theirs = med[other]
@@ -629,6 +672,10 @@ def summarize(rounds: dict[str, list[dict[str, Any]]], args: argparse.Namespace)
             ratio["rtt_p50"] = med["robeing"]["rtt_p50_ms"] / theirs["rtt_p50_ms"]
             ratio["rtt_p99"] = med["robeing"]["rtt_p99_ms"] / theirs["rtt_p99_ms"]
         out[f"ratio_robeing_over_{other}"] = ratio
+    if "floor" in med and "celery" in med and "rtt_p50_ms" in med["floor"]:
+        out["ratio_floor_over_celery"] = {
+            "rtt_p50": med["floor"]["rtt_p50_ms"] / med["celery"]["rtt_p50_ms"]
+        }
     vs_celery = out.get("ratio_robeing_over_celery")
     if vs_celery and "rtt_p50" in vs_celery:
         out["targets"] = {
@@ -655,7 +702,7 @@ def report(result: dict[str, Any]) -> None:
         p50, p99 = m.get("rtt_p50_ms"), m.get("rtt_p99_ms")
         rtt = f"{p50:12.2f}{p99:12.2f}" if p50 is not None else f"{'-':>12s}{'-':>12s}"
         print(f"{system:16s}{m['throughput']:10.1f}{rtt}")
-    for other in ("celery", "aio_pika"):
+    for other in ("celery", "aio_pika", "floor"):
         r = result.get(f"ratio_robeing_over_{other}")
         if r is None:
             continue
@@ -667,6 +714,9 @@ def report(result: dict[str, Any]) -> None:
         if "rtt_p50" in r:
             parts.append(f"RTT p50 {r['rtt_p50']:.2f}, p99 {r['rtt_p99']:.2f}")
         print(f"robeing/{other}: " + ", ".join(parts))
+    floor_ratio = result.get("ratio_floor_over_celery")
+    if floor_ratio:
+        print(f"floor/celery: RTT p50 {floor_ratio['rtt_p50']:.2f} (four hops with no work vs two)")
     t = result.get("targets")
     if t:
         print(
@@ -709,9 +759,22 @@ if __name__ == "__main__":
     parser.add_argument("--keys", help=argparse.SUPPRESS)
     parser.add_argument("--pids", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--raw-server", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-relay", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-echo", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-index", type=int, default=0, help=argparse.SUPPRESS)
     ns = parser.parse_args()
+    sys.path.insert(0, str(HERE))
     if ns.raw_server:
         asyncio.run(raw_server(ns.raw_server, ns.worker_concurrency))
+    elif ns.floor_relay:
+        import floor
+
+        # The coordinator's prefetch on submissions, as robeing's.
+        asyncio.run(floor.relay_main(ns.floor_relay, 10_000))
+    elif ns.floor_echo:
+        import floor
+
+        asyncio.run(floor.echo_main(ns.floor_echo, ns.floor_index, ns.worker_concurrency))
     elif ns.client:
         client_main(ns)
     else:
