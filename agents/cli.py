@@ -25,6 +25,13 @@ from ..protocol.roles import AGENT_ROLES, ROLES
 from . import logs
 from .bft import parse_groups
 from .cli_consensus import register as register_consensus_commands
+from .cli_options import (
+    agent_id_option,
+    app_option,
+    coordinator_options,
+    env_option,
+    heartbeat_interval_option,
+)
 from .settings import DEFAULT_AMQP_URL, Settings
 
 T = TypeVar("T")
@@ -236,52 +243,27 @@ def keys_list(common: Common) -> None:
     type=click.Choice(AGENT_ROLES),
     help="What this agent does (required, except with --check).",
 )
-@click.option(
-    "--id",
-    "agent_id",
-    envvar="AGENT_ID",
-    show_envvar=True,
-    default="",
-    help="Unique id (default: <role>-<host>-<pid>).",
-)
-@click.option(
+@agent_id_option("Unique id (default: <role>-<host>-<pid>).")
+@env_option(
     "--specialization",
     "specializations",
     envvar="SPECIALIZATION",
-    show_envvar=True,
     multiple=True,
     help="Skill offered; repeat or comma-separate.",
 )
-@click.option(
-    "--cluster-id", envvar="CLUSTER_ID", show_envvar=True, default="default", show_default=True
-)
-@click.option(
-    "--app",
-    envvar="ROBEING_APP",
-    show_envvar=True,
-    default=None,
-    help="Module (or module:attr) holding your App with handlers.",
-)
-@click.option(
+@env_option("--cluster-id", envvar="CLUSTER_ID", default="default", show_default=True)
+@app_option("Module (or module:attr) holding your App with handlers.")
+@env_option(
     "--concurrency",
     envvar="ROBEING_CONCURRENCY",
-    show_envvar=True,
     default=32,
     type=click.IntRange(min=1),
     show_default=True,
 )
-@click.option(
-    "--heartbeat-interval",
-    envvar="ROBEING_HEARTBEAT_INTERVAL",
-    show_envvar=True,
-    default=1.0,
-    type=click.FloatRange(min=0.05),
-    show_default=True,
-)
-@click.option(
+@heartbeat_interval_option()
+@env_option(
     "--grace-period",
     envvar="ROBEING_GRACE_PERIOD",
-    show_envvar=True,
     default=30.0,
     type=click.FloatRange(min=0),
     show_default=True,
@@ -292,38 +274,35 @@ def keys_list(common: Common) -> None:
     is_flag=True,
     help="Probe: exit 0 if an agent with this id is heartbeating, 1 if not.",
 )
-@click.option(
+@env_option(
     "--standby",
     envvar="ROBEING_STANDBY",
-    show_envvar=True,
     is_flag=True,
     help="Join the standby pool: take work only while a primary with a shared "
     "specialization is dead.",
 )
-@click.option(
+@env_option(
     "--backup-for",
     envvar="ROBEING_BACKUP_FOR",
-    show_envvar=True,
     default=None,
     help="Back up this agent id: take work only while it is dead.",
 )
-@click.option(
+@env_option(
     "--bft-group",
     "bft_groups",
     envvar="ROBEING_BFT_GROUP",
-    show_envvar=True,
     default=None,
     help="PBFT groups: NAME=ID,ID,...[/F], ';'-separated; hosts those listing this agent.",
 )
-@click.option(
+@env_option(
     "--bft-timeout",
     envvar="ROBEING_BFT_TIMEOUT",
-    show_envvar=True,
     default=2.0,
     type=click.FloatRange(min=0.05),
     show_default=True,
     help="PBFT view-change timeout (s).",
 )
+@coordinator_options
 @pass_common
 def agent(
     common: Common,
@@ -340,6 +319,7 @@ def agent(
     backup_for: str | None,
     bft_groups: str | None,
     bft_timeout: float,
+    **coordinator: Any,
 ) -> None:
     """Run an agent process until SIGTERM or Ctrl-C."""
     if role is None:
@@ -358,15 +338,20 @@ def agent(
         standby=standby,
         backup_for=backup_for,
         bft_groups=parse_groups(bft_groups, view_change_timeout=bft_timeout),
+        **coordinator,  # the Settings fields of the same names
     )
     if check:
         sys.exit(run(_probe(common, settings)))
-    common.configure_logging(settings.agent_id, role)
+    _serve(common, settings)
+
+
+def _serve(common: Common, settings: Settings) -> None:
+    """Run ``settings``' agent (with its ``--app``) until SIGTERM or Ctrl-C."""
+    common.configure_logging(settings.agent_id, settings.role)
     from .app import load_app
     from .runtime import Agent
 
-    user_app = load_app(app) if app else None
-    run(Agent.serve(settings, user_app))
+    run(Agent.serve(settings, load_app(settings.app) if settings.app else None))
 
 
 async def _probe(common: Common, target: Settings) -> int:
@@ -473,63 +458,16 @@ def broadcast(
 
 
 @cli.command()
-@click.option(
-    "--app",
-    envvar="ROBEING_APP",
-    show_envvar=True,
-    default=None,
-    help="Module with your App (needed for its tasks' split and merge).",
-)
-@click.option(
-    "--id",
-    "agent_id",
-    envvar="AGENT_ID",
-    show_envvar=True,
-    default="",
-    help="Unique id (default: coordinator-<host>-<pid>).",
-)
+@app_option("Module with your App (needed for its tasks' split and merge).")
+@agent_id_option("Unique id (default: coordinator-<host>-<pid>).")
 @click.option(
     "--standby",
     is_flag=True,
     help="Label this coordinator a standby; every coordinator waits for the "
     "lead anyway and takes over when the active one dies.",
 )
-@click.option(
-    "--heartbeat-interval",
-    envvar="ROBEING_HEARTBEAT_INTERVAL",
-    show_envvar=True,
-    default=1.0,
-    type=click.FloatRange(min=0.05),
-    show_default=True,
-    help="The agents' heartbeat interval (and ours).",
-)
-@click.option(
-    "--acceptable-pause",
-    envvar="ROBEING_ACCEPTABLE_PAUSE",
-    show_envvar=True,
-    default=3.0,
-    type=click.FloatRange(min=0),
-    show_default=True,
-    help="Silence beyond the interval that never makes an agent suspected.",
-)
-@click.option(
-    "--dead-after",
-    envvar="ROBEING_DEAD_AFTER",
-    show_envvar=True,
-    default=2.0,
-    type=click.FloatRange(min=0),
-    show_default=True,
-    help="Seconds suspected before an agent is declared dead.",
-)
-@click.option(
-    "--max-attempts",
-    envvar="ROBEING_MAX_ATTEMPTS",
-    show_envvar=True,
-    default=3,
-    type=click.IntRange(min=1),
-    show_default=True,
-    help="Executions of a task before it is dead-lettered.",
-)
+@heartbeat_interval_option("The agents' heartbeat interval (and ours).")
+@coordinator_options
 @pass_common
 def coordinator(
     common: Common,
@@ -537,9 +475,7 @@ def coordinator(
     agent_id: str,
     standby: bool,
     heartbeat_interval: float,
-    acceptable_pause: float,
-    dead_after: float,
-    max_attempts: int,
+    **coordinator: Any,
 ) -> None:
     """Run a coordinator (same as `robeing agent --role coordinator`)."""
     settings = common.settings(
@@ -547,15 +483,9 @@ def coordinator(
         agent_id=agent_id,
         app=app,
         heartbeat_interval=heartbeat_interval,
-        acceptable_pause=acceptable_pause,
-        dead_after=dead_after,
-        max_attempts=max_attempts,
+        **coordinator,  # the Settings fields of the same names
     )
-    common.configure_logging(settings.agent_id, "coordinator")
-    from .app import load_app
-    from .runtime import Agent
-
-    run(Agent.serve(settings, load_app(app) if app else None))
+    _serve(common, settings)
 
 
 @cli.command()

@@ -1,0 +1,90 @@
+"""Options shared by several ``robeing`` commands, each defined once.
+
+Every option that configures an agent process is also an environment
+variable (DESIGN §5), shown in ``--help``: deployments (Compose, Kubernetes)
+configure agents through the environment, so an option that exists only on
+one of two commands running the same role would be silently ignored there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def env_option(*decls: str, envvar: str, **kw: Any) -> Callable[[F], F]:
+    """A ``click.option`` also read from ``envvar`` (and saying so in ``--help``)."""
+    return click.option(*decls, envvar=envvar, show_envvar=True, **kw)
+
+
+def stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Apply ``decorators`` as if written one above the other, top first."""
+
+    def apply(f: F) -> F:
+        for decorate in reversed(decorators):
+            f = decorate(f)
+        return f
+
+    return apply
+
+
+def app_option(help: str) -> Callable[[F], F]:
+    return env_option("--app", envvar="ROBEING_APP", default=None, help=help)
+
+
+def agent_id_option(help: str) -> Callable[[F], F]:
+    return env_option("--id", "agent_id", envvar="AGENT_ID", default="", help=help)
+
+
+def heartbeat_interval_option(help: str | None = None) -> Callable[[F], F]:
+    return env_option(
+        "--heartbeat-interval",
+        envvar="ROBEING_HEARTBEAT_INTERVAL",
+        default=1.0,
+        type=click.FloatRange(min=0.05),
+        show_default=True,
+        help=help,
+    )
+
+
+# What only a coordinator uses; `robeing agent --role coordinator` and
+# `robeing coordinator` both take them. Each parameter is named after the
+# Settings field it sets.
+coordinator_options = stack(
+    env_option(
+        "--acceptable-pause",
+        envvar="ROBEING_ACCEPTABLE_PAUSE",
+        default=3.0,
+        type=click.FloatRange(min=0),
+        show_default=True,
+        help="(coordinator) Silence beyond the interval that never makes an agent suspected.",
+    ),
+    env_option(
+        "--dead-after",
+        envvar="ROBEING_DEAD_AFTER",
+        default=2.0,
+        type=click.FloatRange(min=0),
+        show_default=True,
+        help="(coordinator) Seconds suspected before an agent is declared dead.",
+    ),
+    env_option(
+        "--max-attempts",
+        envvar="ROBEING_MAX_ATTEMPTS",
+        default=3,
+        type=click.IntRange(min=1),
+        show_default=True,
+        help="(coordinator) Executions of a task before it is dead-lettered.",
+    ),
+    env_option(
+        "--events-vhost",
+        envvar="ROBEING_EVENTS_VHOST",
+        default="/",
+        show_default=True,
+        help="(coordinator) Vhost of the broker's event exchange "
+        "(rabbitmq_event_exchange.vhost), for connection events.",
+    ),
+)

@@ -1,0 +1,106 @@
+"""The CLI turns options and environment variables into the agent's Settings.
+
+Compose and Kubernetes run the coordinator as ``robeing agent`` with
+``AGENT_ROLE=coordinator``; its options must work there exactly as on
+``robeing coordinator``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from robeing.agents import cli as cli_module
+from robeing.agents.settings import Settings
+
+COORDINATOR_ENV = {
+    "ROBEING_ACCEPTABLE_PAUSE": "1.5",
+    "ROBEING_DEAD_AFTER": "0.7",
+    "ROBEING_MAX_ATTEMPTS": "5",
+    "ROBEING_EVENTS_VHOST": "events",
+}
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
+    """The settings each invocation would have served an agent with."""
+    calls: list[Settings] = []
+    monkeypatch.setattr(cli_module, "_serve", lambda common, settings: calls.append(settings))
+    return calls
+
+
+def invoke(args: list[str], env: dict[str, str], tmp_path: Path) -> str:
+    result = CliRunner().invoke(
+        cli_module.cli, ["--keys-dir", str(tmp_path), *args], env=env, catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_agent_role_coordinator_reads_the_coordinator_environment(
+    served: list[Settings], tmp_path: Path
+) -> None:
+    """Given the coordinator's variables, when `robeing agent` runs with
+    AGENT_ROLE=coordinator, expect them in its settings."""
+    invoke(["agent", "--id", "coord-1"], {"AGENT_ROLE": "coordinator", **COORDINATOR_ENV}, tmp_path)
+    (s,) = served
+    assert (s.role, s.agent_id) == ("coordinator", "coord-1")
+    assert (s.acceptable_pause, s.dead_after, s.max_attempts, s.events_vhost) == (
+        1.5,
+        0.7,
+        5,
+        "events",
+    )
+
+
+def test_coordinator_command_takes_the_same_options(
+    served: list[Settings], tmp_path: Path
+) -> None:
+    """Given options on the command line, expect `robeing coordinator` to set them,
+    command-line values winning over the environment."""
+    invoke(
+        ["coordinator", "--dead-after", "0.9", "--max-attempts", "2", "--heartbeat-interval", "0.5"],
+        COORDINATOR_ENV,
+        tmp_path,
+    )
+    (s,) = served
+    assert s.role == "coordinator"
+    assert (s.dead_after, s.max_attempts, s.heartbeat_interval) == (0.9, 2, 0.5)
+    assert (s.acceptable_pause, s.events_vhost) == (1.5, "events")
+
+
+def test_defaults_match_the_settings_defaults(served: list[Settings], tmp_path: Path) -> None:
+    """Given no option at all, expect the CLI to leave Settings' own defaults."""
+    invoke(["agent", "--role", "worker", "--id", "w-1"], {}, tmp_path)
+    invoke(["coordinator", "--id", "c-1"], {}, tmp_path)
+    reference = Settings(role="coordinator", agent_id="c-1")
+    for s in served:
+        for name in ("acceptable_pause", "dead_after", "max_attempts", "events_vhost"):
+            assert getattr(s, name) == getattr(reference, name), name
+
+
+def test_both_commands_share_every_coordinator_option() -> None:
+    """Expect each coordinator option of `robeing coordinator` on `robeing agent` too."""
+
+    def options(name: str) -> dict[str, tuple[str | None, object]]:
+        command = cli_module.cli.commands[name]
+        return {p.name or "": (getattr(p, "envvar", None), p.default) for p in command.params}
+
+    agent, coordinator = options("agent"), options("coordinator")
+    shared = {"acceptable_pause", "dead_after", "max_attempts", "events_vhost"}
+    assert shared <= set(coordinator)
+    for name in shared:
+        assert agent[name] == coordinator[name], name
+
+
+def test_an_invalid_value_is_one_clear_usage_error(tmp_path: Path) -> None:
+    """Given --max-attempts 0, expect exit 2 naming the option, no traceback."""
+    result = CliRunner().invoke(
+        cli_module.cli,
+        ["--keys-dir", str(tmp_path), "agent", "--role", "coordinator", "--max-attempts", "0"],
+    )
+    assert result.exit_code == 2
+    assert "--max-attempts" in result.output
+    assert "Traceback" not in result.output
