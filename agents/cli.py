@@ -21,11 +21,13 @@ from typing import Any, TypeVar
 import click
 
 from ..protocol.errors import AckTimeout, BrokerError, ConfigError, RobeingError
+from ..protocol.resources import Resources
 from ..protocol.roles import AGENT_ROLES, ROLES
 from . import logs
 from .bft import parse_groups
 from .cli_consensus import register as register_consensus_commands
 from .cli_options import (
+    RESOURCES,
     agent_id_option,
     app_option,
     coordinator_options,
@@ -302,6 +304,14 @@ def keys_list(common: Common) -> None:
     show_default=True,
     help="PBFT view-change timeout (s).",
 )
+@env_option(
+    "--resources",
+    envvar="ROBEING_RESOURCES",
+    type=RESOURCES,
+    default=None,
+    help="What this agent contributes to the resource pool, e.g. "
+    "cpu=2,memory=4GiB,storage=20GB,bandwidth=100MB (bytes; bandwidth per second).",
+)
 @coordinator_options
 @pass_common
 def agent(
@@ -319,6 +329,7 @@ def agent(
     backup_for: str | None,
     bft_groups: str | None,
     bft_timeout: float,
+    resources: Resources | None,
     **coordinator: Any,
 ) -> None:
     """Run an agent process until SIGTERM or Ctrl-C."""
@@ -338,6 +349,7 @@ def agent(
         standby=standby,
         backup_for=backup_for,
         bft_groups=parse_groups(bft_groups, view_change_timeout=bft_timeout),
+        resources=resources,
         **coordinator,  # the Settings fields of the same names
     )
     if check:
@@ -509,6 +521,12 @@ def coordinator(
 @click.option("--depends-on", multiple=True, help="Task id whose result it needs (repeat).")
 @click.option("--id", "task_id", default=None, help="Your task id (resubmission is idempotent).")
 @click.option("--max-attempts", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--resources",
+    type=RESOURCES,
+    default=None,
+    help="What one execution needs from the pool, e.g. cpu=1,memory=512MiB.",
+)
 @click.option("--wait", is_flag=True, help="Show progress and print the result.")
 @click.option(
     "--timeout",
@@ -531,6 +549,7 @@ def submit(
     depends_on: tuple[str, ...],
     task_id: str | None,
     max_attempts: int | None,
+    resources: Resources | None,
     wait: bool,
     timeout: float,
     as_json: bool,
@@ -552,6 +571,7 @@ def submit(
             depends_on=_split(depends_on),
             task_id=task_id,
             max_attempts=max_attempts,
+            resources=resources,
             wait=wait,
             timeout=timeout,
             as_json=as_json,

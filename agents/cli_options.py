@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import click
 
+from ..protocol.resources import InvalidResources, Resources, parse_resources
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -30,6 +32,23 @@ def stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
         return f
 
     return apply
+
+
+class ResourcesParam(click.ParamType):
+    """``cpu=2,memory=4GiB,storage=20GB,bandwidth=100MB`` (see ``parse_resources``)."""
+
+    name = "resources"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, Resources):
+            return value
+        try:
+            return parse_resources(str(value))
+        except InvalidResources as exc:
+            self.fail(str(exc), param, ctx)
+
+
+RESOURCES = ResourcesParam()
 
 
 def app_option(help: str) -> Callable[[F], F]:

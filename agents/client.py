@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,6 +27,7 @@ from ..protocol.codec import Opened
 from ..protocol.envelope import Envelope, new_id, unpack
 from ..protocol.errors import ConfigError, ProtocolError
 from ..protocol.identity import Authority, Identity
+from ..protocol.resources import InvalidResources, Resources
 from ..protocol.taskmsgs import FinalResult, Submission, TaskRequest
 from .keystore import Keystore
 from .runtime import Agent
@@ -220,6 +221,7 @@ class Client:
         deadline: float | None = None,
         depends_on: Sequence[str] = (),
         max_attempts: int | None = None,
+        resources: Resources | Mapping[str, float] | None = None,
     ) -> TaskHandle:
         """Submit one task; returns once the broker confirmed it into the durable queue.
 
@@ -233,6 +235,9 @@ class Client:
             deadline: seconds from now after which the task expires.
             depends_on: ids of tasks whose results it needs.
             max_attempts: executions before it is dead-lettered.
+            resources: what one execution needs from the resource pool
+                (``Resources`` or a map such as ``{"cpu": 1, "memory": 2**29}``);
+                it runs only on an agent with that much free.
 
         Raises:
             ConfigError: invalid arguments.
@@ -248,6 +253,7 @@ class Client:
             deadline=None if deadline is None else time.time() + deadline,
             depends_on=tuple(depends_on),
             max_attempts=max_attempts,
+            resources=_resources_map(resources),
         )
         return (await self.submit_many([request]))[0]
 
@@ -339,6 +345,22 @@ class Client:
         """
         wait = listen if listen is not None else max(2.5 * self.settings.heartbeat_interval, 1.5)
         return await listen_heartbeats(self.agent, wait)
+
+
+def _resources_map(resources: Resources | Mapping[str, float] | None) -> dict[str, Any]:
+    """The wire form of a task's resources.
+
+    Raises:
+        ConfigError: an unknown dimension or a bad quantity.
+    """
+    if resources is None:
+        return {}
+    if isinstance(resources, Resources):
+        return resources.to_mapping()
+    try:
+        return Resources.from_mapping(resources).to_mapping()
+    except InvalidResources as exc:
+        raise ConfigError(f"invalid resources: {exc}") from None
 
 
 async def listen_heartbeats(agent: Agent, seconds: float) -> dict[str, AgentStatus]:

@@ -310,6 +310,7 @@ class Agent:
             "priority": self.role.priority,
             "standby": self.settings.standby,
             "backup_for": self.settings.backup_for,
+            "resources": self.settings.resources.to_mapping() if self.settings.resources else {},
         }
 
     async def _send_heartbeat(self, state: str | None = None) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..broker.topology import TopologySettings
 from ..protocol.errors import ConfigError
+from ..protocol.resources import Resources
 from ..protocol.roles import AGENT_ROLES, ROLES
 from .bft import GroupSpec
 
@@ -87,6 +88,9 @@ class Settings:
             groups that do not list this agent are ignored.
         events_vhost: (coordinator) the vhost where the broker's event exchange
             publishes connection events (``rabbitmq_event_exchange.vhost``).
+        resources: what this agent contributes to the resource pool (cpu,
+            memory, storage, bandwidth); tasks that ask for resources run
+            only on agents with that much free. ``None``: contributes nothing.
         generated_id: set when ``agent_id`` was generated (``<role>-<host>-<pid>``):
             such an agent deletes its queues on a clean stop if they are empty,
             since no later process will ever use them.
@@ -117,6 +121,7 @@ class Settings:
     backup_for: str | None = None
     bft_groups: tuple[GroupSpec, ...] = ()
     events_vhost: str = "/"
+    resources: Resources | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:

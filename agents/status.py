@@ -99,7 +99,31 @@ _HEALTH_STYLE = {
 }
 
 
-def render(rows: list[dict[str, Any]], queues: dict[str, Any]) -> Table:
+def _quantity(dimension: str, value: float) -> str:
+    if dimension == "cpu":
+        return f"{value:g}"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def pool_note(pool: dict[str, Any] | None) -> str | None:
+    """``pool: cpu 1/2 free, memory 0.5 GiB/1.0 GiB free, 1 reserved`` (None if empty)."""
+    if not pool or not pool.get("capacity"):
+        return None
+    free = pool.get("available", {})
+    parts = [
+        f"{d} {_quantity(d, free.get(d, 0))}/{_quantity(d, total)} free"
+        for d, total in pool["capacity"].items()
+    ]
+    return f"pool: {', '.join(parts)}; {pool.get('reservations', 0)} reserved"
+
+
+def render(
+    rows: list[dict[str, Any]], queues: dict[str, Any], pool: dict[str, Any] | None = None
+) -> Table:
     live = sum(1 for r in rows if r["health"] not in ("dead",))
     table = Table(title=f"robeing — {live} live agent(s)", title_justify="left")
     for col in (
@@ -136,6 +160,8 @@ def render(rows: list[dict[str, Any]], queues: dict[str, Any]) -> Table:
         notes.append(f"submissions pending: {tq['messages']}")
     if dl is not None:
         notes.append(f"dead letters: {dl['messages']}")
+    if (note := pool_note(pool)) is not None:
+        notes.append(note)
     table.caption = "  ".join(notes) or None
     return table
 
@@ -155,6 +181,7 @@ async def show_status(settings: Settings, as_json: bool, watch: bool, listen: fl
             else:
                 if watch:
                     console.clear()
-                console.print(render(rows, health))
+                pool = coordinator_view(agents).get("resources")
+                console.print(render(rows, health, pool))
             if not watch:
                 return

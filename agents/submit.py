@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..protocol.resources import Resources
 from ..protocol.taskmsgs import FinalResult
 from .client import Client, TaskHandle
 from .settings import Settings
@@ -42,6 +43,7 @@ async def run_submit(
     task_id: str | None,
     max_attempts: int | None,
     wait: bool,
+    resources: Resources | None = None,
     timeout: float,
     as_json: bool,
 ) -> int:
@@ -57,6 +59,7 @@ async def run_submit(
             deadline=deadline,
             depends_on=depends_on,
             max_attempts=max_attempts,
+            resources=resources,
         )
         if not wait:
             if as_json:

@@ -24,7 +24,8 @@ Invariants:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from fractions import Fraction
@@ -42,6 +43,7 @@ __all__ = [
     "ResourceLedger",
     "Resources",
     "Strategy",
+    "parse_resources",
 ]
 
 DIMENSIONS = ("cpu", "memory", "storage", "bandwidth")
@@ -111,6 +113,67 @@ class Resources:
     def is_zero(self) -> bool:
         """True if every quantity is zero."""
         return _vec(self, up=True) == _ZERO
+
+    def to_mapping(self) -> dict[str, float | int]:
+        """The non-zero quantities by dimension name (the wire form)."""
+        return {d: v for d in DIMENSIONS if (v := getattr(self, d))}
+
+    @classmethod
+    def from_mapping(cls, data: object) -> Resources:
+        """Read the wire form: a map from dimension names to quantities.
+
+        Raises:
+            InvalidResources: not a map, an unknown dimension, or a bad quantity.
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidResources(f"resources must be a map, got {type(data).__name__}")
+        unknown = sorted(str(k) for k in data if k not in DIMENSIONS)
+        if unknown:
+            raise InvalidResources(
+                f"unknown resource {', '.join(unknown)}; known: {', '.join(DIMENSIONS)}"
+            )
+        return cls(**{str(k): v for k, v in data.items()})
+
+
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_IUNITS = {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?(?:/s)?\s*$", re.IGNORECASE)
+
+
+def parse_resources(text: str) -> Resources:
+    """Parse ``cpu=2,memory=4GiB,storage=20GB,bandwidth=100MB`` (the CLI form).
+
+    cpu is in cores (fractions allowed); the others in bytes (bandwidth in
+    bytes/s), with an optional SI (k, M, G, T: powers of 1000) or binary
+    (Ki, Mi, Gi, Ti: powers of 1024) prefix and an optional ``B``.
+
+    Raises:
+        InvalidResources: says which item is wrong and why.
+    """
+    values: dict[str, float | int] = {}
+    for item in (i.strip() for i in text.replace(" ", ",").split(",")):
+        if not item:
+            continue
+        name, sep, raw = item.partition("=")
+        name = name.strip().lower()
+        if not sep or name not in DIMENSIONS:
+            raise InvalidResources(
+                f"{item!r}: expected NAME=QUANTITY with NAME one of {', '.join(DIMENSIONS)}"
+            )
+        if name in values:
+            raise InvalidResources(f"{name} given twice")
+        m = _QUANTITY.match(raw)
+        if m is None:
+            raise InvalidResources(f"{item!r}: {raw.strip()!r} is not a quantity like 2, 0.5, 4GiB")
+        number, prefix = m.group(1), (m.group(2) or "").lower()
+        if name == "cpu":
+            if number != raw.strip():
+                raise InvalidResources(f"{item!r}: cpu is a number of cores, without a unit")
+            values[name] = float(number)
+        else:
+            scale = _IUNITS.get(prefix) or _UNITS[prefix]
+            values[name] = math.ceil(Fraction(number) * scale)
+    return Resources(**values)  # type: ignore[arg-type]
 
 
 def _vec(r: Resources, *, up: bool) -> _Vec:
@@ -335,6 +398,11 @@ class ResourceLedger:
         """The live allocation with this id, or None."""
         live = self._live.get(allocation_id)
         return live.allocation if live else None
+
+    def fits(self, agent_id: str, request: Resources) -> bool:
+        """Whether ``request`` fits whole in what ``agent_id`` has free now."""
+        pool = self._pools.get(agent_id)
+        return pool is not None and _fits(_vec(request, up=True), pool.free())
 
     def allocation_for(self, request_id: str) -> Allocation | None:
         """The live allocation of ``request_id``, or None."""

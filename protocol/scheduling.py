@@ -29,12 +29,14 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import heapq
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from robeing.protocol.errors import ConfigError, RobeingError
+from robeing.protocol.resources import Constraints, ResourceLedger, Resources
 
 if TYPE_CHECKING:
     from robeing.protocol.taskgraph import Assignment, TaskGraph
@@ -319,6 +321,7 @@ class AgentRegistry:
         *,
         exclude: Collection[str] = (),
         now: float | None = None,
+        admit: Callable[[str], bool] | None = None,
     ) -> list[AgentInfo]:
         """The best ``n`` eligible agents, best first (fewer if not enough qualify).
 
@@ -327,6 +330,8 @@ class AgentRegistry:
             n: how many agents to return.
             exclude: agent ids not to return (for example, ones that already failed it).
             now: time at which learned performance is evaluated.
+            admit: a further test an agent must pass (for example, that the
+                task's resources fit in what it has free).
 
         Returns:
             Agents of a task role, below capacity, with a required skill (any,
@@ -357,8 +362,10 @@ class AgentRegistry:
                         continue
                     seen.add(agent_id)
                     agent = self._agents[agent_id]
-                    if agent_id in excluded or (
-                        cluster is not None and agent.cluster_id != cluster
+                    if (
+                        agent_id in excluded
+                        or (cluster is not None and agent.cluster_id != cluster)
+                        or (admit is not None and not admit(agent_id))
                     ):
                         continue
                     # score() inlined (the load is the level): it runs for every candidate.
@@ -395,12 +402,17 @@ class AgentRegistry:
                     del self._by_skill[skill]
 
 
+def _fits_on(ledger: ResourceLedger, need: Resources, agent_id: str) -> bool:
+    return ledger.fits(agent_id, need)
+
+
 def dispatch(
     graph: TaskGraph,
     registry: AgentRegistry,
     *,
     now: float,
     limit: int | None = None,
+    ledger: ResourceLedger | None = None,
 ) -> list[Assignment]:
     """Assign READY tasks to agents, highest priority first, one agent each.
 
@@ -408,33 +420,55 @@ def dispatch(
     tasks that other agents can take. Each assignment reserves one unit of
     load on its agent, so a burst spreads across the fleet.
 
+    A task that needs resources goes only to an agent of ``ledger`` with
+    that much free, and reserves it there under the task's id (one live
+    allocation per task: the caller releases it when the attempt ends, with
+    ``ledger.release(ledger.allocation_for(task_id).allocation_id)``; an
+    allocation left from an earlier attempt is released here). Without a
+    ledger, such a task waits.
+
     Args:
         graph: the tasks.
         registry: the live agents.
         now: current time.
         limit: assign at most this many tasks.
+        ledger: the resource pool.
 
     Returns:
         The assignments made, in the order they were made.
     """
     made: list[Assignment] = []
     # Requirements that found no agent in this round; they will not find one later in it.
-    hopeless: set[tuple[frozenset[str], str | None]] = set()
+    hopeless: set[tuple[frozenset[str], str | None, tuple[tuple[str, float], ...]]] = set()
     if not registry.has_available():
         return made  # a full fleet: do not walk the ready queue at all
     for task in graph.iter_ready(now):
         if limit is not None and len(made) >= limit:
             break
-        key = (task.spec.skills, task.spec.cluster_id)
+        spec = task.spec
+        key = (spec.skills, spec.cluster_id, tuple(sorted(spec.resources.items())))
         if key in hopeless:
             continue
-        requirements = Requirements(skills=task.spec.skills, cluster_id=task.spec.cluster_id)
-        chosen = registry.select(requirements, 1, now=now)
+        requirements = Requirements(skills=spec.skills, cluster_id=spec.cluster_id)
+        need = Resources.from_mapping(spec.resources) if spec.resources else None
+        admit = None
+        if need is not None and not need.is_zero():
+            if ledger is None:
+                hopeless.add(key)
+                continue
+            stale = ledger.allocation_for(task.id)  # its earlier attempt is over
+            if stale is not None:
+                ledger.release(stale.allocation_id)
+            admit = functools.partial(_fits_on, ledger, need)
+        chosen = registry.select(requirements, 1, now=now, admit=admit)
         if not chosen:
             hopeless.add(key)
             continue
-        made.append(graph.assign(task.id, chosen[0].id, now=now))
-        registry.reserve(chosen[0].id)
+        agent_id = chosen[0].id
+        if admit is not None and ledger is not None and need is not None:
+            ledger.allocate(task.id, need, Constraints(agents=frozenset({agent_id})))
+        made.append(graph.assign(task.id, agent_id, now=now))
+        registry.reserve(agent_id)
         if not registry.has_available():
             break
     return made

@@ -53,6 +53,7 @@ from enum import StrEnum
 from typing import Any
 
 from robeing.protocol.errors import ConfigError, RobeingError
+from robeing.protocol.resources import InvalidResources, Resources
 
 __all__ = [
     "Assignment", "CycleError", "DuplicateTask", "InvalidTask", "Merger", "Outcome",
@@ -183,8 +184,11 @@ class TaskSpec:
             raise InvalidTask(f"task {self.id!r}: deadline must be finite")
         if self.max_attempts is not None and self.max_attempts < 1:
             raise InvalidTask(f"task {self.id!r}: max_attempts must be >= 1")
-        if any(not amount >= 0 for amount in self.resources.values()):
-            raise InvalidTask(f"task {self.id!r}: resource amounts must be >= 0")
+        if self.resources:
+            try:
+                Resources.from_mapping(self.resources)
+            except InvalidResources as exc:
+                raise InvalidTask(f"task {self.id!r}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import DecodeError
+from .resources import InvalidResources, Resources
 
 TERMINAL_STATES = ("succeeded", "failed", "expired", "dead_lettered")
 
@@ -58,6 +59,9 @@ class TaskRequest:
         deadline: absolute time (epoch seconds) or None.
         depends_on: ids of tasks (of the same batch or earlier) whose results it needs.
         max_attempts: executions before the task is dead-lettered (None: default).
+        resources: what one execution needs from the resource pool, by
+            dimension (:class:`~robeing.protocol.resources.Resources` wire
+            form); it runs only on an agent with that much free.
     """
 
     id: str
@@ -69,11 +73,14 @@ class TaskRequest:
     deadline: float | None = None
     depends_on: tuple[str, ...] = ()
     max_attempts: int | None = None
+    resources: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def to_data(self) -> dict[str, Any]:
         data = asdict(self)
         data["skills"] = list(self.skills)
         data["depends_on"] = list(self.depends_on)
+        if not self.resources:
+            del data["resources"]  # the common case stays as small as before
         return data
 
     @staticmethod
@@ -98,7 +105,16 @@ class TaskRequest:
             deadline=float(deadline) if deadline is not None else None,
             depends_on=tuple(deps),
             max_attempts=_need(data, "max_attempts", int, None),
+            resources=_resources(data),
         )
+
+
+def _resources(data: dict[str, Any]) -> dict[str, Any]:
+    raw = _need(data, "resources", dict, {})
+    try:
+        return Resources.from_mapping(raw).to_mapping()
+    except InvalidResources as exc:
+        raise DecodeError(f"task field 'resources': {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

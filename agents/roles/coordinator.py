@@ -16,6 +16,13 @@ broker hands the submissions to the next one, which runs them again under its
 new epoch; results of the old epoch are discarded (fencing), and resubmission
 of a finished task id is answered from the stream (idempotence).
 
+Resources. Agents contribute cpu, memory, storage and bandwidth in their
+heartbeats (``--resources``); a task that asks for resources is assigned only
+to an agent with that much free, which is reserved in the
+:class:`~robeing.protocol.resources.ResourceLedger` for the attempt and freed
+when the attempt ends (result, expiry, reassignment, the agent's death). A
+sweep frees any reservation whose task is no longer running, so none leaks.
+
 Scheduling. The pure parts live in ``robeing.protocol``: the registry and
 scores (:mod:`~robeing.protocol.scheduling`), learned performance
 (:mod:`~robeing.protocol.performance`), the task DAG with attempts, retries
@@ -41,6 +48,7 @@ from ...protocol.envelope import Envelope, unpack
 from ...protocol.errors import ProtocolError, RobeingError
 from ...protocol.failure_detector import DetectorConfig, Health, HealthMonitor
 from ...protocol.performance import PerformanceTracker
+from ...protocol.resources import InvalidResources, ResourceLedger, Resources
 from ...protocol.scheduling import AgentInfo, AgentRegistry, dispatch
 from ...protocol.taskgraph import (
     InvalidTask,
@@ -68,6 +76,7 @@ SUBMISSION_PREFETCH = 10_000
 RESULTS_WINDOW_S = 24 * 3600.0
 TICK_S = 0.1
 LOCK_RETRY_S = 0.25  # how often a standby tries to take the lead
+SWEEP_S = 10.0  # how often reservations of tasks no longer running are freed
 
 
 @dataclass
@@ -89,6 +98,8 @@ class Coordinator:
         self.active = False
         self.perf = PerformanceTracker()
         self.registry = AgentRegistry(self.perf, task_roles=TASK_ROLES)
+        self.ledger = ResourceLedger()
+        self._next_sweep = 0.0
         st = agent.settings
         self.health = HealthMonitor(
             DetectorConfig(
@@ -276,6 +287,7 @@ class Coordinator:
             self.backups[env.sender] = p
             if not self._backup_needed(p, skills):
                 self.registry.remove(env.sender)
+                self.ledger.withdraw(env.sender)
                 return
             if env.sender not in self.registry:
                 log.warning(
@@ -298,7 +310,41 @@ class Coordinator:
         except RobeingError as exc:
             log.debug("ignoring heartbeat of %s: %s", env.sender, exc)
             return
+        self._contribute(env.sender, p.get("resources"))
         self._wake.set()
+
+    def _contribute(self, agent_id: str, raw: Any) -> None:
+        """Take an agent's announced resources into the pool (none: it leaves it)."""
+        try:
+            offered = Resources.from_mapping(raw or {})
+        except InvalidResources as exc:
+            log.warning("agent %s announces invalid resources (%s); it offers none", agent_id, exc)
+            offered = Resources()
+        if offered.is_zero():
+            self.ledger.withdraw(agent_id)
+            return
+        dropped = self.ledger.contribute(agent_id, offered)
+        if dropped:
+            # Its tasks keep running; only our bookkeeping of them is gone.
+            log.warning(
+                "agent %s now offers less than it holds; %d reservation(s) dropped",
+                agent_id,
+                len(dropped),
+            )
+
+    def _release(self, task_id: str) -> None:
+        allocation = self.ledger.allocation_for(task_id)
+        if allocation is not None:
+            self.ledger.release(allocation.allocation_id)
+
+    def _sweep_reservations(self) -> None:
+        """Free reservations whose task is no longer assigned or running."""
+        live = (TaskState.ASSIGNED, TaskState.RUNNING)
+        for allocation in self.ledger.allocations():
+            task_id = allocation.request_id
+            if task_id not in self.graph or self.graph.get(task_id).state not in live:
+                self.ledger.release(allocation.allocation_id)
+                self.counters["reservations_swept"] += 1
 
     def _backup_needed(self, p: dict[str, Any], skills: frozenset[str]) -> bool:
         """A backup takes work only while a primary it stands in for is dead."""
@@ -345,6 +391,7 @@ class Coordinator:
                 priority=t.priority,
                 depends_on=t.depends_on,
                 max_attempts=t.max_attempts,
+                resources=t.resources,
             )
             for t in new
         ]
@@ -393,6 +440,7 @@ class Coordinator:
         agent_id = rec.agent
         if rec.deadline is not None and now >= rec.deadline:
             # Past the deadline the task is expired, whatever the agent says.
+            self._release(res.task_id)
             self.registry.release(agent_id)
             self.graph.expire(now)
             self._wake.set()
@@ -408,6 +456,7 @@ class Coordinator:
         if outcome.discarded:
             self.counters["stale_results"] += 1
             return
+        self._release(res.task_id)
         self.registry.release(agent_id)
         self.perf.record(
             agent_id,
@@ -463,6 +512,7 @@ class Coordinator:
     def _lost(self, agent_id: str, now: float, reason: str) -> None:
         self.incarnations.pop(agent_id, None)
         last = self.registry.remove(agent_id)  # its skills, for the backups standing in
+        self.ledger.withdraw(agent_id)
         was_backup = self.backups.pop(agent_id, None) is not None
         if last is not None and not was_backup:
             self.dead[agent_id] = (now, last.specializations)
@@ -498,8 +548,12 @@ class Coordinator:
     async def _step(self, now: float) -> None:
         for t in self.health.tick(now):
             self._transition(t.agent_id, t.new, now, t.reason)
-        self.graph.expire(now)
+        for task_id in self.graph.expire(now):
+            self._release(task_id)
         self._advance(now)
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_S
+            self._sweep_reservations()
 
     def _advance(self, now: float) -> None:
         """Assign what is ready and finish what is done, right now.
@@ -511,7 +565,7 @@ class Coordinator:
         # One message per agent per round: a burst costs one publish per agent.
         by_agent: dict[str, list[AssignMsg]] = {}
         priority: dict[str, int] = {}
-        for a in dispatch(self.graph, self.registry, now=now):
+        for a in dispatch(self.graph, self.registry, now=now, ledger=self.ledger):
             by_agent.setdefault(a.agent_id, []).append(
                 AssignMsg(
                     a.task_id,
@@ -586,6 +640,7 @@ class Coordinator:
             await self._dead_letter(rec)
         self.progress.pop(rec.id, None)
         for child in [*rec.children, rec.id]:
+            self._release(child)
             with contextlib.suppress(RobeingError):
                 self.graph.forget(child)
         if batch is not None:
@@ -650,6 +705,11 @@ class Coordinator:
                 "health": health,
                 "in_flight": {k: v for k, v in in_flight.items() if v},
                 "backups_idle": sorted(b for b in self.backups if b not in self.registry),
+                "resources": {
+                    "capacity": self.ledger.capacity().to_mapping(),
+                    "available": self.ledger.available().to_mapping(),
+                    "reservations": len(self.ledger.allocations()),
+                },
                 **dict(self.counters),
             }
         }

@@ -351,3 +351,48 @@ async def test_higher_priority_tasks_go_first_when_agents_are_scarce(
         assert set(order[1:4]) == {f"prio-high-{i}" for i in range(3)}, order
     finally:
         await stop_coordinator(f)
+
+
+async def test_tasks_needing_resources_run_only_where_the_pool_has_room(
+    fleet, spawn, client: Client, out: Path
+) -> None:
+    """Given one worker contributing 1 cpu and one contributing nothing, when
+    three tasks each needing 1 cpu, a plain task and one needing 4 cpu (with a
+    deadline) are submitted, expect the cpu tasks all on the first worker and
+    never two at once, the plain task run too, and the 4-cpu task expired."""
+    f = await fleet(0)
+    prefix = f["coordinator_id"]
+    env = {"SAMPLE_OUT": str(out)}
+    common = ("--app", "apps.sample_app", "--specialization", "math", "--concurrency", "4")
+    rich = f"{prefix}-rich"
+    await spawn("worker", rich, *common, "--resources", "cpu=1,memory=1GiB", env=env)
+    await spawn("worker", f"{prefix}-plain", *common, env=env)
+    try:
+        await asyncio.sleep(1.2)  # the coordinator has seen both heartbeats
+        needy = [
+            await client.submit(
+                "sleepy",
+                {"seconds": 0.4, "tag": f"r{i}"},
+                task_id=f"res-{i}",
+                resources={"cpu": 1, "memory": 2**28},
+            )
+            for i in range(3)
+        ]
+        plain = await client.submit("sleepy", {"seconds": 0.1}, task_id="res-plain")
+        huge = await client.submit(
+            "sleepy", {"seconds": 0.1}, task_id="res-huge", resources={"cpu": 4}, deadline=3
+        )
+        assert [(await h.result(30)).state for h in needy] == ["succeeded"] * 3
+        assert (await plain.result(30)).state == "succeeded"
+        assert (await huge.result(30)).state == "expired"
+        lines = [
+            line.split()
+            for line in (out / f"{rich}.tasks").read_text().splitlines()
+            if line.split()[1].startswith("res-") and line.split()[1] != "res-plain"
+        ]
+        # Only the rich worker ran them, one at a time: start, done, start, done...
+        assert [w[0] for w in lines] == ["start", "done"] * 3, lines
+        assert {w[1] for w in lines} == {"res-0", "res-1", "res-2"}
+        assert executions(out, "res-huge", "start") == 0
+    finally:
+        await stop_coordinator(f)

@@ -55,13 +55,19 @@ def test_agent_role_coordinator_reads_the_coordinator_environment(
     )
 
 
-def test_coordinator_command_takes_the_same_options(
-    served: list[Settings], tmp_path: Path
-) -> None:
+def test_coordinator_command_takes_the_same_options(served: list[Settings], tmp_path: Path) -> None:
     """Given options on the command line, expect `robeing coordinator` to set them,
     command-line values winning over the environment."""
     invoke(
-        ["coordinator", "--dead-after", "0.9", "--max-attempts", "2", "--heartbeat-interval", "0.5"],
+        [
+            "coordinator",
+            "--dead-after",
+            "0.9",
+            "--max-attempts",
+            "2",
+            "--heartbeat-interval",
+            "0.5",
+        ],
         COORDINATOR_ENV,
         tmp_path,
     )
@@ -104,3 +110,32 @@ def test_an_invalid_value_is_one_clear_usage_error(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "--max-attempts" in result.output
     assert "Traceback" not in result.output
+
+
+def test_agent_resources_from_option_or_environment(served: list[Settings], tmp_path: Path) -> None:
+    """Given --resources or ROBEING_RESOURCES, expect the parsed contribution."""
+    from robeing.protocol.resources import Resources
+
+    invoke(
+        ["agent", "--role", "worker", "--id", "w-1", "--resources", "cpu=2,memory=1GiB"],
+        {},
+        tmp_path,
+    )
+    invoke(
+        ["agent", "--role", "worker", "--id", "w-2"], {"ROBEING_RESOURCES": "storage=5GB"}, tmp_path
+    )
+    invoke(["agent", "--role", "worker", "--id", "w-3"], {}, tmp_path)
+    assert [s.resources for s in served] == [
+        Resources(cpu=2, memory=2**30),
+        Resources(storage=5 * 10**9),
+        None,
+    ]
+
+
+def test_bad_resources_are_a_usage_error_naming_the_problem(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli_module.cli,
+        ["--keys-dir", str(tmp_path), "agent", "--role", "worker", "--resources", "gpu=1"],
+    )
+    assert result.exit_code == 2
+    assert "--resources" in result.output and "gpu=1" in result.output
