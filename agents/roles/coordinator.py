@@ -495,15 +495,23 @@ class Coordinator:
         # Only the incarnation we track: a late event about an older
         # connection must not kill the agent's restarted process.
         known = self.incarnations.get(closed.agent_id)
+        if known != closed.instance:
+            # A client, an agent that already said it was leaving, or an old
+            # incarnation: nothing to do, but kept for diagnosing detection.
+            log.debug(
+                "connection of %s (%s, instance %s) closed; tracking instance %s",
+                closed.agent_id,
+                closed.role,
+                closed.instance,
+                known,
+            )
+            return
         log.info(
-            "connection of %s (%s, instance %s) closed; tracking instance %s",
+            "connection of %s (%s, instance %s) closed",
             closed.agent_id,
             closed.role,
             closed.instance,
-            known,
         )
-        if known != closed.instance:
-            return
         now = time.time()
         self.counters["connection_deaths"] += 1
         for t in self.health.connection_closed(closed.agent_id, now):
