@@ -49,12 +49,46 @@ async def test_a_failed_send_fails_every_waiter_of_its_batch_only() -> None:
     rec = Recorder(fail_on=2)
     rec.gate.clear()
     c = Coalescer(rec.send, max_batch=2)
+    first = asyncio.create_task(c.put("k", [0]))  # idle: sent at once, held at the gate
+    await asyncio.sleep(0)
     puts = [asyncio.create_task(c.put("k", [n])) for n in (1, 2, 3)]
     await asyncio.sleep(0)
     rec.gate.set()
-    results = await asyncio.gather(*puts, return_exceptions=True)
-    assert [isinstance(r, ConnectionError) for r in results] == [True, True, False]
-    assert rec.sent == [("k", [1, 2]), ("k", [3])]
+    results = await asyncio.gather(first, *puts, return_exceptions=True)
+    assert [isinstance(r, ConnectionError) for r in results] == [False, True, True, False]
+    assert rec.sent == [("k", [0]), ("k", [1, 2]), ("k", [3])]
+
+
+async def test_a_failed_idle_send_raises_to_its_caller_and_the_key_recovers() -> None:
+    rec = Recorder(fail_on=1)
+    c = Coalescer(rec.send)
+    try:
+        await c.put("k", [1])
+    except ConnectionError:
+        pass
+    else:
+        raise AssertionError("the failed send did not reach its caller")
+    await c.put("k", [2])
+    assert rec.sent == [("k", [1]), ("k", [2])]
+
+
+def test_an_idle_put_costs_no_turn_of_the_event_loop() -> None:
+    """Given a send that completes without waiting, Expect put to finish in one step
+    (no flusher task to schedule: the send runs in the caller's task)."""
+    sent: list[list[int]] = []
+
+    async def send(key: str, items: list[int]) -> None:
+        sent.append(items)
+
+    put = Coalescer(send).put("k", [7])
+    try:
+        put.send(None)
+    except StopIteration:
+        pass
+    else:
+        put.close()
+        raise AssertionError("put suspended: the send did not run inline")
+    assert sent == [[7]]
 
 
 async def test_keys_are_independent() -> None:
