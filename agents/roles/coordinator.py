@@ -39,6 +39,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +118,7 @@ class Coordinator:
         self.batches: dict[str, Batch] = {}  # root task id -> its batch
         self.watchers: dict[str, list[tuple[str, str]]] = {}  # root id -> (submitter, reply_to)
         self.progress: dict[str, tuple[int, int]] = {}  # root id -> (done, total)
+        self._notices: list[tuple[Envelope, str]] = []  # progress to send, in order
         self.counters: Counter[str] = Counter()
         self._wake = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None
@@ -415,7 +417,7 @@ class Coordinator:
             self.batches[t.id] = batch
             rec = self.graph.get(t.id)
             self.progress[t.id] = (0, max(1, len(rec.children)))
-        self._advance(now)
+        await self._advance_now(now)
 
     async def on_result(self, msg: Message) -> None:
         items = msg.payload if isinstance(msg.payload, list) else [msg.payload]
@@ -426,7 +428,7 @@ class Coordinator:
                 log.warning("malformed result from %s: %s", msg.sender, exc)
                 continue
             self._on_one_result(res, msg.sender)
-        self._advance(time.time())
+        await self._advance_now(time.time())
 
     def _on_one_result(self, res: ResultMsg, sender: str) -> None:
         now = time.time()
@@ -481,7 +483,9 @@ class Coordinator:
             {"task_id": root, "done": done, "total": total},
             receiver=batch.submitter,
         )
-        self._spawn(self._send_answer(env, batch.reply_to))
+        # Sent by the next _advance, before any final: a progress notice that
+        # overtook its task's final would be dropped by the client.
+        self._notices.append((env, batch.reply_to))
 
     # -- failure handling ------------------------------------------------------------
 
@@ -558,17 +562,22 @@ class Coordinator:
             self._transition(t.agent_id, t.new, now, t.reason)
         for task_id in self.graph.expire(now):
             self._release(task_id)
-        self._advance(now)
+        self._spawn_all(self._advance(now))
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_S
             self._sweep_reservations()
 
-    def _advance(self, now: float) -> None:
+    def _advance(self, now: float) -> list[Coroutine[Any, Any, None]]:
         """Assign what is ready and finish what is done, right now.
 
         Called straight from the submission and result handlers (saving the
         pump's wake-up on the critical path) and by the pump. It never awaits,
         so no other handler can interleave with it.
+
+        Returns:
+            The publishes to make, for the caller to run in this order:
+            progress notices, one assignment message per agent, one final
+            per root task finished.
         """
         # One message per agent per round: a burst costs one publish per agent.
         by_agent: dict[str, list[AssignMsg]] = {}
@@ -587,11 +596,38 @@ class Coordinator:
                 )
             )
             priority[a.agent_id] = max(priority.get(a.agent_id, 0), a.priority)
-        for agent_id, msgs in by_agent.items():
-            self._spawn(self._assign(msgs, agent_id, priority[agent_id]))
-        for rec in self.graph.pop_finished():
-            if rec.spec.parent is None:
-                self._spawn(self._finish(rec))
+        work = [self._send_answer(env, reply_to) for env, reply_to in self._notices]
+        self._notices.clear()
+        work += [
+            self._assign(msgs, agent_id, priority[agent_id]) for agent_id, msgs in by_agent.items()
+        ]
+        finished = [rec for rec in self.graph.pop_finished() if rec.spec.parent is None]
+        return work + [self._finish_or_log(rec) for rec in finished]
+
+    async def _advance_now(self, now: float) -> None:
+        """:meth:`_advance` from a handler: a single publish runs in the handler's task.
+
+        That is the lone task of a quiet system, whose latency matters most:
+        a spawned task would cost it a turn of the event loop. Several
+        publishes are spawned, so they go out concurrently (and the finals
+        among them share one stream write).
+        """
+        work = self._advance(now)
+        if len(work) == 1:
+            await work[0]
+        else:
+            self._spawn_all(work)
+
+    def _spawn_all(self, work: list[Coroutine[Any, Any, None]]) -> None:
+        for coro in work:
+            self._spawn(coro)
+
+    async def _finish_or_log(self, rec: TaskRecord) -> None:
+        try:
+            await self._finish(rec)
+        except Exception as exc:
+            # The submission stays unacknowledged: the next coordinator reruns it.
+            log.error("could not store the final result of %s: %s", rec.id, exc)
 
     async def _assign(self, msgs: list[AssignMsg], agent_id: str, priority: int) -> None:
         env = Envelope(
