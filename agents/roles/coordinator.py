@@ -100,6 +100,7 @@ class Coordinator:
         self.perf = PerformanceTracker()
         self.registry = AgentRegistry(self.perf, task_roles=TASK_ROLES)
         self.ledger = ResourceLedger()
+        self._bad_offers: set[str] = set()  # agents warned about invalid resources
         self._next_sweep = 0.0
         st = agent.settings
         self.health = HealthMonitor(
@@ -320,8 +321,14 @@ class Coordinator:
         try:
             offered = Resources.from_mapping(raw or {})
         except InvalidResources as exc:
-            log.warning("agent %s announces invalid resources (%s); it offers none", agent_id, exc)
+            if agent_id not in self._bad_offers:  # once, not with every heartbeat
+                self._bad_offers.add(agent_id)
+                log.warning(
+                    "agent %s announces invalid resources (%s); it offers none", agent_id, exc
+                )
             offered = Resources()
+        else:
+            self._bad_offers.discard(agent_id)
         if offered.is_zero():
             self.ledger.withdraw(agent_id)
             return
