@@ -102,11 +102,13 @@ _HEALTH_STYLE = {
 def _quantity(dimension: str, value: float) -> str:
     if dimension == "cpu":
         return f"{value:g}"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+    if value < 1024:
+        return f"{value:.0f} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
         value /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
 
 
 def pool_note(pool: dict[str, Any] | None) -> str | None:

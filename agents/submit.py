@@ -42,8 +42,8 @@ async def run_submit(
     depends_on: Sequence[str],
     task_id: str | None,
     max_attempts: int | None,
+    resources: Resources | None,
     wait: bool,
-    resources: Resources | None = None,
     timeout: float,
     as_json: bool,
 ) -> int:

@@ -399,6 +399,15 @@ class ResourceLedger:
         live = self._live.get(allocation_id)
         return live.allocation if live else None
 
+    def release_request(self, request_id: str) -> bool:
+        """Free the live allocation of ``request_id``, if any.
+
+        Returns:
+            True if there was one.
+        """
+        allocation_id = self._by_request.get(request_id)
+        return allocation_id is not None and self.release(allocation_id)
+
     def fits(self, agent_id: str, request: Resources) -> bool:
         """Whether ``request`` fits whole in what ``agent_id`` has free now."""
         pool = self._pools.get(agent_id)

@@ -402,10 +402,6 @@ class AgentRegistry:
                     del self._by_skill[skill]
 
 
-def _fits_on(ledger: ResourceLedger, need: Resources, agent_id: str) -> bool:
-    return ledger.fits(agent_id, need)
-
-
 def dispatch(
     graph: TaskGraph,
     registry: AgentRegistry,
@@ -423,8 +419,8 @@ def dispatch(
     A task that needs resources goes only to an agent of ``ledger`` with
     that much free, and reserves it there under the task's id (one live
     allocation per task: the caller releases it when the attempt ends, with
-    ``ledger.release(ledger.allocation_for(task_id).allocation_id)``; an
-    allocation left from an earlier attempt is released here). Without a
+    ``ledger.release_request(task_id)``; one left from an earlier attempt is
+    released here). Without a
     ledger, such a task waits.
 
     Args:
@@ -439,33 +435,30 @@ def dispatch(
     """
     made: list[Assignment] = []
     # Requirements that found no agent in this round; they will not find one later in it.
-    hopeless: set[tuple[frozenset[str], str | None, tuple[tuple[str, float], ...]]] = set()
+    hopeless: set[tuple[frozenset[str], str | None, Resources | None]] = set()
     if not registry.has_available():
         return made  # a full fleet: do not walk the ready queue at all
     for task in graph.iter_ready(now):
         if limit is not None and len(made) >= limit:
             break
-        spec = task.spec
-        key = (spec.skills, spec.cluster_id, tuple(sorted(spec.resources.items())))
+        spec, need = task.spec, task.spec.need
+        key = (spec.skills, spec.cluster_id, need)
         if key in hopeless:
             continue
         requirements = Requirements(skills=spec.skills, cluster_id=spec.cluster_id)
-        need = Resources.from_mapping(spec.resources) if spec.resources else None
         admit = None
-        if need is not None and not need.is_zero():
+        if need is not None:
             if ledger is None:
                 hopeless.add(key)
                 continue
-            stale = ledger.allocation_for(task.id)  # its earlier attempt is over
-            if stale is not None:
-                ledger.release(stale.allocation_id)
-            admit = functools.partial(_fits_on, ledger, need)
+            ledger.release_request(task.id)  # left from an earlier attempt, which is over
+            admit = functools.partial(ledger.fits, request=need)
         chosen = registry.select(requirements, 1, now=now, admit=admit)
         if not chosen:
             hopeless.add(key)
             continue
         agent_id = chosen[0].id
-        if admit is not None and ledger is not None and need is not None:
+        if need is not None and ledger is not None:
             ledger.allocate(task.id, need, Constraints(agents=frozenset({agent_id})))
         made.append(graph.assign(task.id, agent_id, now=now))
         registry.reserve(agent_id)

@@ -142,7 +142,8 @@ class TaskSpec:
         id: unique task id. type: handler name. payload: the handler's input.
         skills: specializations an agent needs (any one qualifies it).
         agents: number of agents; above 1 the task is split (see module doc).
-        resources: resources one execution needs (admission is the ledger's job).
+        resources: resources one execution needs (admission is the ledger's job);
+            ``need`` is the same, parsed, or None when it asks for nothing.
         deadline: absolute time after which the task expires; ``None``: never.
         priority: 0 (lowest) to 9 (highest).
         depends_on: ids whose results this task needs.
@@ -166,6 +167,7 @@ class TaskSpec:
     parent: str | None = None
     max_attempts: int | None = None
     cluster_id: str | None = None
+    need: Resources | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.id or not isinstance(self.id, str):
@@ -186,9 +188,11 @@ class TaskSpec:
             raise InvalidTask(f"task {self.id!r}: max_attempts must be >= 1")
         if self.resources:
             try:
-                Resources.from_mapping(self.resources)
+                need = Resources.from_mapping(self.resources)
             except InvalidResources as exc:
                 raise InvalidTask(f"task {self.id!r}: {exc}") from None
+            if not need.is_zero():
+                object.__setattr__(self, "need", need)
 
 
 @dataclass(frozen=True, slots=True)

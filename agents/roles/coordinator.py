@@ -341,11 +341,6 @@ class Coordinator:
                 len(dropped),
             )
 
-    def _release(self, task_id: str) -> None:
-        allocation = self.ledger.allocation_for(task_id)
-        if allocation is not None:
-            self.ledger.release(allocation.allocation_id)
-
     def _sweep_reservations(self) -> None:
         """Free reservations whose task is no longer assigned or running."""
         live = (TaskState.ASSIGNED, TaskState.RUNNING)
@@ -449,7 +444,7 @@ class Coordinator:
         agent_id = rec.agent
         if rec.deadline is not None and now >= rec.deadline:
             # Past the deadline the task is expired, whatever the agent says.
-            self._release(res.task_id)
+            self.ledger.release_request(res.task_id)
             self.registry.release(agent_id)
             self.graph.expire(now)
             self._wake.set()
@@ -465,7 +460,7 @@ class Coordinator:
         if outcome.discarded:
             self.counters["stale_results"] += 1
             return
-        self._release(res.task_id)
+        self.ledger.release_request(res.task_id)
         self.registry.release(agent_id)
         self.perf.record(
             agent_id,
@@ -568,7 +563,7 @@ class Coordinator:
         for t in self.health.tick(now):
             self._transition(t.agent_id, t.new, now, t.reason)
         for task_id in self.graph.expire(now):
-            self._release(task_id)
+            self.ledger.release_request(task_id)
         self._spawn_all(self._advance(now))
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_S
@@ -691,7 +686,7 @@ class Coordinator:
             await self._dead_letter(rec)
         self.progress.pop(rec.id, None)
         for child in [*rec.children, rec.id]:
-            self._release(child)
+            self.ledger.release_request(child)
             with contextlib.suppress(RobeingError):
                 self.graph.forget(child)
         if batch is not None:

@@ -170,3 +170,23 @@ def test_a_reassigned_task_gets_a_fresh_reservation() -> None:
     allocation = ledger.allocation_for("t")
     assert allocation is not None and allocation.agents == (second.agent_id,)
     assert ledger.allocated(first.agent_id) == Resources()
+
+
+def test_a_task_spec_parses_its_need_once_and_subtasks_keep_it() -> None:
+    from dataclasses import replace
+
+    spec = TaskSpec("t", "x", resources={"cpu": 1, "memory": 2})
+    assert spec.need == Resources(cpu=1, memory=2)
+    assert replace(spec, id="t/0", parent="t").need == spec.need
+    assert TaskSpec("z", "x", resources={"cpu": 0}).need is None
+    assert TaskSpec("p", "x").need is None
+
+
+def test_release_request_frees_a_task_reservation_once() -> None:
+    ledger = ResourceLedger()
+    ledger.contribute("w", Resources(cpu=2))
+    ledger.allocate("t", Resources(cpu=2))
+    assert ledger.release_request("t") is True
+    assert ledger.available("w") == Resources(cpu=2)
+    assert ledger.release_request("t") is False
+    assert ledger.release_request("never") is False
