@@ -1,0 +1,59 @@
+"""The coordinator's decisions as a pure state machine (events in, actions out).
+
+* :class:`CoordinatorState` — feed it :mod:`events <.events>` with
+  :meth:`~CoordinatorState.handle`, perform the :mod:`actions <.actions>` it returns;
+* :class:`FleetView` — health and capacity of the agents it schedules on.
+
+The I/O shell that hosts it is ``robeing.agents.roles.coordinator``.
+"""
+
+from .actions import (
+    AckSubmission,
+    Action,
+    Assign,
+    DeadLetterTask,
+    DeliverFinals,
+    PurgeAssignments,
+    Recipient,
+    SendProgress,
+)
+from .events import (
+    AssignmentFailed,
+    BecameActive,
+    ConnectionClosed,
+    Event,
+    FinalsNotStored,
+    FinalsStored,
+    HeartbeatReceived,
+    ResultsReceived,
+    SubmissionReceived,
+    Tick,
+)
+from .fleet import TASK_ROLES, FleetView, Lost
+from .state import CoordinatorConfig, CoordinatorState
+
+__all__ = [
+    "TASK_ROLES",
+    "AckSubmission",
+    "Action",
+    "Assign",
+    "AssignmentFailed",
+    "BecameActive",
+    "ConnectionClosed",
+    "CoordinatorConfig",
+    "CoordinatorState",
+    "DeadLetterTask",
+    "DeliverFinals",
+    "Event",
+    "FinalsNotStored",
+    "FinalsStored",
+    "FleetView",
+    "HeartbeatReceived",
+    "Lost",
+    "PurgeAssignments",
+    "Recipient",
+    "ResultsReceived",
+    "SendProgress",
+    "SubmissionReceived",
+    "Tick",
+]

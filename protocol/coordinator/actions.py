@@ -1,0 +1,96 @@
+"""What a coordinator does: the actions :class:`~.state.CoordinatorState` returns.
+
+The shell performs them in the order given (progress notices, then
+assignments, then finals), reporting back the outcomes that matter to the
+machine: a refused assignment (:class:`~.events.AssignmentFailed`) and whether
+finals were stored (:class:`~.events.FinalsStored` / ``FinalsNotStored``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..taskmsgs import AssignMsg, FinalResult
+
+__all__ = [
+    "AckSubmission",
+    "Action",
+    "Assign",
+    "DeadLetterTask",
+    "DeliverFinals",
+    "PurgeAssignments",
+    "Recipient",
+    "SendProgress",
+]
+
+Recipient = tuple[str, str]
+"""``(submitter id, reply queue)``: where a final or a progress notice goes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    """Hand ``messages`` to ``agent_id``'s work queue in one envelope.
+
+    ``expiration_s`` (when every message has a deadline) bounds how long the
+    broker keeps the envelope; each task's own deadline is enforced by the agent.
+    """
+
+    agent_id: str
+    messages: tuple[AssignMsg, ...]
+    priority: int
+    expiration_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendProgress:
+    """Tell a submitter how many parts of a split task are done."""
+
+    recipient: Recipient
+    task_id: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverFinals:
+    """Notify each final's recipients; with ``store``, then write them to the results stream.
+
+    A stored delivery must be answered with ``FinalsStored`` or ``FinalsNotStored``
+    for every task id in it: the submissions wait for it to be acknowledged.
+    """
+
+    finals: tuple[tuple[FinalResult, tuple[Recipient, ...]], ...]
+    store: bool = True
+
+    @property
+    def task_ids(self) -> tuple[str, ...]:
+        return tuple(final.task_id for final, _ in self.finals)
+
+
+@dataclass(frozen=True, slots=True)
+class AckSubmission:
+    """Every task of submission ``token`` has a stored final: acknowledge it."""
+
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterTask:
+    """A task used up its attempts: keep it in the dead-letter queue with the reason."""
+
+    task_id: str
+    type: str
+    payload: Any
+    attempts: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeAssignments:
+    """Drop what waits in a lost agent's work queue (its tasks were reassigned)."""
+
+    agent_id: str
+
+
+Action = Assign | SendProgress | DeliverFinals | AckSubmission | DeadLetterTask | PurgeAssignments

@@ -1,0 +1,118 @@
+"""What a coordinator learns: the events fed to :class:`~.state.CoordinatorState`.
+
+Every event is data that the I/O shell has already verified (a signed envelope
+opened by the codec, a decoded payload, a broker event it trusts). Time is not
+part of an event: :meth:`CoordinatorState.handle` takes ``now`` beside it, so
+a simulator can drive the machine with its own clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..heartbeat import Heartbeat
+from ..taskmsgs import FinalResult, ResultMsg, Submission
+
+__all__ = [
+    "AssignmentFailed",
+    "BecameActive",
+    "ConnectionClosed",
+    "Event",
+    "FinalsNotStored",
+    "FinalsStored",
+    "HeartbeatReceived",
+    "ResultsReceived",
+    "SubmissionReceived",
+    "Tick",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BecameActive:
+    """The shell holds the lock and chose ``epoch``; ``finals`` are those already stored.
+
+    Until this event the machine ignores every other event: a standby serves nothing.
+    """
+
+    epoch: int
+    finals: tuple[FinalResult, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatReceived:
+    """A verified heartbeat; ``role`` is the sender's *certified* role."""
+
+    agent_id: str
+    role: str
+    beat: Heartbeat
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The broker reported the connection of ``agent_id``'s ``incarnation`` closed."""
+
+    agent_id: str
+    incarnation: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionReceived:
+    """A verified ``task.submit`` delivery, held unacknowledged by the shell.
+
+    ``token`` names the delivery: the machine answers :class:`~.actions.AckSubmission`
+    with it once every task of the submission has a stored final result.
+    """
+
+    token: int
+    submitter: str
+    submission: Submission
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsReceived:
+    """Results reported by ``sender`` (its certified id) in one message."""
+
+    sender: str
+    results: tuple[ResultMsg, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentFailed:
+    """The broker refused an :class:`~.actions.Assign`: ``(task id, attempt)`` pairs."""
+
+    agent_id: str
+    attempts: tuple[tuple[str, int], ...]
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class FinalsStored:
+    """The results stream confirmed the finals of ``task_ids``."""
+
+    task_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FinalsNotStored:
+    """Storing the finals of ``task_ids`` failed; the machine tries again later."""
+
+    task_ids: tuple[str, ...]
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed: detect silent agents, expire tasks, retry, dispatch."""
+
+
+Event = (
+    BecameActive
+    | HeartbeatReceived
+    | ConnectionClosed
+    | SubmissionReceived
+    | ResultsReceived
+    | AssignmentFailed
+    | FinalsStored
+    | FinalsNotStored
+    | Tick
+)

@@ -1,0 +1,212 @@
+"""The coordinator's view of its agents: health, who can take work, what they offer.
+
+:class:`FleetView` turns heartbeats, connection closes and clock ticks into
+the state scheduling reads — the :class:`~robeing.protocol.scheduling.AgentRegistry`
+(skills, load, capacity), the :class:`~robeing.protocol.resources.ResourceLedger`
+(contributed resources) — and reports the agents it declares lost, so the
+caller can reassign their tasks.
+
+Rules:
+    * Health is the :class:`~robeing.protocol.failure_detector.HealthMonitor`'s:
+      missed heartbeats (phi-accrual, with a tolerated pause), or the broker's
+      connection close of the incarnation the agent announced. A close of any
+      other incarnation (an older process, a client, a forged name) changes
+      nothing.
+    * An agent is schedulable only while its heartbeats say ``alive``, its
+      certified role runs tasks and it is not a backup standing idle.
+    * Backups (``standby``) take work only while a primary they stand in for
+      is dead: the one named by ``backup_for``, or any dead agent sharing a
+      skill. Dead agents are remembered (bounded) with their skills for this.
+    * A lost agent leaves the registry and the ledger at once; a heartbeat of
+      it afterwards is a rejoin and starts afresh.
+    * Load in the registry is the caller's count of live attempts (a
+      heartbeat's own load lags the assignments).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import RobeingError
+from ..failure_detector import DetectorConfig, Health, HealthMonitor, Transition
+from ..heartbeat import Heartbeat
+from ..performance import PerformanceTracker
+from ..resources import ResourceLedger, Resources
+from ..scheduling import AgentInfo, AgentRegistry
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TASK_ROLES", "FleetView", "Lost"]
+
+TASK_ROLES = frozenset({"worker", "specialist", "messenger"})
+"""Roles a coordinator places tasks on (messengers run the ``convert`` task)."""
+DEAD_MEMORY = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """An agent declared lost, and why."""
+
+    agent_id: str
+    reason: str
+
+
+class FleetView:
+    """Health and capacity of the agents a coordinator schedules on.
+
+    Args:
+        detector: failure detection tuning.
+        performance: learned performance (shared with the registry's scores).
+        load_of: the caller's count of live attempts per agent.
+        task_roles: roles that may be given tasks.
+    """
+
+    def __init__(
+        self,
+        detector: DetectorConfig,
+        performance: PerformanceTracker,
+        load_of: Callable[[str], int],
+        task_roles: Collection[str] = TASK_ROLES,
+    ) -> None:
+        self.health = HealthMonitor(detector)
+        self.registry = AgentRegistry(performance, task_roles=task_roles)
+        self.ledger = ResourceLedger()
+        self.task_roles = frozenset(task_roles)
+        self.incarnations: dict[str, str] = {}  # agent id -> incarnation it announced
+        self.dead: dict[str, tuple[float, frozenset[str]]] = {}  # id -> (when, its skills)
+        self.backups: dict[str, Heartbeat] = {}  # standby id -> its last heartbeat
+        self.counters: Counter[str] = Counter()
+        self._load_of = load_of
+
+    # -- events ------------------------------------------------------------------
+
+    def heartbeat(self, agent_id: str, role: str, beat: Heartbeat, now: float) -> list[Lost]:
+        """Take one verified heartbeat into account.
+
+        Returns:
+            Agents declared lost by it: the sender itself when it is leaving,
+            or its previous incarnation when this one replaced it.
+        """
+        if beat.state == "leaving":
+            return [Lost(agent_id, "left")]
+        if beat.incarnation:
+            self.incarnations[agent_id] = beat.incarnation
+        info: dict[str, Any] = {"standby": beat.standby}
+        if beat.started_at:
+            info["started_at"] = beat.started_at
+        lost = self._lost_in(self.health.heartbeat(agent_id, now, info))
+        if role not in self.task_roles or beat.state != "alive":
+            return lost
+        skills = frozenset(beat.specializations)
+        self.dead.pop(agent_id, None)  # it is back (a rejoin starts afresh)
+        if beat.standby:
+            self.backups[agent_id] = beat
+            if not self._backup_needed(beat, skills):
+                self.registry.remove(agent_id)
+                self.ledger.withdraw(agent_id)
+                return lost
+            if agent_id not in self.registry:
+                why = f"for {beat.backup_for}" if beat.backup_for else "standby pool"
+                log.warning("activating backup %s (%s)", agent_id, why)
+                self.counters["backups_activated"] += 1
+        try:
+            self.registry.upsert(
+                AgentInfo(
+                    id=agent_id,
+                    role=role,
+                    specializations=skills,
+                    load=self._load_of(agent_id),
+                    capacity=max(1, beat.capacity),
+                    cluster_id=beat.cluster_id or None,
+                )
+            )
+        except RobeingError as exc:
+            log.debug("ignoring heartbeat of %s: %s", agent_id, exc)
+            return lost
+        self._contribute(agent_id, beat.resources)
+        return lost
+
+    def connection_closed(self, agent_id: str, incarnation: str, now: float) -> list[Lost]:
+        """The broker closed ``agent_id``'s connection of ``incarnation``.
+
+        Only the incarnation the agent announced counts: a late event about an
+        older process must not kill the agent's restarted one.
+        """
+        known = self.incarnations.get(agent_id)
+        if known is None or known != incarnation:
+            log.debug(
+                "connection of %s (instance %s) closed; tracking instance %s",
+                agent_id,
+                incarnation,
+                known,
+            )
+            return []
+        self.counters["connection_deaths"] += 1
+        return self._lost_in(self.health.connection_closed(agent_id, now))
+
+    def tick(self, now: float) -> list[Lost]:
+        """Suspect silent agents and declare long-suspected ones lost."""
+        return self._lost_in(self.health.tick(now))
+
+    def forget(self, agent_id: str, now: float) -> frozenset[str] | None:
+        """Drop a lost agent from scheduling; returns the skills it had, if it was registered."""
+        self.incarnations.pop(agent_id, None)
+        last = self.registry.remove(agent_id)
+        self.ledger.withdraw(agent_id)
+        was_backup = self.backups.pop(agent_id, None) is not None
+        if last is not None and not was_backup:
+            self.dead[agent_id] = (now, last.specializations)
+            while len(self.dead) > DEAD_MEMORY:
+                self.dead.pop(next(iter(self.dead)))
+        self.health.forget(agent_id)
+        return last.specializations if last is not None else None
+
+    # -- queries -------------------------------------------------------------------
+
+    def is_dead(self, agent_id: str) -> bool:
+        """Whether ``agent_id`` was declared lost and has not come back."""
+        return agent_id in self.dead
+
+    def idle_backups(self) -> list[str]:
+        return sorted(b for b in self.backups if b not in self.registry)
+
+    def health_report(self, now: float, limit: int = 500) -> dict[str, str]:
+        health = {h.agent_id: h.state.value for h in self.health.snapshot(now)[:limit]}
+        for agent_id in list(self.dead)[-100:]:
+            health.setdefault(agent_id, "dead")
+        return health
+
+    # -- internals -------------------------------------------------------------------
+
+    def _lost_in(self, transitions: list[Transition]) -> list[Lost]:
+        out = []
+        for t in transitions:
+            if t.new == Health.DEAD:
+                out.append(Lost(t.agent_id, t.reason))
+            elif t.new == Health.SUSPECTED:
+                log.warning("agent %s suspected (%s)", t.agent_id, t.reason)
+        return out
+
+    def _backup_needed(self, beat: Heartbeat, skills: frozenset[str]) -> bool:
+        """A backup takes work only while a primary it stands in for is dead."""
+        if beat.backup_for:
+            return beat.backup_for in self.dead
+        return any(dead_skills & skills for _, dead_skills in self.dead.values())
+
+    def _contribute(self, agent_id: str, offered: Resources | None) -> None:
+        """Take an agent's announced resources into the pool (none: it leaves it)."""
+        if offered is None or offered.is_zero():
+            self.ledger.withdraw(agent_id)
+            return
+        dropped = self.ledger.contribute(agent_id, offered)
+        if dropped:
+            # Its tasks keep running; only our bookkeeping of them is gone.
+            log.warning(
+                "agent %s now offers less than it holds; %d reservation(s) dropped",
+                agent_id,
+                len(dropped),
+            )
