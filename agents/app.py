@@ -23,59 +23,16 @@ import builtins
 import importlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..protocol.envelope import Envelope
 from ..protocol.errors import ConfigError
-from ..protocol.identity import Certificate
+from .context import AgentContext, Handler, Hook, Message
 
-if TYPE_CHECKING:
-    from .runtime import Agent
+__all__ = ["App", "Handler", "Hook", "Middleware", "TaskContext", "TaskDef", "load_app"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """What a handler receives: the verified envelope plus context.
-
-    Attributes:
-        envelope: the verified, decrypted envelope.
-        certificate: the sender's certificate (role, key, expiry).
-        agent: the receiving agent, to send further messages.
-        redelivered: the broker delivered this message before.
-    """
-
-    envelope: Envelope
-    certificate: Certificate
-    agent: Agent
-    redelivered: bool = False
-
-    @property
-    def payload(self) -> Any:
-        return self.envelope.payload
-
-    @property
-    def sender(self) -> str:
-        return self.envelope.sender
-
-    @property
-    def sender_role(self) -> str:
-        return self.certificate.role
-
-    @property
-    def type(self) -> str:
-        return self.envelope.type
-
-    @property
-    def id(self) -> str:
-        return self.envelope.id
-
-
-Handler = Callable[[Message], Any]
-Hook = Callable[["Agent"], Awaitable[None] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +46,7 @@ class TaskContext:
         payload: the task's input.
         dep_results: results of the tasks this one depends on, by id.
         deadline: absolute time after which the result is useless, or None.
-        agent: the executing agent.
+        agent: the executing agent's context.
     """
 
     task_id: str
@@ -98,7 +55,7 @@ class TaskContext:
     payload: Any
     dep_results: dict[str, Any]
     deadline: float | None
-    agent: Agent
+    agent: AgentContext
 
 
 TaskFn = Callable[[TaskContext], Any]
@@ -139,15 +96,15 @@ class Middleware:
     and skipped; it never breaks message handling.
     """
 
-    def before_handle(self, agent: Agent, message: Message) -> None:
+    def before_handle(self, agent: AgentContext, message: Message) -> None:
         """Called before the handler runs."""
 
     def after_handle(
-        self, agent: Agent, message: Message, result: Any, error: BaseException | None
+        self, agent: AgentContext, message: Message, result: Any, error: BaseException | None
     ) -> None:
         """Called after the handler returned (``error`` is None) or raised."""
 
-    def on_rejected(self, agent: Agent, reason: str, detail: str) -> None:
+    def on_rejected(self, agent: AgentContext, reason: str, detail: str) -> None:
         """Called when an incoming message is refused and dead-lettered."""
 
 
@@ -250,7 +207,7 @@ async def call_handler(fn: Handler, message: Message) -> Any:
     return result
 
 
-async def call_hook(fn: Hook, agent: Agent) -> None:
+async def call_hook(fn: Hook, agent: AgentContext) -> None:
     result = fn(agent)
     if inspect.isawaitable(result):
         await result

@@ -14,89 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from ..broker import topology as topo
-from ..broker.base import Delivery
 from ..protocol.codec import Opened
-from ..protocol.envelope import Envelope, new_id, unpack
-from ..protocol.errors import ConfigError, ProtocolError
-from ..protocol.identity import Authority, Identity
+from ..protocol.envelope import Envelope, new_id
+from ..protocol.errors import ConfigError, DecodeError
 from ..protocol.resources import InvalidResources, Resources
 from ..protocol.taskmsgs import FinalResult, Submission, TaskRequest
-from .keystore import Keystore
-from .runtime import Agent
+from .assembly import build_agent
+from .context import AgentContext, Message
+from .heartbeats import AgentStatus, listen_heartbeats
 from .settings import Settings
+from .tasking.finals import read_finals
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class AgentStatus:
-    """What the last heartbeat of an agent said."""
-
-    id: str
-    role: str
-    specializations: list[str]
-    cluster_id: str
-    state: str
-    load: int
-    capacity: int
-    last_seen: float
-    started_at: float
-    stats: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self, now: float) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "role": self.role,
-            "specializations": self.specializations,
-            "cluster_id": self.cluster_id,
-            "state": self.state,
-            "load": self.load,
-            "capacity": self.capacity,
-            "last_seen_s": round(now - self.last_seen, 3),
-            "uptime_s": round(now - self.started_at, 1) if self.started_at else None,
-            "stats": self.stats,
-            **self.extra,
-        }
-
-
-_KNOWN = {
-    "role",
-    "specializations",
-    "cluster_id",
-    "state",
-    "load",
-    "capacity",
-    "started_at",
-    "incarnation",
-    "stats",
-    "priority",
-}
-
-
-def status_from_heartbeat(opened: Opened, now: float) -> AgentStatus:
-    p = opened.envelope.payload if isinstance(opened.envelope.payload, dict) else {}
-    return AgentStatus(
-        id=opened.envelope.sender,
-        role=opened.certificate.role,  # the certified role, not the claimed one
-        specializations=[str(s) for s in p.get("specializations", [])],
-        cluster_id=str(p.get("cluster_id", "")),
-        state=str(p.get("state", "alive")),
-        load=int(p.get("load", 0)),
-        capacity=int(p.get("capacity", 0)),
-        last_seen=now,
-        started_at=float(p.get("started_at", 0.0)),
-        stats=dict(p.get("stats", {})),
-        extra={k: v for k, v in p.items() if k not in _KNOWN},
-    )
 
 
 class TaskHandle:
@@ -137,14 +73,7 @@ class Client:
         if settings.role != "client":
             settings = replace(settings, role="client", agent_id="")
         self.settings = settings
-        if listen_only:
-            store = Keystore(settings.keys_dir)
-            identity = Identity.create(
-                Authority.generate(), settings.agent_id, "client", time.time()
-            )
-            self.agent = Agent(settings, identity, store.trust_store())
-        else:
-            self.agent = Agent.from_settings(settings)
+        self._agent = build_agent(settings, throwaway_identity=listen_only)
         self._handles: dict[str, TaskHandle] = {}
         # Unfinished submissions, resubmitted after a reconnect: finals sent
         # while our reply queue was gone are answered again from the results
@@ -156,10 +85,15 @@ class Client:
         self.resubmitted = 0
         self.duplicates = 0  # finals that arrived for an already finished task (absorbed)
         self.delivered: Counter[str] = Counter()  # finals handed to the application
-        self.agent.answer_handlers["task.final"] = self._on_final
-        self.agent.answer_handlers["task.finals"] = self._on_finals
-        self.agent.answer_handlers["task.progress"] = self._on_progress
-        self.agent.transport.add_reconnect_listener(self._on_reconnect)
+        self._agent.handle_answer("task.final", self._on_final)
+        self._agent.handle_answer("task.finals", self._on_finals)
+        self._agent.handle_answer("task.progress", self._on_progress)
+        self._agent.on_reconnect(self._on_reconnect)
+
+    @property
+    def agent(self) -> AgentContext:
+        """The client's agent context (to propose votes, commit through PBFT…)."""
+        return self._agent
 
     def _on_reconnect(self) -> None:
         task = asyncio.get_running_loop().create_task(self._resubmit())
@@ -177,13 +111,20 @@ class Client:
             except Exception as exc:  # the next reconnect tries again
                 log.warning("resubmitting %d task(s) failed: %s", len(batch), exc)
 
-    def _on_finals(self, opened: Opened) -> None:
-        items = opened.envelope.payload if isinstance(opened.envelope.payload, list) else []
-        for item in items:
-            self._deliver(FinalResult.from_data(item))
+    def _on_finals(self, msg: Message) -> None:
+        for item in msg.payload if isinstance(msg.payload, list) else []:
+            self._on_one_final(item)
 
-    def _on_final(self, opened: Opened) -> None:
-        self._deliver(FinalResult.from_data(opened.envelope.payload))
+    def _on_final(self, msg: Message) -> None:
+        self._on_one_final(msg.payload)
+
+    def _on_one_final(self, data: Any) -> None:
+        try:
+            final = FinalResult.from_data(data)
+        except DecodeError as exc:
+            log.warning("malformed final result ignored: %s", exc)
+            return
+        self._deliver(final)
 
     def _deliver(self, final: FinalResult) -> None:
         handle = self._handles.get(final.task_id)
@@ -200,8 +141,8 @@ class Client:
                 del self._open_in_batch[key]
                 self._unfinished.pop(key, None)
 
-    def _on_progress(self, opened: Opened) -> None:
-        p = opened.envelope.payload
+    def _on_progress(self, msg: Message) -> None:
+        p = msg.payload
         handle = self._handles.get(str(p.get("task_id"))) if isinstance(p, dict) else None
         if handle is None or handle.finished:
             return
@@ -286,57 +227,44 @@ class Client:
         return handles
 
     async def _publish(self, requests: tuple[TaskRequest, ...]) -> None:
-        submission = Submission(requests, self.agent.reply_queue)
+        submission = Submission(requests, self._agent.reply_queue)
         env = Envelope(
             "task.submit", submission.to_data(), priority=max(r.priority for r in requests)
         )
-        body = self.agent.codec.seal(env, time.time())
         skill = requests[0].skills[0] if requests[0].skills else None
-        await self.agent.transport.publish(
-            topo.EVENTS_EXCHANGE, topo.task_routing_key(skill), body, priority=env.priority
-        )
+        await self._agent.publish_event(topo.task_routing_key(skill), env)
 
     async def fetch_result(self, task_id: str, since_s: float = 24 * 3600.0) -> FinalResult | None:
         """Look a finished task up in the results stream (no coordinator needed)."""
-        from datetime import UTC, datetime
-
         found: list[FinalResult] = []
 
-        from .finals import finals_from_record
+        def on_final(final: FinalResult) -> None:
+            if final.task_id == task_id:
+                found.append(final)
 
-        def on_body(body: bytes) -> None:
-            try:
-                record = unpack(body)
-            except ProtocolError:
-                return
-            found.extend(f for f in finals_from_record(record) if f.task_id == task_id)
-
-        since = datetime.fromtimestamp(time.time() - since_s, tz=UTC)
-        await self.agent.transport.read_stream(
-            topo.results_spec(self.settings.topology), since, on_body
-        )
+        await read_finals(self._agent.broker, self.settings.topology, since_s, on_final)
         return found[-1] if found else None
 
     async def __aenter__(self) -> Client:
-        await self.agent.start()
+        await self._agent.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.agent.stop()
+        await self._agent.stop()
 
     async def send(
         self, receiver: str, message_type: str, payload: Any = None, **kw: Any
     ) -> Opened | None:
         """See :meth:`robeing.agents.outbox.Outbox.send`."""
-        return await self.agent.send_message(receiver, message_type, payload, **kw)
+        return await self._agent.send(receiver, message_type, payload, **kw)
 
     async def request(
         self, receiver: str, message_type: str, payload: Any = None, **kw: Any
     ) -> Any:
-        return await self.agent.request(receiver, message_type, payload, **kw)
+        return await self._agent.request(receiver, message_type, payload, **kw)
 
     async def broadcast(self, message_type: str, payload: Any = None, **kw: Any) -> str:
-        return await self.agent.broadcast(message_type, payload, **kw)
+        return await self._agent.broadcast(message_type, payload, **kw)
 
     async def live_agents(self, listen: float | None = None) -> dict[str, AgentStatus]:
         """Listen to heartbeats for ``listen`` seconds and return who is alive.
@@ -344,7 +272,7 @@ class Client:
         See :func:`listen_heartbeats`.
         """
         wait = listen if listen is not None else max(2.5 * self.settings.heartbeat_interval, 1.5)
-        return await listen_heartbeats(self.agent, wait)
+        return await listen_heartbeats(self._agent, wait)
 
 
 def _resources_map(resources: Resources | Mapping[str, float] | None) -> dict[str, Any]:
@@ -361,45 +289,6 @@ def _resources_map(resources: Resources | Mapping[str, float] | None) -> dict[st
         return Resources.from_mapping(resources).to_mapping()
     except InvalidResources as exc:
         raise ConfigError(f"invalid resources: {exc}") from None
-
-
-async def listen_heartbeats(agent: Agent, seconds: float) -> dict[str, AgentStatus]:
-    """The agents whose heartbeats ``agent`` hears within ``seconds``, by id.
-
-    Heartbeats are verified like any message (forged ones are ignored); agents
-    whose last heartbeat said ``leaving`` are left out. The listening queue is
-    exclusive and goes away with the connection.
-
-    Raises:
-        BrokerError: the broker is unreachable.
-    """
-    seen: dict[str, AgentStatus] = {}
-    spec = topo.QueueSpec(
-        f"robeing.listen.{agent.id}.{os.urandom(3).hex()}",
-        durable=False,
-        exclusive=True,
-        auto_delete=True,
-        arguments={"x-max-length": 100_000},
-    )
-
-    async def on_heartbeat(delivery: Delivery) -> None:
-        await delivery.ack()
-        try:
-            opened = agent.codec.open(delivery.body, time.time())
-        except ProtocolError:
-            return
-        if opened.envelope.type == "heartbeat":
-            status = status_from_heartbeat(opened, time.time())
-            seen[status.id] = status
-
-    consumer = await agent.transport.consume(
-        spec, on_heartbeat, prefetch=1000, bindings=[(topo.EVENTS_EXCHANGE, "heartbeat.#")]
-    )
-    try:
-        await asyncio.sleep(seconds)
-    finally:
-        await agent.transport.cancel(consumer)
-    return {k: v for k, v in sorted(seen.items()) if v.state != "leaving"}
 
 
 def parse_payload(text: str | None) -> Any:

@@ -205,11 +205,9 @@ async def demo_steps(client: Client, members: list[Member]) -> list[tuple[str, b
     async def tampered() -> str:
         from ..protocol.envelope import Envelope
 
-        body = bytearray(
-            client.agent.codec.seal(Envelope("ping", {"x": 1}, receiver="worker-1"), time.time())
-        )
+        body = bytearray(client.agent.seal(Envelope("ping", {"x": 1}, receiver="worker-1")))
         body[-3] ^= 0xFF  # flip bits in the signed body
-        await client.agent.transport.publish(topo.DIRECT_EXCHANGE, "worker-1", bytes(body))
+        await client.agent.broker.publish(topo.DIRECT_EXCHANGE, "worker-1", bytes(body))
         await asyncio.sleep(1.0)
         report = await client.request("guardian-1", "guardian.report", None)
         return f"dead-lettered; guardian counts {report['by_reason']}"

@@ -227,13 +227,24 @@ class Outbox:
         )
         self.sent += 1
 
-    async def broadcast(self, message_type: str, payload: Any = None, *, priority: int = 5) -> str:
+    async def broadcast(
+        self, message_type: str, payload: Any = None, *, priority: int = 5, answers: bool = False
+    ) -> str:
         """Publish a signed broadcast to every live agent.
+
+        Args:
+            answers: name our reply queue in it (a proposal collects votes there).
 
         Returns:
             The envelope id.
         """
-        env = Envelope(message_type, payload, receiver=BROADCAST, priority=priority)
+        env = Envelope(
+            message_type,
+            payload,
+            receiver=BROADCAST,
+            priority=priority,
+            reply_to=self.reply_to if answers else None,
+        )
         body = self.codec.seal(env, self.clock())
         await self.transport.publish(
             topo.BROADCAST_EXCHANGE, "", body, priority=priority, mandatory=False

@@ -114,22 +114,9 @@ class _Delivery:
             await self._settle(self._channel.basic_nack(self._tag, requeue=True))
 
     async def dead_letter(self, reason: str, detail: str) -> None:
-        headers = dict(self.headers)
-        headers.update(
-            {
-                topo.REASON_HEADER: reason,
-                topo.DETAIL_HEADER: detail[:500],
-                topo.SOURCE_HEADER: self.queue,
-            }
-        )
         try:
-            await self._transport.publish(
-                topo.DEAD_EXCHANGE,
-                self.queue,
-                self.body,
-                headers=headers,
-                mandatory=False,
-                retry=False,
+            await self._transport.dead_letter(
+                self.body, self.queue, reason, detail, self.headers, retry=False
             )
         except Exception as exc:  # the queue's own DLX still catches a rejected message
             log.warning("dead-letter publish failed (%s); rejecting to the queue's DLX", exc)
@@ -489,20 +476,59 @@ class AmqpTransport:
         loop = asyncio.get_running_loop()
         loop.call_later(1.0, self._consumers_restored.set)
 
-    async def cancel(self, consumer: Consumer) -> None:
+    async def cancel(self, consumer: Consumer, close_channel: bool = False) -> None:
+        """Stop ``consumer``; with ``close_channel`` also close its channel.
+
+        By default only basic.cancel: the channel stays open so in-flight
+        deliveries can still be acknowledged (closing it would also cancel
+        their handler tasks); it closes with the connection. A temporary
+        consumer (a status listener) closes it, or every use would leak a
+        channel until ``channel_max`` is reached.
+        """
         sub = self._subscriptions.pop(consumer.tag, None)
-        if sub is None or sub.underlay is None:
+        if sub is None:
             return
-        # Only basic.cancel: the channel stays open so in-flight deliveries can
-        # still be acknowledged (closing it would also cancel their handler
-        # tasks). It closes with the connection.
         try:
-            await sub.underlay.basic_cancel(consumer.tag)
+            if sub.underlay is not None:
+                await sub.underlay.basic_cancel(consumer.tag)
         except (*RETRYABLE, aio_pika.exceptions.AMQPError) as exc:
             log.debug("cancel of %s failed: %s", consumer.tag, exc)
+        if close_channel:
+            with contextlib.suppress(Exception):
+                await sub.channel.close()
 
     def consumers(self) -> list[Consumer]:
         return [Consumer(sub.queue, tag) for tag, sub in self._subscriptions.items()]
+
+    async def dead_letter(
+        self,
+        body: bytes,
+        source: str,
+        reason: str,
+        detail: str,
+        headers: Mapping[str, Any] | None = None,
+        *,
+        retry: bool = True,
+    ) -> None:
+        """Publish ``body`` to the dead-letter exchange, the reason in its headers.
+
+        The one way robeing dead-letters anything: rejected deliveries and
+        tasks that used up their attempts alike.
+
+        Raises:
+            BrokerError: the broker did not confirm it.
+        """
+        merged = dict(headers or {})
+        merged.update(
+            {
+                topo.REASON_HEADER: reason,
+                topo.DETAIL_HEADER: detail[:500],
+                topo.SOURCE_HEADER: source,
+            }
+        )
+        await self.publish(
+            topo.DEAD_EXCHANGE, source, body, headers=merged, mandatory=False, retry=retry
+        )
 
     async def try_exclusive(self, spec: QueueSpec) -> bool:
         """Try to own the exclusive queue ``spec`` (a broker-held mutex).

@@ -54,17 +54,12 @@ class Consumer:
     tag: str
 
 
-class Transport(Protocol):
-    """What an agent needs from a broker connection."""
+class BrokerOps(Protocol):
+    """Broker operations beyond consuming: what roles may do through their context.
 
-    @property
-    def is_connected(self) -> bool: ...
-
-    async def connect(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def declare_topology(self) -> None: ...
+    Consuming is not here: every delivery goes through the agent's one
+    inbound path (``AgentContext.consume``).
+    """
 
     async def declare_queue(self, spec: QueueSpec) -> None: ...
 
@@ -87,22 +82,20 @@ class Transport(Protocol):
         message_id: str | None = None,
     ) -> None: ...
 
-    def add_return_listener(self, listener: Callable[[str, str], None]) -> None: ...
-
-    def add_reconnect_listener(self, listener: Callable[[], None]) -> None: ...
-
-    async def consume(
+    async def dead_letter(
         self,
-        spec: QueueSpec,
-        handler: DeliveryHandler,
-        prefetch: int = 32,
-        bindings: Sequence[tuple[str, str]] = (),
-        no_ack: bool = False,
-    ) -> Consumer: ...
+        body: bytes,
+        source: str,
+        reason: str,
+        detail: str,
+        headers: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Publish ``body`` to the dead-letter exchange with the reason in headers.
 
-    async def cancel(self, consumer: Consumer) -> None: ...
-
-    def consumers(self) -> list[Consumer]: ...
+        Raises:
+            BrokerError: the broker did not confirm it.
+        """
+        ...
 
     async def try_exclusive(self, spec: QueueSpec) -> bool: ...
 
@@ -120,3 +113,39 @@ class Transport(Protocol):
         idle: float = 0.5,
         limit: float = 60.0,
     ) -> int: ...
+
+
+class Transport(BrokerOps, Protocol):
+    """What an agent's runtime needs from a broker connection."""
+
+    @property
+    def is_connected(self) -> bool: ...
+
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def declare_topology(self) -> None: ...
+
+    def add_return_listener(self, listener: Callable[[str, str], None]) -> None: ...
+
+    def add_reconnect_listener(self, listener: Callable[[], None]) -> None: ...
+
+    async def consume(
+        self,
+        spec: QueueSpec,
+        handler: DeliveryHandler,
+        prefetch: int = 32,
+        bindings: Sequence[tuple[str, str]] = (),
+        no_ack: bool = False,
+    ) -> Consumer: ...
+
+    async def cancel(self, consumer: Consumer, close_channel: bool = False) -> None:
+        """Stop ``consumer``; ``close_channel`` also frees its channel (a temporary consumer).
+
+        Keeping the channel lets in-flight deliveries still be acknowledged
+        (graceful shutdown); it then closes with the connection.
+        """
+        ...
+
+    def consumers(self) -> list[Consumer]: ...

@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 from typing import IO
 
-from robeing.agents.client import AgentStatus, status_from_heartbeat
-from robeing.agents.runtime import Agent
+from robeing.agents.assembly import build_agent
+from robeing.agents.context import Message
+from robeing.agents.heartbeats import AgentStatus, status_from_heartbeat
 from robeing.agents.settings import Settings
 from robeing.broker import topology as topo
-from robeing.broker.base import Delivery
-from robeing.protocol.errors import ProtocolError
+from robeing.protocol.errors import DecodeError
+from robeing.protocol.heartbeat import Heartbeat
 
 
 class AgentProcess:
@@ -110,7 +111,7 @@ class HeartbeatWatcher:
     """Consumes every heartbeat of the vhost and remembers the latest per agent."""
 
     def __init__(self, amqp_url: str, keys_dir: Path) -> None:
-        self.agent = Agent.from_settings(
+        self.agent = build_agent(
             Settings(
                 role="client",
                 agent_id=f"watcher-{os.getpid()}",
@@ -126,20 +127,22 @@ class HeartbeatWatcher:
         spec = topo.QueueSpec(
             f"robeing.test-watcher.{os.getpid()}", durable=False, exclusive=True, auto_delete=True
         )
-        await self.agent.transport.consume(
+        await self.agent.consume(
             spec,
-            self._on_heartbeat,
+            {"heartbeat": self._on_heartbeat},
             prefetch=1000,
             bindings=[(topo.EVENTS_EXCHANGE, "heartbeat.#")],
+            work=False,
+            load=False,
+            observer=True,
         )
 
-    async def _on_heartbeat(self, delivery: Delivery) -> None:
-        await delivery.ack()
+    def _on_heartbeat(self, msg: Message) -> None:
         try:
-            opened = self.agent.codec.open(delivery.body, time.time())
-        except ProtocolError:
+            beat = Heartbeat.from_data(msg.payload)
+        except DecodeError:
             return
-        status = status_from_heartbeat(opened, time.time())
+        status = status_from_heartbeat(msg.sender, msg.sender_role, beat, time.time())
         self.latest[status.id] = status
         self._changed.set()
 

@@ -2,20 +2,19 @@
 
 ``install_role(agent)`` looks the agent's role up in the role table
 (:mod:`robeing.protocol.roles`) and calls that role's ``install``, which
-registers handlers, heartbeat fields and start/stop hooks on the agent.
+registers handlers, heartbeat fields and start/stop hooks through the agent's
+context (:class:`~robeing.agents.context.AgentContext`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
+from ..context import AgentContext
 from . import coordinator, guardian, messenger, specialist, worker
 
-if TYPE_CHECKING:
-    from ..runtime import Agent
-
-INSTALLERS: dict[str, Callable[[Agent], None]] = {
+INSTALLERS: dict[str, Callable[[AgentContext], Any]] = {
     "coordinator": coordinator.install,
     "specialist": specialist.install,
     "worker": worker.install,
@@ -24,7 +23,7 @@ INSTALLERS: dict[str, Callable[[Agent], None]] = {
 }
 
 
-def install_role(agent: Agent) -> None:
+def install_role(agent: AgentContext) -> None:
     """Give ``agent`` the behaviour of its role (clients have none)."""
     installer = INSTALLERS.get(agent.settings.role)
     if installer is not None:

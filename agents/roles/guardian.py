@@ -1,8 +1,8 @@
 """Guardian: security, monitoring and validation.
 
-The guardian watches every dead letter: it binds its own bounded queue to the
-dead-letter exchange (the shared ``robeing.dead-letters`` queue keeps the
-messages themselves for operators), counts them by reason, by source queue
+The guardian watches every dead letter through its own bounded feed (the
+shared ``robeing.dead-letters`` queue keeps the messages themselves for
+operators), counts them by reason, by source queue
 and by claimed sender, and raises a signed ``guardian.alert`` broadcast when
 one sender's rejections cross ``ALERT_THRESHOLD`` within ``ALERT_WINDOW``
 seconds. Its counts travel in its heartbeats and answer ``guardian.report``
@@ -15,22 +15,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ...broker import topology as topo
-from ...broker.base import Delivery
 from ...protocol.envelope import split_wire
 from ...protocol.errors import ProtocolError
-
-if TYPE_CHECKING:
-    from ..app import Message
-    from ..runtime import Agent
+from ..context import AgentContext, DeadLetter
 
 log = logging.getLogger(__name__)
 
 ALERT_THRESHOLD = 20
 ALERT_WINDOW = 60.0
-WATCH_MAX_LENGTH = 10_000
 
 
 class DeadLetterWatch:
@@ -86,57 +80,46 @@ def _claimed_sender(body: bytes) -> str | None:
         return None
 
 
-def install(agent: Agent) -> None:
-    watch = DeadLetterWatch()
-    spec = topo.QueueSpec(
-        f"robeing.guardian.{agent.id}.dead-letters",
-        durable=False,
-        exclusive=True,
-        auto_delete=True,
-        arguments={"x-max-length": WATCH_MAX_LENGTH},
-    )
+class Guardian:
+    """Watches dead letters, alerts on offenders, reports its counts."""
 
-    async def on_dead_letter(delivery: Delivery) -> None:
-        reason = str(delivery.headers.get(topo.REASON_HEADER) or _death_reason(delivery))
-        queue = str(delivery.headers.get(topo.SOURCE_HEADER, "?"))
-        sender = _claimed_sender(delivery.body)
-        offender = watch.observe(reason, queue, sender, time.time())
-        await delivery.ack()
-        if offender is not None:
-            log.warning(
-                "agent %s (claimed) has %d+ rejected messages in %.0fs",
-                offender,
-                watch.threshold,
-                watch.window,
-            )
-            try:
-                await agent.broadcast(
-                    "guardian.alert",
-                    {
-                        "claimed_sender": offender,
-                        "reason": reason,
-                        "count": watch.by_sender[offender],
-                        "window_s": watch.window,
-                    },
-                )
-            except Exception as exc:
-                log.warning("could not broadcast alert: %s", exc)
+    def __init__(self, agent: AgentContext) -> None:
+        self.agent = agent
+        self.watch = DeadLetterWatch()
 
-    async def start(a: Agent) -> None:
-        await a.transport.consume(
-            spec, on_dead_letter, prefetch=100, bindings=[(topo.DEAD_EXCHANGE, "")]
+    async def start(self, agent: AgentContext) -> None:
+        await agent.watch_dead_letters(self.on_dead_letter)
+
+    async def on_dead_letter(self, letter: DeadLetter) -> None:
+        watch = self.watch
+        sender = _claimed_sender(letter.body)
+        offender = watch.observe(letter.reason, letter.source, sender, time.time())
+        if offender is None:
+            return
+        log.warning(
+            "agent %s (claimed) has %d+ rejected messages in %.0fs",
+            offender,
+            watch.threshold,
+            watch.window,
         )
+        try:
+            await self.agent.broadcast(
+                "guardian.alert",
+                {
+                    "claimed_sender": offender,
+                    "reason": letter.reason,
+                    "count": watch.by_sender[offender],
+                    "window_s": watch.window,
+                },
+            )
+        except Exception as exc:
+            log.warning("could not broadcast alert: %s", exc)
 
-    agent.app.on_start(start)
-    agent.heartbeat_extras.append(lambda: {"guardian": watch.report()})
 
-    @agent.app.handler("guardian.report")
-    def report(msg: Message) -> dict[str, Any]:
-        return watch.report()
-
-
-def _death_reason(delivery: Delivery) -> str:
-    deaths = delivery.headers.get("x-death")
-    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
-        return str(deaths[0].get("reason", "dead"))
-    return "dead"
+def install(agent: AgentContext) -> Guardian:
+    """Give a guardian its dead-letter watch, heartbeat section and report handler."""
+    guardian = Guardian(agent)
+    agent.on_start(guardian.start)
+    agent.add_heartbeat_extra(lambda: {"guardian": guardian.watch.report()})
+    agent.handle("guardian.report", lambda msg: guardian.watch.report())
+    return guardian

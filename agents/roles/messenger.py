@@ -1,101 +1,28 @@
 """Messenger: protocol handling and format conversion.
 
 Handles ``messenger.convert`` requests: ``{"data": ..., "from": F, "to": T}``
-with formats ``json`` (text), ``msgpack`` (bytes), ``csv`` (text with a header
-row) and ``records`` (a list of maps, the in-memory form). Conversion goes
-through records, so every pair of formats works. Bad input is refused with a
-``Reject`` that names the problem; the sender gets it as an error.
+with the formats of :mod:`robeing.agents.formats` (``json`` text, ``msgpack``
+bytes, ``csv`` text with a header row, ``records``). Bad input is refused with
+a ``Reject`` that names the problem; the sender gets it as an error.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import msgpack
-
-from ...protocol.envelope import unpack
 from ...protocol.errors import Reject
-
-if TYPE_CHECKING:
-    from ..app import Message
-    from ..runtime import Agent
-
-FORMATS = ("json", "msgpack", "csv", "records")
+from ..context import AgentContext, Message
+from ..formats import convert
 
 
-def to_records(data: Any, fmt: str) -> Any:
-    """Parse ``data`` in ``fmt`` into plain values.
-
-    Raises:
-        Reject: unknown format or data that does not parse.
-    """
-    try:
-        if fmt == "records":
-            return data
-        if fmt == "json":
-            return json.loads(data)
-        if fmt == "msgpack":
-            if not isinstance(data, bytes):
-                raise Reject("msgpack data must be bytes")
-            return unpack(data)
-        if fmt == "csv":
-            if not isinstance(data, str):
-                raise Reject("csv data must be text")
-            return list(csv.DictReader(io.StringIO(data)))
-    except Reject:
-        raise
-    except Exception as exc:
-        raise Reject(f"cannot parse {fmt}: {exc}") from exc
-    raise Reject(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+def handle_convert(msg: Message) -> Any:
+    """Convert ``data`` between formats (see :func:`robeing.agents.formats.convert`)."""
+    p = msg.payload
+    if not isinstance(p, dict) or "data" not in p:
+        raise Reject("convert needs {'data': ..., 'from': FORMAT, 'to': FORMAT}")
+    return convert(p["data"], str(p.get("from", "json")), str(p.get("to", "json")))
 
 
-def from_records(value: Any, fmt: str) -> Any:
-    """Render plain values as ``fmt``.
-
-    Raises:
-        Reject: unknown format, or values that ``fmt`` cannot hold (CSV
-            needs a list of maps with scalar values).
-    """
-    if fmt == "records":
-        return value
-    try:
-        if fmt == "json":
-            return json.dumps(value, separators=(",", ":"), sort_keys=True)
-        if fmt == "msgpack":
-            return msgpack.packb(value, use_bin_type=True)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise Reject(f"cannot write these values as {fmt}: {exc}") from exc
-    if fmt == "csv":
-        if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
-            raise Reject("csv output needs a list of records (maps)")
-        columns: list[str] = []
-        for row in value:
-            for key in row:
-                if key not in columns:
-                    columns.append(str(key))
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        for row in value:
-            if any(isinstance(v, dict | list) for v in row.values()):
-                raise Reject("csv cells must be scalars")
-            writer.writerow(row)
-        return out.getvalue()
-    raise Reject(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-
-
-def convert(data: Any, src: str, dst: str) -> Any:
-    """Convert ``data`` from format ``src`` to ``dst``."""
-    return from_records(to_records(data, src), dst)
-
-
-def install(agent: Agent) -> None:
-    @agent.app.handler("messenger.convert")
-    def handle_convert(msg: Message) -> Any:
-        p = msg.payload
-        if not isinstance(p, dict) or "data" not in p:
-            raise Reject("convert needs {'data': ..., 'from': FORMAT, 'to': FORMAT}")
-        return convert(p["data"], str(p.get("from", "json")), str(p.get("to", "json")))
+def install(agent: AgentContext) -> None:
+    """Give a messenger its handlers."""
+    agent.handle("messenger.convert", handle_convert)

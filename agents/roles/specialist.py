@@ -7,11 +7,8 @@ handlers like a worker does.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ..runtime import Agent
+from ..context import AgentContext
 
 
-def install(agent: Agent) -> None:
+def install(agent: AgentContext) -> None:
     """Specialists need no handlers beyond the runtime's dispatch and the app's."""

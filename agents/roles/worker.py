@@ -8,11 +8,8 @@ installed here: execution is the runtime's handler dispatch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ..runtime import Agent
+from ..context import AgentContext
 
 
-def install(agent: Agent) -> None:
+def install(agent: AgentContext) -> None:
     """Workers need no handlers beyond the runtime's dispatch and the app's."""

@@ -143,7 +143,9 @@ class CoordinatorState:
             strategies=strategies,
             rng=rng or random.Random(),
         )
-        self.fleet = FleetView(config.detector, self.perf, self.graph.assigned_to, config.task_roles)
+        self.fleet = FleetView(
+            config.detector, self.perf, self.graph.assigned_to, config.task_roles
+        )
         self.finals: dict[str, FinalResult] = {}
         self.counters: Counter[str] = Counter()
         self._skills = dict(skills or {})
@@ -167,7 +169,9 @@ class CoordinatorState:
         elif not self.active:
             return []
         elif isinstance(event, HeartbeatReceived):
-            self._agents_lost(self.fleet.heartbeat(event.agent_id, event.role, event.beat, now), now)
+            self._agents_lost(
+                self.fleet.heartbeat(event.agent_id, event.role, event.beat, now), now
+            )
         elif isinstance(event, ResultsReceived):
             for res in event.results:
                 self._on_result(res, event.sender, now)
@@ -176,7 +180,9 @@ class CoordinatorState:
         elif isinstance(event, Tick):
             self._on_tick(now)
         elif isinstance(event, ConnectionClosed):
-            self._agents_lost(self.fleet.connection_closed(event.agent_id, event.incarnation, now), now)
+            self._agents_lost(
+                self.fleet.connection_closed(event.agent_id, event.incarnation, now), now
+            )
         elif isinstance(event, AssignmentFailed):
             self._on_assignment_failed(event, now)
         elif isinstance(event, FinalsStored):
@@ -413,7 +419,9 @@ class CoordinatorState:
             )
             if state == "dead_lettered":
                 self._out.append(
-                    DeadLetterTask(rec.id, rec.spec.type, rec.spec.payload, rec.attempt, rec.reason or "")
+                    DeadLetterTask(
+                        rec.id, rec.spec.type, rec.spec.payload, rec.attempt, rec.reason or ""
+                    )
                 )
             self._progress.pop(rec.id, None)
             for child in [*rec.children, rec.id]:

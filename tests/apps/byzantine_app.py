@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 from apps.consensus_app import GROUPS
 
-from robeing.agents import Agent, App, Message
+from robeing.agents import AgentContext, App, Message
 from robeing.agents.bft_replica import BftGroup, Tamper
 from robeing.agents.consensus import ensure_consensus
 from robeing.agents.voting import send_vote
@@ -33,9 +33,9 @@ app = App(name="byzantine")
 
 
 @app.on_start
-async def start(agent: Agent) -> None:
+async def start(agent: AgentContext) -> None:
     consensus = await ensure_consensus(agent, GROUPS)
-    agent.app.handlers["vote.propose"] = lie_in_votes  # handlers are looked up per delivery
+    agent.handle("vote.propose", lie_in_votes, replace=True)
     for group in consensus.groups.values():
         group.tamper = equivocate(agent, group)
 
@@ -55,7 +55,7 @@ async def lie_in_votes(msg: Message) -> None:
         await send_vote(agent, msg.sender, msg.envelope.reply_to or "", vote)
 
 
-def equivocate(agent: Agent, group: BftGroup) -> Tamper:
+def equivocate(agent: AgentContext, group: BftGroup) -> Tamper:
     signer = ed25519_signer(agent.identity.signing_key)
     others = [m for m in group.spec.members if m != agent.id]
 

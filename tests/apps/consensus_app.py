@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from robeing.agents import Agent, App
+from robeing.agents import AgentContext, App
 from robeing.agents.bft import GroupSpec, parse_groups
 from robeing.agents.consensus import ensure_consensus
 
@@ -30,5 +30,5 @@ GROUPS = groups_from_env()
 
 
 @app.on_start
-async def start(agent: Agent) -> None:
+async def start(agent: AgentContext) -> None:
     await ensure_consensus(agent, GROUPS)

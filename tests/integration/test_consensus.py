@@ -426,7 +426,7 @@ async def test_a_replica_that_missed_checkpoints_catches_up_by_state_transfer(
     procs[3].signal(signal.SIGSTOP)
     try:
         missed = [await bft_commit(client, spec, f"missed-{i}", timeout=20) for i in range(8)]
-        await client.agent.transport.purge("robeing.agent.st-4")
+        await client.agent.broker.purge("robeing.agent.st-4")
     finally:
         procs[3].signal(signal.SIGCONT)
 

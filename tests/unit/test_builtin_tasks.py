@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from robeing.agents.app import TaskContext
-from robeing.agents.builtin_tasks import TOP_N, tasks
+from robeing.agents.tasking.builtin_tasks import TOP_N, tasks
 from robeing.protocol.envelope import pack, unpack
 from robeing.protocol.errors import Reject
 

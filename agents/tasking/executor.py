@@ -7,7 +7,7 @@ dead agent's work queue before the agent can pick the poison up again.
 
 For each ``task.assign``:
 
-1. the codec's checks (signed by a coordinator-role identity, DESIGN §2);
+1. the runtime's checks (signed by a coordinator-role identity, DESIGN §2);
 2. epoch fencing: an assignment from an older coordinator epoch than one
    already seen is refused (``stale_epoch``), so a deposed coordinator cannot
    make us work;
@@ -28,7 +28,7 @@ import asyncio
 import inspect
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tenacity import (
     AsyncRetrying,
@@ -38,17 +38,14 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from ..broker import topology as topo
-from ..broker.base import Delivery
-from ..protocol.election import EpochFence
-from ..protocol.errors import ProtocolError, Reject, Retry, Unroutable, error_to_data
-from ..protocol.taskmsgs import AssignMsg, ResultMsg
-from .app import TaskContext, TaskDef
-from .batching import Coalescer
-from .logs import task_id_var
-
-if TYPE_CHECKING:
-    from .runtime import Agent
+from ...broker import topology as topo
+from ...protocol.election import EpochFence, StaleEpoch
+from ...protocol.errors import Reject, Retry, Unroutable, error_to_data
+from ...protocol.taskmsgs import AssignMsg, ResultMsg
+from ..app import TaskContext, TaskDef
+from ..batching import Coalescer
+from ..context import AgentContext, Message
+from ..logs import task_id_var
 
 log = logging.getLogger(__name__)
 
@@ -58,54 +55,46 @@ LOCAL_ATTEMPTS = 3
 class TaskExecutor:
     """Runs the assignments handed to one agent."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: AgentContext) -> None:
         self.agent = agent
         self.fence = EpochFence()
         self.executed = 0
         self.stale = 0
         self.reporter = ResultReporter(agent)
 
-    async def start(self) -> None:
-        agent = self.agent
-        spec = topo.work_spec(agent.id, agent.settings.topology)
-        consumer = await agent.transport.consume(
-            spec, self._on_assignment, agent.settings.concurrency
+    async def start(self, agent: AgentContext) -> None:
+        """Consume our work queue (an ``on_start`` hook)."""
+        await agent.consume(
+            topo.work_spec(agent.id, agent.settings.topology),
+            {"task.assign": self.on_assignment},
+            prefetch=agent.settings.concurrency,
+            unknown_reason="not_allowed",
+            load=False,  # each task counts itself, a batch is many units
         )
-        agent.add_work_consumer(consumer)
 
-    async def _on_assignment(self, delivery: Delivery) -> None:
-        agent = self.agent
-        opened = await agent.open_delivery(delivery)
-        if opened is None:
-            return
-        if opened.envelope.type != "task.assign":
-            await agent.reject(
-                delivery, "not_allowed", f"{opened.envelope.type!r} sent to a work queue"
-            )
-            return
-        payload = opened.envelope.payload
-        try:
-            # One assignment, or a batch (the coordinator groups a dispatch round per agent).
-            msgs = [
-                AssignMsg.from_data(p)
-                for p in (payload if isinstance(payload, list) else [payload])
-            ]
-        except ProtocolError as exc:
-            await agent.reject(delivery, exc.reason, str(exc))
-            return
+    async def on_assignment(self, msg: Message) -> None:
+        """Run a ``task.assign`` (one or a batch) and report before it is acknowledged.
+
+        Raises:
+            DecodeError: a malformed assignment (dead-lettered).
+            StaleEpoch: every assignment came from a deposed coordinator.
+            Retry: the report was not confirmed; the assignments run again.
+        """
+        payload = msg.payload
+        # One assignment, or a batch (the coordinator groups a dispatch round per agent).
+        msgs = [
+            AssignMsg.from_data(p) for p in (payload if isinstance(payload, list) else [payload])
+        ]
         fresh = []
-        for msg in msgs:
-            if self.fence.admit(msg.epoch):
-                self.fence.observe(msg.epoch)
-                fresh.append(msg)
+        for assign in msgs:
+            if self.fence.admit(assign.epoch):
+                self.fence.observe(assign.epoch)
+                fresh.append(assign)
             else:
                 self.stale += 1
         if not fresh:
-            await agent.reject(
-                delivery, "stale_epoch", f"epoch {msgs[0].epoch} < {self.fence.highest}"
-            )
-            return
-        reports = await asyncio.gather(*(self._run(msg) for msg in fresh))
+            raise StaleEpoch(msgs[0].epoch, self.fence.highest)
+        reports = await asyncio.gather(*(self._run(assign) for assign in fresh))
         coordinator = fresh[0].coordinator
         try:
             await self.reporter.report(coordinator, list(reports))
@@ -114,10 +103,8 @@ class TaskExecutor:
         except Exception as exc:
             # Not confirmed: hand the assignments back so no result is lost.
             log.warning("could not report to %s (%s); the tasks will run again", coordinator, exc)
-            await delivery.requeue()
-            return
+            raise Retry(f"report to {coordinator} not confirmed", delay=0.0) from exc
         self.executed += len(fresh)
-        await delivery.ack()
 
     async def _run(self, msg: AssignMsg) -> ResultMsg:
         token = task_id_var.set(msg.task_id)
@@ -145,7 +132,7 @@ class TaskExecutor:
                 time.monotonic() - started,
             )
 
-        tdef = self.agent.app.tasks.get(msg.type)
+        tdef = self.agent.task_defs.get(msg.type)
         if tdef is None:
             return result(False, exc=Reject(f"agent {self.agent.id!r} has no task {msg.type!r}"))
         remaining = None if msg.deadline is None else msg.deadline - self.agent.clock()
@@ -207,7 +194,7 @@ class ResultReporter:
     again anyway.
     """
 
-    def __init__(self, agent: Agent, max_batch: int = 256) -> None:
+    def __init__(self, agent: AgentContext, max_batch: int = 256) -> None:
         self.agent = agent
         self._batches: Coalescer[str, ResultMsg] = Coalescer(self._send, max_batch)
 
@@ -221,7 +208,7 @@ class ResultReporter:
         await self._batches.put(coordinator, results)
 
     async def _send(self, coordinator: str, results: list[ResultMsg]) -> None:
-        await self.agent.send_message(
+        await self.agent.send(
             coordinator,
             "task.result",
             [res.to_data() for res in results],
@@ -240,3 +227,13 @@ async def _call(tdef: TaskDef, ctx: TaskContext) -> Any:
     if inspect.isawaitable(value):
         value = await value
     return value
+
+
+def install(agent: AgentContext) -> TaskExecutor:
+    """Make ``agent`` run task assignments: its work queue, built-in task types.
+
+    The app's own task types win over built-ins of the same name.
+    """
+    executor = TaskExecutor(agent)
+    agent.on_start(executor.start)
+    return executor

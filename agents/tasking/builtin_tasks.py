@@ -30,7 +30,7 @@ the task fails permanently instead of being retried.
     hex digests, in order. Split: list chunks.
 ``convert`` (communication)
     Payload: ``{"data": ..., "from": FORMAT, "to": FORMAT}`` with the formats
-    of :func:`robeing.agents.roles.messenger.convert` (default ``json``).
+    of :func:`robeing.agents.formats.convert` (default ``json``).
     Never split: it always runs as one subtask.
 
 Split functions never raise: a payload they do not understand goes whole to
@@ -48,10 +48,10 @@ from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
-from ..protocol.errors import Reject
-from ..protocol.taskgraph import split_list
-from .app import App, TaskContext
-from .roles.messenger import convert as convert_format
+from ...protocol.errors import Reject
+from ...protocol.taskgraph import split_list
+from ..app import App, TaskContext
+from ..formats import convert as convert_format
 
 __all__ = ["TOP_N", "tasks"]
 

@@ -1,4 +1,4 @@
-"""Instant crash detection from the broker's own connection events.
+"""The broker's connection events: instant crash detection.
 
 RabbitMQ's event exchange plugin publishes ``connection.closed`` to
 ``amq.rabbitmq.event`` (in ``rabbitmq_event_exchange.vhost``, ``/`` by
@@ -20,10 +20,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..broker.amqp import AmqpTransport
-from ..broker.base import Delivery
-from ..broker.management import vhost_of, with_vhost
-from ..broker.topology import QueueSpec
+from .amqp import AmqpTransport
+from .base import Delivery
+from .management import vhost_of, with_vhost
+from .topology import QueueSpec
 
 log = logging.getLogger(__name__)
 

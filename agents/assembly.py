@@ -1,0 +1,85 @@
+"""Putting an agent together, once, at the edge (the CLI and :class:`~robeing.agents.Client`).
+
+:func:`build_agent` makes the runtime and installs, through its context, in
+this order: the built-in handlers, the role's behaviour, consensus (votes and
+the PBFT groups listing the agent), the user's app, then — for agents that
+take work — the built-in task types the app does not define and the
+executor of assignments. Nothing below this module imports a role or the
+runtime's concrete class, so the layering stays one way:
+``cli/client → assembly → runtime + roles + consensus + tasking → context``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ..protocol.identity import Authority, Identity
+from . import builtins
+from .app import App
+from .consensus import install_consensus
+from .keystore import Keystore
+from .roles import install_role
+from .runtime import Agent
+from .settings import Settings
+from .tasking import executor
+from .tasking.builtin_tasks import tasks as builtin_tasks
+
+__all__ = ["build_agent", "serve"]
+
+
+def build_agent(
+    settings: Settings, app: App | None = None, *, throwaway_identity: bool = False
+) -> Agent:
+    """An agent for ``settings`` with everything its role does, plus ``app``.
+
+    Args:
+        settings: the typed settings (role, id, broker, keys…).
+        app: the user's handlers, tasks, middleware and hooks.
+        throwaway_identity: use an in-memory identity from a throwaway
+            authority: enough to verify heartbeats and read results (status,
+            probes), needs no key files and writes none, but nobody accepts
+            its messages.
+
+    Raises:
+        ConfigError: keys missing or invalid, or a handler registered twice.
+    """
+    if not throwaway_identity:
+        return assemble(Agent.from_settings(settings), app)
+    store = Keystore(settings.keys_dir)
+    identity = Identity.create(Authority.generate(), settings.agent_id, settings.role, time.time())
+    return assemble(Agent(settings, identity, store.trust_store()), app)
+
+
+def assemble(agent: Agent, app: App | None = None) -> Agent:
+    """Install what ``agent``'s role does on an existing runtime (see :func:`build_agent`).
+
+    Raises:
+        ConfigError: a handler or task type registered twice.
+    """
+    builtins.install(agent)
+    install_role(agent)
+    install_consensus(agent, agent.settings.bft_groups)
+    if app is not None:
+        agent.include(app)
+    if agent.role.takes_work:
+        for tdef in builtin_tasks.tasks.values():
+            agent.add_task(tdef, default=True)
+        if agent.settings.role != "coordinator":
+            executor.install(agent)
+    return agent
+
+
+async def serve(settings: Settings, app: App | None = None) -> None:
+    """Run an agent until stopped; a coordinator that lost the lead starts over.
+
+    Crash-only failover: rather than repair in-memory state after losing its
+    lock, a coordinator throws it all away and competes again as a new
+    incarnation, rebuilding from the durable queues if it wins.
+    """
+    while True:
+        agent = build_agent(settings, app)
+        await agent.run()
+        if agent.exit_reason != "lost_lead":
+            return
+        await asyncio.sleep(1.0)

@@ -1,0 +1,121 @@
+"""Listening to heartbeats: who is alive, as their own signed heartbeats say.
+
+Every agent that takes work heartbeats on ``heartbeat.<role>.<id>`` (see
+:class:`~robeing.protocol.heartbeat.Heartbeat`). :func:`listen_heartbeats`
+binds a temporary queue to that topic for a while and returns the latest
+status of each agent heard: what ``robeing status``, the voters of a
+proposal and liveness probes are built on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..broker import topology as topo
+from ..protocol.errors import DecodeError
+from ..protocol.heartbeat import Heartbeat
+from .context import AgentContext, Message
+
+__all__ = ["AgentStatus", "listen_heartbeats", "status_from_heartbeat"]
+
+
+@dataclass
+class AgentStatus:
+    """What the last heartbeat of an agent said."""
+
+    id: str
+    role: str
+    specializations: list[str]
+    cluster_id: str
+    state: str
+    load: int
+    capacity: int
+    last_seen: float
+    started_at: float
+    stats: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "role": self.role,
+            "specializations": self.specializations,
+            "cluster_id": self.cluster_id,
+            "state": self.state,
+            "load": self.load,
+            "capacity": self.capacity,
+            "last_seen_s": round(now - self.last_seen, 3),
+            "uptime_s": round(now - self.started_at, 1) if self.started_at else None,
+            "stats": self.stats,
+            **self.extra,
+        }
+
+
+def status_from_heartbeat(sender: str, role: str, beat: Heartbeat, now: float) -> AgentStatus:
+    """An agent's status from its heartbeat; ``role`` is the *certified* one, not the claimed."""
+    extra: dict[str, Any] = {
+        **beat.extras,
+        "priority": beat.priority,
+        "standby": beat.standby,
+        "backup_for": beat.backup_for,
+        "resources": beat.resources.to_mapping() if beat.resources is not None else {},
+    }
+    return AgentStatus(
+        id=sender,
+        role=role,
+        specializations=list(beat.specializations),
+        cluster_id=beat.cluster_id,
+        state=beat.state,
+        load=beat.load,
+        capacity=beat.capacity,
+        last_seen=now,
+        started_at=beat.started_at,
+        stats=dict(beat.stats),
+        extra=extra,
+    )
+
+
+async def listen_heartbeats(agent: AgentContext, seconds: float) -> dict[str, AgentStatus]:
+    """The agents whose heartbeats ``agent`` hears within ``seconds``, by id.
+
+    Heartbeats are verified like any message (forged ones are counted and
+    dropped); agents whose last heartbeat said ``leaving`` are left out. The
+    listening queue is exclusive, and its channel is closed afterwards, so a
+    long-lived client can listen as often as it likes.
+
+    Raises:
+        BrokerError: the broker is unreachable.
+    """
+    seen: dict[str, AgentStatus] = {}
+    spec = topo.QueueSpec(
+        f"robeing.listen.{agent.id}.{os.urandom(3).hex()}",
+        durable=False,
+        exclusive=True,
+        auto_delete=True,
+        arguments={"x-max-length": 100_000},
+    )
+
+    def on_heartbeat(msg: Message) -> None:
+        try:
+            beat = Heartbeat.from_data(msg.payload)
+        except DecodeError:
+            return
+        seen[msg.sender] = status_from_heartbeat(msg.sender, msg.sender_role, beat, agent.clock())
+
+    consumer = await agent.consume(
+        spec,
+        {"heartbeat": on_heartbeat},
+        prefetch=1000,
+        bindings=[(topo.EVENTS_EXCHANGE, "heartbeat.#")],
+        work=False,
+        load=False,
+        observer=True,
+    )
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        await agent.cancel(consumer)
+    return {k: v for k, v in sorted(seen.items()) if v.state != "leaving"}

@@ -1,0 +1,493 @@
+"""The agent process: identity + connection + the one inbound path + heartbeats + shutdown.
+
+:class:`Agent` implements :class:`~robeing.agents.context.AgentContext` and
+imports no role: what an agent does is installed on it through that context
+(:mod:`robeing.agents.assembly`).
+
+Life of an agent (each step's failure stops the start with a clear error):
+
+1. connect (robust, named connection) and declare the topology;
+2. declare its durable inbox ``robeing.agent.<id>`` bound to ``robeing.direct``;
+3. run the ``on_start`` hooks (roles start their own consumers here);
+4. consume its reply queue, inbox and broadcast feed;
+5. heartbeat every ``heartbeat_interval`` on ``heartbeat.<role>.<id>`` with
+   load and capacity, and announce itself with a signed ``hello`` broadcast.
+
+Every delivery of every queue the agent consumes goes through the one
+inbound path (:mod:`.inbound`).
+
+Shutdown (SIGTERM/SIGINT, or :meth:`Agent.stop`): stop consuming work, let
+in-flight handlers finish within ``grace_period``, send a last ``leaving``
+heartbeat, run ``on_stop`` hooks and close; anything still unacknowledged is
+returned to its queue by the broker, so no work is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from ...broker import topology as topo
+from ...broker.amqp import AmqpTransport
+from ...broker.base import BrokerOps, Consumer, Transport
+from ...broker.events import ClosedConnection, ConnectionWatcher
+from ...broker.topology import QueueSpec
+from ...protocol.codec import Codec, Opened
+from ...protocol.envelope import Envelope
+from ...protocol.errors import CertificateError, ConfigError
+from ...protocol.identity import Certificate, Identity, TrustStore
+from ...protocol.replay import ReplayWindow
+from ...protocol.roles import Role, get_role
+from ..app import App, Middleware, TaskDef, call_hook
+from ..context import DeadLetter, Handler, Hook
+from ..keystore import Keystore
+from ..outbox import Outbox
+from ..settings import Settings
+from ..stats import Stats
+from .heartbeats import Heartbeats
+from .inbound import Inbound, Route
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_WATCH_MAX = 10_000
+
+
+class Agent:
+    """One robeing agent process; implements the agent context.
+
+    Args:
+        settings: the typed settings.
+        identity: our keys and certificate.
+        trust: the trust store (authority key, revocations, peers).
+        transport: the broker connection (default: aio-pika).
+        lookup_peer: finds peers' certificates when not yet announced.
+        cluster_key: optional broadcast encryption key.
+        clock: wall clock, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        identity: Identity,
+        trust: TrustStore,
+        transport: Transport | None = None,
+        lookup_peer: Callable[[str], bytes | None] | None = None,
+        cluster_key: bytes | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._identity = identity
+        self._role = get_role(settings.role)
+        self._clock = clock
+        self.codec = Codec(
+            identity,
+            trust,
+            ReplayWindow(settings.max_age, settings.max_skew),
+            cluster_key=cluster_key,
+        )
+        self._instance = os.urandom(4).hex()
+        # The instance lets the coordinator tie a broker "connection closed"
+        # event to one incarnation of the agent (see broker/events.py).
+        self.transport_name = f"{settings.connection_name} inst={self._instance}"
+        self.transport: Transport = transport or AmqpTransport(
+            settings.amqp_url,
+            self.transport_name,
+            settings.topology,
+            publish_timeout=settings.publish_timeout,
+        )
+        self._reply_queue = topo.reply_queue(self.id, self._instance)
+        self.outbox = Outbox(
+            self.codec, self.transport, self._reply_queue, lookup_peer, settings.ack_timeout, clock
+        )
+        self.stats = Stats()
+        self._handlers: dict[str, Handler] = {}
+        self._task_defs: dict[str, TaskDef] = {}
+        self._middleware: list[Middleware] = []
+        self._inbound = Inbound(self, self.codec, self.outbox, self.stats, self._middleware)
+        self._start_hooks: list[Hook] = []
+        self._stop_hooks: list[Hook] = []
+        self.heartbeats = Heartbeats(self)
+        self._watchers: list[ConnectionWatcher] = []
+        self.started_at = 0.0
+        self._state = "starting"
+        self._work_consumers: list[Consumer] = []
+        self._background: list[asyncio.Task[Any]] = []
+        self._stop_requested = asyncio.Event()
+        # Why run() returned: "stopped", or "lost_lead" for a coordinator whose
+        # connection (and so its lock) died; serve() then starts afresh.
+        self.exit_reason = "stopped"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Agent:
+        """A bare agent (no role installed) with its identity from the keys dir.
+
+        Raises:
+            ConfigError: keys missing or invalid.
+        """
+        keystore = Keystore(settings.keys_dir)
+        identity = keystore.load_identity(settings.agent_id, settings.role, settings.auto_issue)
+        return cls(
+            settings,
+            identity,
+            keystore.trust_store(),
+            lookup_peer=keystore.peer_certificate,
+            cluster_key=keystore.cluster_key(),
+        )
+
+    # -- the context's read-only surface ------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self._settings.agent_id
+
+    @property
+    def role(self) -> Role:
+        return self._role
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def identity(self) -> Identity:
+        return self._identity
+
+    @property
+    def trust(self) -> TrustStore:
+        return self.codec.trust
+
+    @property
+    def reply_queue(self) -> str:
+        return self._reply_queue
+
+    @property
+    def incarnation(self) -> str:
+        return self._instance
+
+    @property
+    def broker(self) -> BrokerOps:
+        return self.transport
+
+    @property
+    def task_defs(self) -> Mapping[str, TaskDef]:
+        return self._task_defs
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self._state = value
+
+    @property
+    def load(self) -> int:
+        return self._inbound.in_flight
+
+    def working(self) -> AbstractAsyncContextManager[None]:
+        return self._inbound.working()
+
+    def clock(self) -> float:
+        return self._clock()
+
+    # -- registration (what assembly and roles install) ------------------------------
+
+    def include(self, app: App) -> None:
+        """Take an app's handlers, tasks, middleware and hooks.
+
+        Raises:
+            ConfigError: a handler or task type is registered twice.
+        """
+        for message_type, fn in app.handlers.items():
+            self.handle(message_type, fn)
+        for tdef in app.tasks.values():
+            self.add_task(tdef)
+        self._middleware.extend(app.middleware)
+        self._start_hooks.extend(app.start_hooks)
+        self._stop_hooks.extend(app.stop_hooks)
+
+    def add_task(self, tdef: TaskDef, *, default: bool = False) -> None:
+        """Know the task type ``tdef``; a ``default`` does not override an app's own.
+
+        Raises:
+            ConfigError: the type is already known and this is not a default.
+        """
+        if tdef.type in self._task_defs:
+            if default:
+                return
+            raise ConfigError(f"a task {tdef.type!r} is already registered")
+        self._task_defs[tdef.type] = tdef
+
+    def handle(self, message_type: str, handler: Handler, *, replace: bool = False) -> None:
+        if message_type in self._handlers and not replace:
+            raise ConfigError(f"a handler for {message_type!r} is already registered")
+        self._handlers[message_type] = handler
+
+    def handle_answer(self, message_type: str, handler: Handler) -> None:
+        self._inbound.answer_handlers[message_type] = handler
+
+    def on_start(self, hook: Hook) -> None:
+        self._start_hooks.append(hook)
+
+    def on_stop(self, hook: Hook) -> None:
+        self._stop_hooks.append(hook)
+
+    def on_reconnect(self, listener: Callable[[], None]) -> None:
+        self.transport.add_reconnect_listener(listener)
+
+    def add_heartbeat_extra(self, extra: Callable[[], Mapping[str, Any]]) -> None:
+        self.heartbeats.extras.append(extra)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, declare, run start hooks, consume, start heartbeats.
+
+        Raises:
+            BrokerError: the broker is unreachable.
+            Exception: whatever an ``on_start`` hook raised.
+        """
+        await self.transport.connect()
+        await self.transport.declare_topology()
+        takes_work = self._role.takes_work
+        inbox = topo.inbox_spec(self.id)
+        if takes_work:
+            await self.transport.declare_queue(inbox)
+            await self.transport.bind(inbox.name, topo.DIRECT_EXCHANGE, self.id)
+        for hook in self._start_hooks:
+            await call_hook(hook, self)
+        # Replies are worthless after a crash (their waiter is gone): no acks.
+        await self.transport.consume(
+            topo.reply_spec(self.id, self._instance),
+            self._inbound.route_to(Route({}, load=False, answers=True)),
+            prefetch=1000,
+            no_ack=True,
+        )
+        if takes_work:
+            concurrency = self._settings.concurrency
+            on_work = self._inbound.route_to(Route(self._handlers))
+            self._work_consumers.append(await self.transport.consume(inbox, on_work, concurrency))
+            self._work_consumers.append(
+                await self.transport.consume(
+                    topo.broadcast_spec(self.id),
+                    on_work,
+                    concurrency,
+                    bindings=[(topo.BROADCAST_EXCHANGE, "")],
+                )
+            )
+        self.started_at = self._clock()
+        if self._state == "starting":
+            self._state = "alive"
+        if takes_work:
+            self._background.append(asyncio.create_task(self.heartbeats.loop()))
+            await self.outbox.broadcast("hello", self.describe())
+        log.info("agent %s (%s) started", self.id, self._settings.role)
+
+    async def stop(self) -> None:
+        """Stop taking work, drain in-flight work within the grace period, close."""
+        if self._state in ("stopping", "stopped"):
+            return
+        self._state = "stopping"
+        for consumer in self._work_consumers:
+            await self.transport.cancel(consumer)
+        self._work_consumers.clear()
+        try:
+            await asyncio.wait_for(self._inbound.idle.wait(), self._settings.grace_period)
+        except TimeoutError:
+            log.warning(
+                "%d handlers still running after %.1fs grace; their messages return to the queue",
+                self._inbound.in_flight,
+                self._settings.grace_period,
+            )
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background.clear()
+        if self._role.takes_work:
+            try:
+                await self.heartbeats.send(state="leaving")
+            except Exception as exc:
+                log.debug("last heartbeat not sent: %s", exc)
+        for hook in self._stop_hooks:
+            try:
+                await call_hook(hook, self)
+            except Exception:
+                log.exception("on_stop hook failed")
+        for watcher in self._watchers:
+            await watcher.stop()
+        self.outbox.fail_all(ConnectionError("agent stopped"))
+        if self._settings.generated_id and self._role.takes_work:
+            # No later process will use these names; keep them only if they hold work.
+            for queue in (topo.agent_queue(self.id), topo.work_queue(self.id)):
+                with contextlib.suppress(Exception):
+                    await self.transport.delete_if_empty(queue)
+        await self.transport.close()
+        self._state = "stopped"
+        log.info("agent %s stopped", self.id)
+
+    def request_stop(self, reason: str = "stopped") -> None:
+        self.exit_reason = reason
+        self._stop_requested.set()
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT (or :meth:`request_stop`), then stop."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._stop_requested.set)
+            except (NotImplementedError, RuntimeError):  # not the main thread
+                pass
+        try:
+            await self.start()
+        except BaseException:
+            # A failed start (an on_start hook, a refused declaration) must not
+            # leave the connection open behind the error.
+            with contextlib.suppress(Exception):
+                await self.transport.close()
+            raise
+        try:
+            await self._stop_requested.wait()
+        finally:
+            await self.stop()
+
+    # -- sending ---------------------------------------------------------------------
+
+    async def send(
+        self, receiver: str, message_type: str, payload: Any = None, **kw: Any
+    ) -> Opened | None:
+        """Send a point-to-point message (see :meth:`Outbox.send`)."""
+        return await self.outbox.send(receiver, message_type, payload, **kw)
+
+    async def request(
+        self, receiver: str, message_type: str, payload: Any = None, **kw: Any
+    ) -> Any:
+        """Send and wait for the receiver handler's return value."""
+        return await self.outbox.request(receiver, message_type, payload, **kw)
+
+    async def broadcast(
+        self, message_type: str, payload: Any = None, *, priority: int = 5, answers: bool = False
+    ) -> str:
+        """Signed broadcast to every live agent except ourselves."""
+        return await self.outbox.broadcast(
+            message_type, payload, priority=priority, answers=answers
+        )
+
+    async def send_to_queue(self, envelope: Envelope, queue: str, **kw: Any) -> None:
+        await self.outbox.publish_to_queue(envelope, queue, **kw)
+
+    def seal(self, envelope: Envelope, encrypt: bool | None = None) -> bytes:
+        return self.codec.seal(envelope, self._clock(), encrypt)
+
+    async def publish_event(
+        self, routing_key: str, envelope: Envelope, *, persistent: bool = True
+    ) -> None:
+        body = self.seal(envelope)
+        await self.transport.publish(
+            topo.EVENTS_EXCHANGE,
+            routing_key,
+            body,
+            priority=envelope.priority,
+            persistent=persistent,
+        )
+
+    async def multicast(
+        self, routing_key: str, envelope: Envelope, *, persistent: bool = False
+    ) -> None:
+        body = self.codec.seal(envelope, self._clock())
+        await self.transport.publish(
+            topo.DIRECT_EXCHANGE,
+            routing_key,
+            body,
+            priority=envelope.priority,
+            persistent=persistent,
+        )
+
+    def peer(self, agent_id: str) -> Certificate | None:
+        trust, now = self.codec.trust, self._clock()
+        cert = trust.peer(agent_id)
+        lookup = self.outbox.lookup_peer
+        try:
+            if cert is None and lookup is not None and (raw := lookup(agent_id)) is not None:
+                cert = trust.check_certificate(raw, now)
+                if cert.agent_id != agent_id:
+                    return None
+                trust.learn(cert)
+            if cert is not None:
+                trust.require_valid(cert, now)
+        except CertificateError:
+            return None
+        return cert
+
+    # -- receiving: the one inbound path -------------------------------------------------
+
+    async def consume(
+        self,
+        spec: QueueSpec,
+        handlers: Mapping[str, Handler],
+        *,
+        prefetch: int = 32,
+        bindings: Sequence[tuple[str, str]] = (),
+        unknown_reason: str = "no_handler",
+        work: bool = True,
+        load: bool = True,
+        observer: bool = False,
+    ) -> Consumer:
+        route = Route(dict(handlers), unknown_reason, load, observer=observer)
+        consumer = await self.transport.consume(
+            spec, self._inbound.route_to(route), prefetch, bindings=bindings
+        )
+        if work:
+            self._work_consumers.append(consumer)
+        return consumer
+
+    async def cancel(self, consumer: Consumer) -> None:
+        if consumer in self._work_consumers:
+            self._work_consumers.remove(consumer)
+        await self.transport.cancel(consumer, close_channel=True)
+
+    async def watch_dead_letters(self, handler: Callable[[DeadLetter], Any]) -> None:
+        spec = QueueSpec(
+            f"robeing.watch.{self.id}.{self._instance}.dead-letters",
+            durable=False,
+            exclusive=True,
+            auto_delete=True,
+            arguments={"x-max-length": DEAD_LETTER_WATCH_MAX},
+        )
+
+        await self.transport.consume(
+            spec,
+            self._inbound.dead_letter_feed(handler),
+            prefetch=100,
+            bindings=[(topo.DEAD_EXCHANGE, "")],
+        )
+
+    async def watch_connections(self, on_closed: Callable[[str, str], None]) -> bool:
+        def closed(event: ClosedConnection) -> None:
+            on_closed(event.agent_id, event.instance)
+
+        watcher = ConnectionWatcher(
+            self._settings.amqp_url, self._settings.events_vhost, self.transport_name, closed
+        )
+        if not await watcher.start():
+            return False
+        self._watchers.append(watcher)
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        st = self._settings
+        return {
+            "role": st.role,
+            "specializations": list(st.specializations),
+            "cluster_id": st.cluster_id,
+            "priority": self._role.priority,
+            "standby": st.standby,
+            "backup_for": st.backup_for,
+            "resources": st.resources.to_mapping() if st.resources else {},
+        }
