@@ -49,6 +49,7 @@ from ..evidence import (
     decode_statement,
     encode_statement,
 )
+from ..fields import blob, count, ensure, items
 
 PBFT_DOMAIN = b"robeing.pbft.v1"
 NULL_DIGEST = bytes(32)
@@ -344,86 +345,74 @@ def decode_message(raw: bytes) -> Message:
     return _from_wire(obj, SignedMessage)
 
 
-def _need(ok: bool, what: str) -> None:
-    if not ok:
-        raise DecodeError(f"malformed PBFT message: {what}")
-
-
-def _int(value: Any) -> int:
-    _need(isinstance(value, int) and not isinstance(value, bool) and value >= 0, "integer")
-    return int(value)
-
-
-def _digest(value: Any) -> bytes:
-    _need(isinstance(value, bytes) and len(value) == 32, "32-byte digest")
-    return bytes(value)
-
-
-def _list(value: Any, length: int | None = None) -> list[Any]:
-    _need(isinstance(value, list) and (length is None or len(value) == length), "list")
-    return list(value)
-
-
 def _from_wire(obj: Any, expect: type[M]) -> Any:
-    items = _list(obj)
-    _need(len(items) in (2, 3), "wire form is [bytes, signature(, request)]")
-    data, signature = items[0], items[1]
-    _need(isinstance(data, bytes) and isinstance(signature, bytes), "bytes")
+    parts = items(obj, "PBFT message")
+    ensure(len(parts) in (2, 3), "PBFT wire form is [bytes, signature(, request)]")
+    data = blob(parts[0], "PBFT signed bytes")
+    signature = blob(parts[1], "PBFT signature")
     st = decode_statement(data, PBFT_DOMAIN)
-    _need(len(st.slot) >= 1, "slot")
-    builder = _BUILDERS.get(st.slot[0])
-    _need(builder is not None, f"unknown kind {st.slot[0]!r}")
-    assert builder is not None
-    extra = items[2] if len(items) == 3 else None
-    msg = builder(st, bytes(signature), extra)
-    _need(isinstance(msg, expect), f"expected {expect.__name__}")
-    _need(msg.signing_bytes() == data, "non-canonical encoding")
+    kind = st.slot[0] if st.slot else None
+    entry = _BUILDERS.get(kind) if isinstance(kind, str) else None
+    if entry is None:
+        raise DecodeError(f"unknown PBFT message kind {kind!r:.40}")
+    cls, build = entry
+    # Checked before building, so messages nest no deeper than the kinds allow
+    # (new-view > view-change > pre-prepare > request): no unbounded recursion.
+    ensure(issubclass(cls, expect), f"expected a PBFT {expect.__name__}")
+    msg = build(st, signature, parts[2] if len(parts) == 3 else None)
+    ensure(msg.signing_bytes() == data, "non-canonical PBFT encoding")
     return msg
+
+
+def _shape(st: Statement, slot_len: int, extra: Any, may_carry: bool = False) -> None:
+    kind = st.slot[0]
+    ensure(len(st.slot) == slot_len, f"PBFT {kind} slot must hold {slot_len} items")
+    ensure(may_carry or extra is None, f"PBFT {kind} carries nothing beside its bytes")
 
 
 def _phase(cls: type[Prepare] | type[Commit]) -> Callable[[Statement, bytes, Any], Any]:
     def build(st: Statement, sig: bytes, extra: Any) -> Any:
-        _need(len(st.slot) == 3 and extra is None, cls.KIND)
-        return cls(_int(st.slot[1]), _int(st.slot[2]), _digest(st.content), st.signer, sig)
+        _shape(st, 3, extra)
+        view, seq = count(st.slot[1], "view"), count(st.slot[2], "seq")
+        return cls(view, seq, blob(st.content, "digest", 32), st.signer, sig)
 
     return build
 
 
 def _build_request(st: Statement, sig: bytes, extra: Any) -> Request:
-    _need(len(st.slot) == 2 and extra is None, "request")
-    return Request(st.signer, st.content, _int(st.slot[1]), sig)
+    _shape(st, 2, extra)
+    return Request(st.signer, st.content, count(st.slot[1], "timestamp"), sig)
 
 
 def _build_pre_prepare(st: Statement, sig: bytes, extra: Any) -> PrePrepare:
-    _need(len(st.slot) == 3, "pre-prepare")
+    _shape(st, 3, extra, may_carry=True)
     request = None if extra is None else _from_wire(extra, Request)
-    return PrePrepare(
-        _int(st.slot[1]), _int(st.slot[2]), _digest(st.content), request, st.signer, sig
-    )
+    view, seq = count(st.slot[1], "view"), count(st.slot[2], "seq")
+    return PrePrepare(view, seq, blob(st.content, "digest", 32), request, st.signer, sig)
 
 
 def _build_checkpoint(st: Statement, sig: bytes, extra: Any) -> Checkpoint:
-    _need(len(st.slot) == 2 and extra is None, "checkpoint")
-    return Checkpoint(_int(st.slot[1]), _digest(st.content), st.signer, sig)
+    _shape(st, 2, extra)
+    return Checkpoint(count(st.slot[1], "seq"), blob(st.content, "digest", 32), st.signer, sig)
 
 
 def _build_view_change(st: Statement, sig: bytes, extra: Any) -> ViewChange:
-    _need(len(st.slot) == 2 and extra is None, "view-change")
-    stable_seq, stable_digest, proof, prepared = _list(st.content, 4)
+    _shape(st, 2, extra)
+    stable_seq, stable_digest, proof, prepared = items(st.content, "view-change content", 4)
     certs = []
-    for item in _list(prepared):
-        pp, prepares = _list(item, 2)
+    for item in items(prepared, "prepared certificates"):
+        pp, prepares = items(item, "prepared certificate", 2)
         certs.append(
             PreparedCertificate(
                 _from_wire(pp, PrePrepare),
-                tuple(_from_wire(p, Prepare) for p in _list(prepares)),
+                tuple(_from_wire(p, Prepare) for p in items(prepares, "prepares")),
             )
         )
     return ViewChange(
-        _int(st.slot[1]),
-        _int(stable_seq),
-        _digest(stable_digest),
-        tuple(_from_wire(cp, Checkpoint) for cp in _list(proof)),
+        count(st.slot[1], "new_view"),
+        count(stable_seq, "stable_seq"),
+        blob(stable_digest, "stable_digest", 32),
+        tuple(_from_wire(cp, Checkpoint) for cp in items(proof, "checkpoint proof")),
         tuple(certs),
         st.signer,
         sig,
@@ -431,31 +420,38 @@ def _build_view_change(st: Statement, sig: bytes, extra: Any) -> ViewChange:
 
 
 def _build_new_view(st: Statement, sig: bytes, extra: Any) -> NewView:
-    _need(len(st.slot) == 2 and extra is None, "new-view")
-    vcs, pps = _list(st.content, 2)
+    _shape(st, 2, extra)
+    vcs, pps = items(st.content, "new-view content", 2)
     return NewView(
-        _int(st.slot[1]),
-        tuple(_from_wire(vc, ViewChange) for vc in _list(vcs)),
-        tuple(_from_wire(pp, PrePrepare) for pp in _list(pps)),
+        count(st.slot[1], "view"),
+        tuple(_from_wire(vc, ViewChange) for vc in items(vcs, "view changes")),
+        tuple(_from_wire(pp, PrePrepare) for pp in items(pps, "pre-prepares")),
         st.signer,
         sig,
     )
 
 
 def _build_status(st: Statement, sig: bytes, extra: Any) -> Status:
-    _need(len(st.slot) == 1 and extra is None, "status")
-    view, active, last_executed, stable_seq = _list(st.content, 4)
-    _need(isinstance(active, bool), "status.active")
-    return Status(st.signer, _int(view), active, _int(last_executed), _int(stable_seq), sig)
+    _shape(st, 1, extra)
+    view, active, last_executed, stable_seq = items(st.content, "status content", 4)
+    ensure(isinstance(active, bool), "PBFT status: 'active' must be a bool")
+    return Status(
+        st.signer,
+        count(view, "view"),
+        active,
+        count(last_executed, "last_executed"),
+        count(stable_seq, "stable_seq"),
+        sig,
+    )
 
 
-_BUILDERS: dict[Any, Callable[[Statement, bytes, Any], Any]] = {
-    Request.KIND: _build_request,
-    PrePrepare.KIND: _build_pre_prepare,
-    Prepare.KIND: _phase(Prepare),
-    Commit.KIND: _phase(Commit),
-    Checkpoint.KIND: _build_checkpoint,
-    ViewChange.KIND: _build_view_change,
-    NewView.KIND: _build_new_view,
-    Status.KIND: _build_status,
+_BUILDERS: dict[str, tuple[type[SignedMessage], Callable[[Statement, bytes, Any], Any]]] = {
+    Request.KIND: (Request, _build_request),
+    PrePrepare.KIND: (PrePrepare, _build_pre_prepare),
+    Prepare.KIND: (Prepare, _phase(Prepare)),
+    Commit.KIND: (Commit, _phase(Commit)),
+    Checkpoint.KIND: (Checkpoint, _build_checkpoint),
+    ViewChange.KIND: (ViewChange, _build_view_change),
+    NewView.KIND: (NewView, _build_new_view),
+    Status.KIND: (Status, _build_status),
 }
