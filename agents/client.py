@@ -25,7 +25,8 @@ from ..broker import topology as topo
 from ..broker.base import Delivery
 from ..protocol.codec import Opened
 from ..protocol.envelope import Envelope, new_id, unpack
-from ..protocol.errors import ConfigError, ProtocolError
+from ..protocol.errors import ConfigError, DecodeError, ProtocolError
+from ..protocol.heartbeat import Heartbeat
 from ..protocol.identity import Authority, Identity
 from ..protocol.resources import InvalidResources, Resources
 from ..protocol.taskmsgs import FinalResult, Submission, TaskRequest
@@ -82,20 +83,26 @@ _KNOWN = {
 }
 
 
-def status_from_heartbeat(opened: Opened, now: float) -> AgentStatus:
-    p = opened.envelope.payload if isinstance(opened.envelope.payload, dict) else {}
+def status_from_heartbeat(opened: Opened, now: float) -> AgentStatus | None:
+    """What a heartbeat says, or None if it does not decode (logged at debug)."""
+    try:
+        hb = Heartbeat.from_data(opened.envelope.payload)
+    except DecodeError as exc:
+        log.debug("ignoring heartbeat of %s: %s", opened.envelope.sender, exc)
+        return None
     return AgentStatus(
         id=opened.envelope.sender,
         role=opened.certificate.role,  # the certified role, not the claimed one
-        specializations=[str(s) for s in p.get("specializations", [])],
-        cluster_id=str(p.get("cluster_id", "")),
-        state=str(p.get("state", "alive")),
-        load=int(p.get("load", 0)),
-        capacity=int(p.get("capacity", 0)),
+        specializations=list(hb.specializations),
+        cluster_id=hb.cluster_id,
+        state=hb.state,
+        load=hb.load,
+        capacity=hb.capacity,
         last_seen=now,
-        started_at=float(p.get("started_at", 0.0)),
-        stats=dict(p.get("stats", {})),
-        extra={k: v for k, v in p.items() if k not in _KNOWN},
+        started_at=hb.started_at,
+        stats=dict(hb.stats),
+        # standby, backup_for, resources and the role sections, in their wire form
+        extra={k: v for k, v in hb.to_data().items() if k not in _KNOWN},
     )
 
 
@@ -390,7 +397,8 @@ async def listen_heartbeats(agent: Agent, seconds: float) -> dict[str, AgentStat
             return
         if opened.envelope.type == "heartbeat":
             status = status_from_heartbeat(opened, time.time())
-            seen[status.id] = status
+            if status is not None:
+                seen[status.id] = status
 
     consumer = await agent.transport.consume(
         spec, on_heartbeat, prefetch=1000, bindings=[(topo.EVENTS_EXCHANGE, "heartbeat.#")]

@@ -43,6 +43,7 @@ from ..protocol.errors import (
     Retry,
     error_to_data,
 )
+from ..protocol.heartbeat import Heartbeat
 from ..protocol.identity import Identity, TrustStore
 from ..protocol.replay import ReplayWindow
 from ..protocol.roles import get_role
@@ -314,24 +315,31 @@ class Agent:
         }
 
     async def _send_heartbeat(self, state: str | None = None) -> None:
-        payload = self._describe()
-        payload.update(
-            {
-                "state": state or self.state,
-                "load": self.in_flight,
-                "capacity": self.settings.concurrency,
-                "started_at": self.started_at,
-                "incarnation": self.instance,
-                "stats": self.stats.as_dict(),
-            }
-        )
+        extras: dict[str, Any] = {}
         for extra in self.heartbeat_extras:
             try:
-                payload.update(extra())
+                extras.update(extra())
             except Exception:
                 log.exception("heartbeat extra %r failed", extra)
+        s = self.settings
+        heartbeat = Heartbeat(
+            role=s.role,
+            state=state or self.state,
+            specializations=s.specializations,
+            cluster_id=s.cluster_id,
+            priority=self.role.priority,
+            standby=s.standby,
+            backup_for=s.backup_for,
+            resources=s.resources,
+            load=self.in_flight,
+            capacity=s.concurrency,
+            started_at=self.started_at,
+            incarnation=self.instance,
+            stats=self.stats.as_dict(),
+            extras=extras,
+        )
         now = self.clock()
-        body = self.codec.seal(Envelope("heartbeat", payload, priority=9), now)
+        body = self.codec.seal(Envelope("heartbeat", heartbeat.to_data(), priority=9), now)
         await self.transport.publish(
             topo.EVENTS_EXCHANGE,
             topo.heartbeat_routing_key(self.settings.role, self.id),

@@ -140,8 +140,9 @@ class HeartbeatWatcher:
         except ProtocolError:
             return
         status = status_from_heartbeat(opened, time.time())
-        self.latest[status.id] = status
-        self._changed.set()
+        if status is not None:
+            self.latest[status.id] = status
+            self._changed.set()
 
     async def wait_alive(
         self,

@@ -46,10 +46,11 @@ from typing import TYPE_CHECKING, Any
 from ...broker import topology as topo
 from ...broker.base import Delivery
 from ...protocol.envelope import Envelope, unpack
-from ...protocol.errors import ProtocolError, RobeingError
+from ...protocol.errors import DecodeError, ProtocolError, RobeingError
 from ...protocol.failure_detector import DetectorConfig, Health, HealthMonitor
+from ...protocol.heartbeat import Heartbeat
 from ...protocol.performance import PerformanceTracker
-from ...protocol.resources import InvalidResources, ResourceLedger, Resources
+from ...protocol.resources import ResourceLedger, Resources
 from ...protocol.scheduling import AgentInfo, AgentRegistry, dispatch
 from ...protocol.taskgraph import (
     InvalidTask,
@@ -100,7 +101,6 @@ class Coordinator:
         self.perf = PerformanceTracker()
         self.registry = AgentRegistry(self.perf, task_roles=TASK_ROLES)
         self.ledger = ResourceLedger()
-        self._bad_offers: set[str] = set()  # agents warned about invalid resources
         self._next_sweep = 0.0
         st = agent.settings
         self.health = HealthMonitor(
@@ -128,7 +128,7 @@ class Coordinator:
         self.finals_out = FinalsOutbox(agent)
         self.incarnations: dict[str, str] = {}  # agent id -> instance of its connection
         self.dead: dict[str, tuple[float, frozenset[str]]] = {}  # id -> (when, its skills)
-        self.backups: dict[str, dict[str, Any]] = {}  # standby id -> its last heartbeat
+        self.backups: dict[str, Heartbeat] = {}  # standby id -> its last heartbeat
         self.watcher: ConnectionWatcher | None = None
 
     def _strategies(self) -> dict[str, SplitStrategy]:
@@ -268,27 +268,29 @@ class Coordinator:
             return
         await delivery.ack()
         env = opened.envelope
-        p = env.payload if isinstance(env.payload, dict) else {}
+        try:
+            hb = Heartbeat.from_data(env.payload)
+        except DecodeError as exc:
+            self.counters["bad_heartbeats"] += 1
+            log.debug("ignoring heartbeat of %s: %s", env.sender, exc)
+            return
         role = opened.certificate.role
         now = time.time()
-        if p.get("state") == "leaving":
+        if hb.state == "leaving":
             self._lost(env.sender, now, "left")
             return
-        if isinstance(p.get("incarnation"), str):
-            self.incarnations[env.sender] = p["incarnation"]
-        started = p.get("started_at")
-        info: dict[str, Any] = {"standby": bool(p.get("standby"))}
-        if isinstance(started, int | float):
-            info["started_at"] = float(started)
+        if hb.incarnation:
+            self.incarnations[env.sender] = hb.incarnation
+        info: dict[str, Any] = {"standby": hb.standby, "started_at": hb.started_at}
         for t in self.health.heartbeat(env.sender, now, info):
             self._transition(t.agent_id, t.new, now, t.reason)
-        if role not in TASK_ROLES or p.get("state") not in (None, "alive"):
+        if role not in TASK_ROLES or hb.state != "alive":
             return
-        skills = frozenset(str(s) for s in p.get("specializations", []))
+        skills = frozenset(hb.specializations)
         self.dead.pop(env.sender, None)  # it is back (a rejoin starts afresh)
-        if p.get("standby"):
-            self.backups[env.sender] = p
-            if not self._backup_needed(p, skills):
+        if hb.standby:
+            self.backups[env.sender] = hb
+            if not self._backup_needed(hb, skills):
                 self.registry.remove(env.sender)
                 self.ledger.withdraw(env.sender)
                 return
@@ -296,7 +298,7 @@ class Coordinator:
                 log.warning(
                     "activating backup %s (%s)",
                     env.sender,
-                    f"for {p['backup_for']}" if p.get("backup_for") else "standby pool",
+                    f"for {hb.backup_for}" if hb.backup_for else "standby pool",
                 )
                 self.counters["backups_activated"] += 1
         try:
@@ -306,30 +308,19 @@ class Coordinator:
                     role=role,
                     specializations=skills,
                     load=self._outstanding(env.sender),
-                    capacity=max(1, int(p.get("capacity", 1))),
-                    cluster_id=str(p.get("cluster_id") or "") or None,
+                    capacity=hb.capacity,
+                    cluster_id=hb.cluster_id or None,
                 )
             )
         except RobeingError as exc:
             log.debug("ignoring heartbeat of %s: %s", env.sender, exc)
             return
-        self._contribute(env.sender, p.get("resources"))
+        self._contribute(env.sender, hb.resources)
         self._wake.set()
 
-    def _contribute(self, agent_id: str, raw: Any) -> None:
+    def _contribute(self, agent_id: str, offered: Resources | None) -> None:
         """Take an agent's announced resources into the pool (none: it leaves it)."""
-        try:
-            offered = Resources.from_mapping(raw or {})
-        except InvalidResources as exc:
-            if agent_id not in self._bad_offers:  # once, not with every heartbeat
-                self._bad_offers.add(agent_id)
-                log.warning(
-                    "agent %s announces invalid resources (%s); it offers none", agent_id, exc
-                )
-            offered = Resources()
-        else:
-            self._bad_offers.discard(agent_id)
-        if offered.is_zero():
+        if offered is None:
             self.ledger.withdraw(agent_id)
             return
         dropped = self.ledger.contribute(agent_id, offered)
@@ -350,9 +341,9 @@ class Coordinator:
                 self.ledger.release(allocation.allocation_id)
                 self.counters["reservations_swept"] += 1
 
-    def _backup_needed(self, p: dict[str, Any], skills: frozenset[str]) -> bool:
+    def _backup_needed(self, hb: Heartbeat, skills: frozenset[str]) -> bool:
         """A backup takes work only while a primary it stands in for is dead."""
-        primary = p.get("backup_for")
+        primary = hb.backup_for
         if primary:
             return primary in self.dead
         return any(dead_skills & skills for _, dead_skills in self.dead.values())
