@@ -14,6 +14,19 @@ from typing import Any
 
 from .errors import DecodeError
 
+__all__ = [
+    "REQUIRED",
+    "blob",
+    "count",
+    "ensure",
+    "finite",
+    "items",
+    "mapping",
+    "need",
+    "strings",
+    "text",
+]
+
 
 class _Required:
     def __repr__(self) -> str:

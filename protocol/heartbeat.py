@@ -31,6 +31,8 @@ from .errors import DecodeError
 from .fields import count, ensure, finite, mapping, need, strings, text
 from .resources import InvalidResources, Resources
 
+__all__ = ["MAX_EXTRAS", "MAX_SPECIALIZATIONS", "MAX_TEXT", "STATES", "Heartbeat"]
+
 STATES = ("starting", "alive", "standby", "stopping", "leaving")
 MAX_TEXT = 128
 MAX_SPECIALIZATIONS = 64
@@ -59,8 +61,8 @@ class Heartbeat:
         extras: role sections by name, each a map.
 
     Raises:
-        ValueError: a section of ``extras`` reuses a field's name (on the
-            flat wire form it would overwrite that field).
+        ValueError: a section of ``extras`` is not a map, or reuses a field's
+            name (on the flat wire form it would overwrite that field).
     """
 
     role: str
@@ -85,6 +87,9 @@ class Heartbeat:
         clash = sorted(_FIELDS.intersection(self.extras))
         if clash:
             raise ValueError(f"heartbeat sections may not be named like fields: {clash}")
+        not_maps = sorted(k for k, v in self.extras.items() if not isinstance(v, Mapping))
+        if not_maps:
+            raise ValueError(f"heartbeat sections must be maps: {not_maps}")
 
     def to_data(self) -> dict[str, Any]:
         """The wire form: a flat map, sections as top-level keys.

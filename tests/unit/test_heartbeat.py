@@ -79,10 +79,13 @@ def test_zero_resources_are_no_resources_and_go_out_as_an_empty_map() -> None:
     assert hb.to_data()["resources"] == {}
 
 
-def test_a_section_named_like_a_field_is_refused_at_construction() -> None:
-    """Expect ValueError: on the flat wire form the section would overwrite the field."""
+def test_a_section_named_like_a_field_or_not_a_map_is_refused_at_construction() -> None:
+    """Expect ValueError: on the flat wire form such a section would overwrite a
+    field, or come back as no section at all."""
     with pytest.raises(ValueError, match="load"):
         Heartbeat("worker", "alive", extras={"load": {}})
+    with pytest.raises(ValueError, match="maps"):
+        Heartbeat("worker", "alive", extras={"guardian": 3})
 
 
 @pytest.mark.parametrize(
