@@ -1,9 +1,8 @@
-"""PBFT groups: their specification, and the client that commits values through them.
+"""The client that commits values through PBFT groups.
 
-A *group* is a named set of ``n >= 3f + 1`` agent ids (:class:`GroupSpec`,
-written ``NAME=ID,ID,...[/F]`` on the command line and in
-``ROBEING_BFT_GROUP``); the primary of view ``v`` is ``members[v % n]``. Each
-member hosts a replica (:mod:`robeing.agents.bft_replica`).
+A group (:class:`~robeing.protocol.pbft.GroupSpec`) is a named set of
+``n >= 3f + 1`` agent ids; each member hosts a replica
+(:mod:`robeing.agents.bft_replica`).
 
 A client commits a value with :class:`BftClient`: it signs a PBFT request
 whose op is ``{"g": group, "v": value, "r": its reply queue}``, sends it to
@@ -15,8 +14,6 @@ to the whole group: one publish to the group's key on ``robeing.direct``
 what makes backups suspect a dead primary and change views.
 
 Invariants:
-    * A group with ``n < 3f + 1`` members cannot be built; without an
-      explicit ``f`` a group must tolerate at least one fault (``n >= 4``).
     * A client accepts a result only from ``f + 1`` distinct members whose
       replies match exactly, so at least one correct replica vouches for it;
       replies from non-members, for other clients or other requests are
@@ -30,10 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +38,10 @@ from ..broker import topology as topo
 from ..protocol.envelope import BROADCAST, Envelope
 from ..protocol.errors import AckTimeout, ConfigError, UnknownPeer, Unroutable
 from ..protocol.evidence import ed25519_signer
-from ..protocol.pbft_messages import Request, encode_message, sign
+from ..protocol.pbft import GroupSpec, Request, encode_message, group_key, sign
+
+# Still imported from here by the CLI; new code imports it from robeing.protocol.pbft.
+from ..protocol.pbft import parse_groups as parse_groups
 
 if TYPE_CHECKING:
     from ..protocol.codec import Opened
@@ -54,109 +52,8 @@ log = logging.getLogger(__name__)
 PRIORITY = 7  # consensus traffic goes ahead of ordinary messages (default 5)
 
 
-def group_key(name: str) -> str:
-    """Routing key on ``robeing.direct`` that reaches every member's inbox.
-
-    ``/`` cannot occur in agent ids, so it never collides with an agent's own key.
-    """
-    return f"bft/{name}"
-
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
 class ConsensusTimeout(AckTimeout):
     """No decision was reached within the caller's timeout."""
-
-
-@dataclass(frozen=True)
-class GroupSpec:
-    """A named PBFT group.
-
-    Attributes:
-        name: group name (letters, digits, ``_.-``).
-        members: agent ids; their order defines the primaries.
-        f: Byzantine members tolerated.
-        view_change_timeout: initial time a backup waits for a pending request.
-        checkpoint_interval: checkpoint every this many sequence numbers.
-        status_interval: period of the retransmission status messages.
-
-    Raises:
-        ConfigError: bad name, duplicate members, ``n < 3f + 1`` or
-            non-positive timings.
-    """
-
-    name: str
-    members: tuple[str, ...]
-    f: int
-    view_change_timeout: float = 2.0
-    checkpoint_interval: int = 16
-    status_interval: float = 1.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "members", tuple(self.members))
-        n = len(self.members)
-        if not _NAME.match(self.name):
-            raise ConfigError(f"invalid BFT group name {self.name!r}")
-        if len(set(self.members)) != n:
-            raise ConfigError(f"BFT group {self.name!r} lists a member twice")
-        if self.f < 0:
-            raise ConfigError(f"BFT group {self.name!r}: f must be >= 0")
-        if n < 3 * self.f + 1:
-            raise ConfigError(
-                f"BFT group {self.name!r} has n={n} members, but tolerating f={self.f} "
-                f"Byzantine agents needs n >= 3f + 1 = {3 * self.f + 1}"
-            )
-        if self.view_change_timeout <= 0 or self.status_interval <= 0:
-            raise ConfigError("BFT timeouts must be positive")
-        if self.checkpoint_interval < 1:
-            raise ConfigError("the checkpoint interval must be at least 1")
-
-    @classmethod
-    def build(cls, name: str, members: Iterable[str], f: int | None = None, **kw: Any) -> GroupSpec:
-        """A group tolerating ``f`` faults (default: the most ``n`` allows, at least one).
-
-        Raises:
-            ConfigError: as the class, or fewer than 4 members without an explicit ``f``.
-        """
-        ids = tuple(members)
-        if f is None:
-            f = (len(ids) - 1) // 3
-            if f < 1:
-                raise ConfigError(
-                    f"BFT group {name!r} has n={len(ids)} members, but tolerating one "
-                    "Byzantine agent needs n >= 3f + 1 = 4"
-                )
-        return cls(name, ids, f, **kw)
-
-    def __str__(self) -> str:
-        return f"{self.name}={','.join(self.members)}/{self.f}"
-
-
-def parse_groups(text: str | None, **kw: Any) -> tuple[GroupSpec, ...]:
-    """Parse ``NAME=ID,ID,...[/F]`` group specs separated by ``;`` or whitespace.
-
-    Example: ``"orders=a,b,c,d;big=a,b,c,d,e,f,g/2"``.
-
-    Raises:
-        ConfigError: malformed spec, duplicate names, or an invalid group.
-    """
-    specs: list[GroupSpec] = []
-    for part in re.split(r"[;\s]+", (text or "").strip()):
-        if not part:
-            continue
-        name, eq, rest = part.partition("=")
-        ids, slash, f_text = rest.partition("/")
-        if not eq or not ids:
-            raise ConfigError(f"invalid BFT group {part!r}: expected NAME=ID,ID,...[/F]")
-        try:
-            f = int(f_text) if slash else None
-        except ValueError:
-            raise ConfigError(f"invalid BFT group {part!r}: F must be an integer") from None
-        specs.append(GroupSpec.build(name, (m for m in ids.split(",") if m), f, **kw))
-    if len({s.name for s in specs}) != len(specs):
-        raise ConfigError("a BFT group name is defined twice")
-    return tuple(specs)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The host of one PBFT replica: carries its actions over the broker.
 
-Each member of a group (:class:`~robeing.agents.bft.GroupSpec`) runs a
+Each member of a group (:class:`~robeing.protocol.pbft.GroupSpec`) runs a
 :class:`BftGroup`, which hosts the pure :class:`~robeing.protocol.pbft.Replica`
 and carries out its actions:
 
@@ -53,21 +53,21 @@ from ..protocol.pbft import (
     Decide,
     EnterView,
     FetchState,
+    GroupSpec,
+    Message,
     Replica,
     ReportEvidence,
+    Request,
     Send,
     SetTimer,
-)
-from ..protocol.pbft_messages import (
-    Message,
-    Request,
     ViewChange,
     chain_digest,
     decode_message,
     encode_message,
+    group_key,
     request_digest,
 )
-from .bft import PRIORITY, GroupSpec, group_key
+from .bft import PRIORITY
 
 if TYPE_CHECKING:
     from ..protocol.identity import Certificate

@@ -44,9 +44,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocol.errors import CertificateError, ConfigError, DecodeError, Reject
 from ..protocol.evidence import Equivocation, EvidenceLog, SignatureCheck
+from ..protocol.pbft import GroupSpec, parse_groups
 from ..protocol.voting import DEFAULT_THRESHOLD, Decision
 from .app import App
-from .bft import PRIORITY, BftClient, BftResult, ConsensusTimeout, GroupSpec, parse_groups
+from .bft import PRIORITY, BftClient, BftResult, ConsensusTimeout
 from .bft_replica import BftGroup
 from .voting import DEFAULT_DEADLINE, Ballot, Outcome, VotePolicy, Voting
 

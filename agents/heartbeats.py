@@ -58,7 +58,6 @@ def status_from_heartbeat(sender: str, role: str, beat: Heartbeat, now: float) -
     """An agent's status from its heartbeat; ``role`` is the *certified* one, not the claimed."""
     extra: dict[str, Any] = {
         **beat.extras,
-        "priority": beat.priority,
         "standby": beat.standby,
         "backup_for": beat.backup_for,
         "resources": beat.resources.to_mapping() if beat.resources is not None else {},

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from ..broker.topology import TopologySettings
 from ..protocol.errors import ConfigError
+from ..protocol.pbft import GroupSpec
 from ..protocol.resources import Resources
 from ..protocol.roles import AGENT_ROLES, ROLES
-from .bft import GroupSpec
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
 DEFAULT_KEYS_DIR = Path(".robeing/keys")
@@ -84,7 +84,7 @@ class Settings:
             takes work only while a primary sharing one of them is dead.
         backup_for: the id of the one primary this agent backs up (implies
             standby): it takes work only while that primary is dead.
-        bft_groups: PBFT groups to host (see ``robeing.agents.bft.parse_groups``);
+        bft_groups: PBFT groups to host (see ``robeing.protocol.pbft.parse_groups``);
             groups that do not list this agent are ignored.
         events_vhost: (coordinator) the vhost where the broker's event exchange
             publishes connection events (``rabbitmq_event_exchange.vhost``).

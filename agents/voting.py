@@ -33,11 +33,10 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -46,7 +45,18 @@ from ..broker import topology as topo
 from ..protocol.envelope import BROADCAST, Envelope, new_id
 from ..protocol.errors import ConfigError, DecodeError, Reject
 from ..protocol.evidence import Equivocation, EvidenceLog, SignatureCheck, ed25519_signer
-from ..protocol.voting import DEFAULT_THRESHOLD, Choice, Decision, Proposal, Tally, Vote, sign_vote
+from ..protocol.voting import (
+    DEFAULT_THRESHOLD,
+    AnnouncedOutcome,
+    Choice,
+    Decision,
+    Proposal,
+    Tally,
+    Vote,
+    sign_vote,
+    vote_from_data,
+    vote_to_data,
+)
 from .bft import PRIORITY
 
 if TYPE_CHECKING:
@@ -59,6 +69,8 @@ log = logging.getLogger(__name__)
 DEFAULT_DEADLINE = 30.0
 KEEP = 256
 POLICY_GRACE = 10.0  # a policy may overrun the deadline this long; its vote then counts as late
+
+Outcome = AnnouncedOutcome  # the name the CLI and robeing.agents.consensus still use
 
 
 @dataclass(frozen=True)
@@ -119,108 +131,6 @@ def parse_threshold(value: Fraction | int | str) -> Fraction:
     if not 0 < threshold <= 1:
         raise ConfigError(f"threshold {value!r} is not in (0, 1]")
     return threshold
-
-
-def vote_to_data(vote: Vote) -> dict[str, Any]:
-    return {
-        "proposal_id": vote.proposal_id,
-        "voter": vote.voter,
-        "choice": vote.choice.value,
-        "signature": vote.signature,
-    }
-
-
-def vote_from_data(data: Any) -> Vote:
-    """Rebuild a vote from the wire.
-
-    Raises:
-        DecodeError: not shaped like :func:`vote_to_data` output.
-    """
-    try:
-        choice = Choice(data["choice"])
-        return Vote(str(data["proposal_id"]), str(data["voter"]), choice, bytes(data["signature"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DecodeError(f"malformed vote: {exc}") from None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A decided proposal, as announced in ``vote.outcome``.
-
-    Attributes:
-        verified: every vote verified and the rule recomputes to ``approved``.
-    """
-
-    proposal_id: str
-    proposer: str
-    participants: frozenset[str]
-    threshold: Fraction
-    approved: bool
-    approval_rate: Fraction
-    reason: str
-    votes: tuple[Vote, ...]
-    refusals: Mapping[str, int]
-    verified: bool = True
-
-    @classmethod
-    def of(cls, proposal: Proposal, decision: Decision) -> Outcome:
-        refusals = {str(k): v for k, v in decision.refusals.items()}
-        return cls(
-            proposal.id, proposal.proposer, proposal.participants, proposal.threshold,
-            decision.approved, decision.approval_rate, decision.reason.value, decision.votes,
-            refusals,
-        )  # fmt: skip
-
-    @property
-    def required(self) -> int:
-        """Approvals needed: ``ceil(threshold * n)``."""
-        t, n = self.threshold, len(self.participants)
-        return -(-t.numerator * n // t.denominator)
-
-    def to_data(self) -> dict[str, Any]:
-        return {
-            "id": self.proposal_id,
-            "proposer": self.proposer,
-            "participants": sorted(self.participants),
-            "threshold": [self.threshold.numerator, self.threshold.denominator],
-            "approved": self.approved,
-            "approval_rate": [self.approval_rate.numerator, self.approval_rate.denominator],
-            "reason": self.reason,
-            "votes": [[v.voter, v.choice.value, v.signature] for v in self.votes],
-            "refusals": dict(self.refusals),
-            "verified": self.verified,
-        }
-
-    @classmethod
-    def from_data(cls, data: Any, proposer: str, check: SignatureCheck) -> Outcome:
-        """Rebuild an announced outcome and check it against its signed votes.
-
-        Raises:
-            DecodeError: malformed.
-        """
-        try:
-            pid = str(data["id"])
-            votes = tuple(Vote(pid, str(v), Choice(c), bytes(s)) for v, c, s in data["votes"])
-            refusals = {str(k): int(n) for k, n in dict(data.get("refusals", {})).items()}
-            out = cls(
-                pid, proposer, frozenset(map(str, data["participants"])),
-                Fraction(*data["threshold"]), bool(data["approved"]),
-                Fraction(*data["approval_rate"]), str(data["reason"]), votes, refusals, False,
-            )  # fmt: skip
-        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
-            raise DecodeError(f"malformed vote outcome: {exc}") from None
-        voters = {v.voter for v in votes}
-        approvals = sum(v.choice is Choice.APPROVE for v in votes)
-        n, t = len(out.participants), out.threshold
-        ok = (
-            n > 0
-            and len(voters) == len(votes)
-            and voters <= out.participants
-            and all(check(v.voter, v.signing_bytes(), v.signature) for v in votes)
-            and out.approved == (approvals * t.denominator >= t.numerator * n)
-            and out.approval_rate == Fraction(approvals, n)
-        )
-        return dataclasses.replace(out, verified=ok)
 
 
 async def send_vote(agent: Agent, proposer: str, reply_to: str, vote: Vote) -> None:
@@ -285,7 +195,7 @@ class Voting:
         self.check = check
         self.policy: VotePolicy = approve_all
         self.refused: Counter[str] = Counter()
-        self.outcomes: OrderedDict[str, Outcome] = OrderedDict()
+        self.outcomes: OrderedDict[str, AnnouncedOutcome] = OrderedDict()
         self._evidence = evidence
         self._report_evidence = report_evidence
         self._sign = ed25519_signer(agent.identity.signing_key)
@@ -361,7 +271,7 @@ class Voting:
             )
         except TimeoutError:
             decision = tally.close(max(agent.clock(), proposal.deadline))
-        outcome = Outcome.of(proposal, decision)
+        outcome = AnnouncedOutcome.of(proposal, decision)
         self._record(outcome)
         try:
             await agent.broadcast("vote.outcome", outcome.to_data(), priority=PRIORITY)
@@ -435,7 +345,7 @@ class Voting:
             Reject: malformed outcome.
         """
         try:
-            outcome = Outcome.from_data(msg.payload, msg.sender, self.check)
+            outcome = AnnouncedOutcome.from_data(msg.payload, msg.sender, self.check)
         except DecodeError as exc:
             raise Reject(str(exc)) from None
         if not outcome.verified:
@@ -476,6 +386,6 @@ class Voting:
             choice = Choice.ABSTAIN
         return sign_vote(ballot.proposal_id, self.agent.id, choice, self._sign)
 
-    def _record(self, outcome: Outcome) -> None:
+    def _record(self, outcome: AnnouncedOutcome) -> None:
         self.outcomes[outcome.proposal_id] = outcome
         _trim(self.outcomes)

@@ -3,7 +3,7 @@
 Nothing here does I/O or knows AMQP. The public API:
 
 * wire format — :class:`Envelope`, :class:`Limits`, :class:`Codec` (seal/open
-  with signatures, encryption and the receiver's checks);
+  with signatures, encryption and the receiver's checks), :class:`Heartbeat`;
 * identities — :class:`Authority`, :class:`Identity`, :class:`Certificate`,
   :class:`TrustStore`, :class:`RevocationList`;
 * roles — :data:`ROLES`, :func:`check_allowed`;
@@ -29,6 +29,7 @@ from .errors import (
     RobeingError,
 )
 from .failure_detector import DetectorConfig, Health, HealthMonitor
+from .heartbeat import Heartbeat
 from .identity import Authority, Certificate, Identity, RevocationList, TrustStore
 from .pbft import Replica
 from .performance import PerformanceTracker
@@ -55,6 +56,7 @@ __all__ = [
     "EpochFence",
     "Health",
     "HealthMonitor",
+    "Heartbeat",
     "Identity",
     "Limits",
     "Opened",

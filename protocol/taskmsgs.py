@@ -23,26 +23,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import DecodeError
+from .fields import need, strings
 from .resources import InvalidResources, Resources
 
 TERMINAL_STATES = ("succeeded", "failed", "expired", "dead_lettered")
-
-
-def _need(data: Any, key: str, types: type | tuple[type, ...], default: Any = ...) -> Any:
-    if not isinstance(data, dict):
-        raise DecodeError("task message payload must be a map")
-    if key not in data or data[key] is None:
-        if default is ...:
-            raise DecodeError(f"task message lacks {key!r}")
-        return default
-    value = data[key]
-    if not isinstance(value, types) or (isinstance(value, bool) and bool not in _tuple(types)):
-        raise DecodeError(f"task field {key!r} has the wrong type")
-    return value
-
-
-def _tuple(t: type | tuple[type, ...]) -> tuple[type, ...]:
-    return t if isinstance(t, tuple) else (t,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,27 +74,25 @@ class TaskRequest:
         Raises:
             DecodeError: a field is missing or has the wrong type.
         """
-        skills = _need(data, "skills", list, [])
-        deps = _need(data, "depends_on", list, [])
-        if not all(isinstance(s, str) for s in [*skills, *deps]):
-            raise DecodeError("skills and depends_on must be lists of strings")
-        deadline = _need(data, "deadline", (int, float), None)
+        skills = strings(need(data, "skills", list, []), "skills")
+        deps = strings(need(data, "depends_on", list, []), "depends_on")
+        deadline = need(data, "deadline", (int, float), None)
         return TaskRequest(
-            id=_need(data, "id", str),
-            type=_need(data, "type", str),
+            id=need(data, "id", str),
+            type=need(data, "type", str),
             payload=data.get("payload"),
-            skills=tuple(skills),
-            agents=_need(data, "agents", int, 1),
-            priority=_need(data, "priority", int, 5),
+            skills=skills,
+            agents=need(data, "agents", int, 1),
+            priority=need(data, "priority", int, 5),
             deadline=float(deadline) if deadline is not None else None,
-            depends_on=tuple(deps),
-            max_attempts=_need(data, "max_attempts", int, None),
+            depends_on=deps,
+            max_attempts=need(data, "max_attempts", int, None),
             resources=_resources(data),
         )
 
 
 def _resources(data: dict[str, Any]) -> dict[str, Any]:
-    raw = _need(data, "resources", dict, {})
+    raw = need(data, "resources", dict, {})
     try:
         return Resources.from_mapping(raw).to_mapping()
     except InvalidResources as exc:
@@ -132,11 +114,11 @@ class Submission:
         """Raises:
         DecodeError: malformed batch.
         """
-        tasks = _need(data, "tasks", list)
+        tasks = need(data, "tasks", list)
         if not tasks or len(tasks) > 10_000:
             raise DecodeError("a submission holds 1 to 10000 tasks")
         return Submission(
-            tuple(TaskRequest.from_data(t) for t in tasks), _need(data, "reply_to", str, None)
+            tuple(TaskRequest.from_data(t) for t in tasks), need(data, "reply_to", str, None)
         )
 
 
@@ -161,17 +143,17 @@ class AssignMsg:
         """Raises:
         DecodeError: malformed assignment.
         """
-        deadline = _need(data, "deadline", (int, float), None)
-        deps = _need(data, "dep_results", dict, {})
+        deadline = need(data, "deadline", (int, float), None)
+        deps = need(data, "dep_results", dict, {})
         return AssignMsg(
-            task_id=_need(data, "task_id", str),
-            attempt=_need(data, "attempt", int),
-            epoch=_need(data, "epoch", int),
-            type=_need(data, "type", str),
+            task_id=need(data, "task_id", str),
+            attempt=need(data, "attempt", int),
+            epoch=need(data, "epoch", int),
+            type=need(data, "type", str),
             payload=data.get("payload"),
             dep_results=deps,
             deadline=float(deadline) if deadline is not None else None,
-            coordinator=_need(data, "coordinator", str),
+            coordinator=need(data, "coordinator", str),
         )
 
 
@@ -201,14 +183,14 @@ class ResultMsg:
         DecodeError: malformed result.
         """
         return ResultMsg(
-            task_id=_need(data, "task_id", str),
-            attempt=_need(data, "attempt", int),
-            epoch=_need(data, "epoch", int),
-            ok=_need(data, "ok", bool),
+            task_id=need(data, "task_id", str),
+            attempt=need(data, "attempt", int),
+            epoch=need(data, "epoch", int),
+            ok=need(data, "ok", bool),
             result=data.get("result"),
-            error=_need(data, "error", dict, None),
-            transient=_need(data, "transient", bool, False),
-            duration=float(_need(data, "duration", (int, float), 0.0)),
+            error=need(data, "error", dict, None),
+            transient=need(data, "transient", bool, False),
+            duration=float(need(data, "duration", (int, float), 0.0)),
         )
 
 
@@ -236,15 +218,15 @@ class FinalResult:
         """Raises:
         DecodeError: malformed final result.
         """
-        state = _need(data, "state", str)
+        state = need(data, "state", str)
         if state not in TERMINAL_STATES:
             raise DecodeError(f"unknown final state {state!r}")
         return FinalResult(
-            task_id=_need(data, "task_id", str),
+            task_id=need(data, "task_id", str),
             state=state,
             result=data.get("result"),
-            error=_need(data, "error", str, None),
-            attempts=_need(data, "attempts", int, 0),
-            finished_at=float(_need(data, "finished_at", (int, float), 0.0)),
-            submitter=_need(data, "submitter", str, ""),
+            error=need(data, "error", str, None),
+            attempts=need(data, "attempts", int, 0),
+            finished_at=float(need(data, "finished_at", (int, float), 0.0)),
+            submitter=need(data, "submitter", str, ""),
         )

@@ -25,8 +25,8 @@ from robeing.agents.bft_replica import BftGroup, Tamper
 from robeing.agents.consensus import ensure_consensus
 from robeing.agents.voting import send_vote
 from robeing.protocol.evidence import ed25519_signer
-from robeing.protocol.pbft_messages import Commit, Prepare, sign
-from robeing.protocol.pbft_messages import Message as PbftMessage
+from robeing.protocol.pbft import Commit, Prepare, sign
+from robeing.protocol.pbft import Message as PbftMessage
 from robeing.protocol.voting import Choice, Vote, sign_vote, vote_signing_bytes
 
 app = App(name="byzantine")

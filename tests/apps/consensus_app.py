@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 
 from robeing.agents import AgentContext, App
-from robeing.agents.bft import GroupSpec, parse_groups
 from robeing.agents.consensus import ensure_consensus
+from robeing.protocol.pbft import GroupSpec, parse_groups
 
 app = App(name="consensus")
 

@@ -43,10 +43,10 @@ from pathlib import Path
 from typing import Any
 
 from robeing.agents import Client, Settings
-from robeing.agents.bft import GroupSpec, parse_groups
 from robeing.agents.consensus import bft_commit, propose
 from robeing.agents.keystore import Keystore
 from robeing.broker.management import Management, ManagementSettings, with_vhost
+from robeing.protocol.pbft import GroupSpec, parse_groups
 
 BASE_URL = os.environ.get("ROBEING_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 TESTS = Path(__file__).resolve().parent.parent

@@ -29,10 +29,10 @@ import pytest
 from agentproc import AgentProcess, HeartbeatWatcher
 
 from robeing.agents import Client, Settings
-from robeing.agents.bft import GroupSpec, parse_groups
 from robeing.agents.consensus import bft_commit, consensus_of, propose
 from robeing.agents.keystore import Keystore
 from robeing.protocol.errors import ConfigError
+from robeing.protocol.pbft import GroupSpec, parse_groups
 from robeing.protocol.voting import Choice, DecisionReason, Refusal, ed25519_verifier
 
 pytestmark = pytest.mark.broker

@@ -9,6 +9,7 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wire_values import PAYLOADS
 
 from robeing.protocol.envelope import (
     BROADCAST,
@@ -460,21 +461,6 @@ def test_mutated_envelopes_raise_only_protocol_errors(mutations: list[Any]) -> N
     only_protocol_errors(lambda: unpack(data[SIGNATURE_SIZE:]))
 
 
-MSGPACK_SCALARS = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**63), 2**64 - 1),
-    st.floats(allow_nan=False),
-    st.text(max_size=20),
-    st.binary(max_size=20),
-)
-PAYLOADS = st.recursive(
-    MSGPACK_SCALARS,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=8), inner, max_size=5)
-    ),
-    max_leaves=20,
-)
 FIELD_NAMES = st.sampled_from(
     [
         "protocol_version",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import replace
@@ -10,34 +11,35 @@ from typing import Any
 import msgpack
 import nacl.signing
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pbft_sim import random_scenario, run
+from wire_values import JUNK
 
 from robeing.protocol.errors import ConfigError, DecodeError
 from robeing.protocol.evidence import Signer, ed25519_check, ed25519_signer
 from robeing.protocol.pbft import (
-    Action,
-    Broadcast,
-    Decide,
-    EnterView,
-    FetchState,
-    Replica,
-    ReportEvidence,
-    Send,
-    SetTimer,
-)
-from robeing.protocol.pbft_messages import (
     GENESIS_DIGEST,
     NULL_DIGEST,
     PBFT_DOMAIN,
+    Action,
+    Broadcast,
     Checkpoint,
     Cluster,
     Commit,
+    Decide,
+    EnterView,
+    FetchState,
     Message,
     NewView,
     Prepare,
     PreparedCertificate,
     PrePrepare,
+    Replica,
+    ReportEvidence,
     Request,
+    Send,
+    SetTimer,
     Status,
     ViewChange,
     chain_digest,
@@ -621,6 +623,57 @@ def test_malformed_or_non_canonical_bytes_are_refused(raw: bytes) -> None:
     """Given garbage, a foreign domain, an unknown kind, a short digest, a
     negative number or a non-canonical encoding, Expect DecodeError."""
     with pytest.raises(DecodeError):
+        decode_message(raw)
+
+
+def _wire_of(signer: str, slot: list[Any], content: Any, *extra: Any) -> list[Any]:
+    return [PBFT_DOMAIN + msgpack.packb([signer, slot, content]), b"sig", *extra]
+
+
+def test_a_kind_that_is_no_string_is_refused() -> None:
+    """Given a statement whose kind is a list (unhashable), Expect DecodeError."""
+    with pytest.raises(DecodeError, match="unknown PBFT message kind"):
+        decode_message(msgpack.packb(_wire_of("r0", [["prepare"], 0, 1], b"d" * 32)))
+
+
+def test_a_message_nested_where_another_kind_belongs_is_refused_before_it_is_built() -> None:
+    """Given new-views nested in each other thousands deep (each where a view
+    change belongs), Expect DecodeError at the first level, not a recursion."""
+    inner = _wire_of("r0", ["new-view", 1], [[], []])
+    for _ in range(5000):
+        inner = _wire_of("r0", ["new-view", 1], [[inner], []])
+    with pytest.raises(DecodeError, match="expected a PBFT ViewChange"):
+        decode_message(msgpack.packb(inner))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(
+        [
+            "request",
+            "pre-prepare",
+            "prepare",
+            "commit",
+            "checkpoint",
+            "view-change",
+            "new-view",
+            "status",
+        ]
+    ),
+    st.lists(JUNK, max_size=3),
+    JUNK,
+    st.lists(JUNK, max_size=1),
+)
+def test_junk_in_any_kind_raises_only_decode_error(
+    kind: str, slot: list[Any], content: Any, extra: list[Any]
+) -> None:
+    """Given a statement of a known kind with arbitrary slot values, content and
+    carried value, When decoded, Expect a message or DecodeError, nothing else."""
+    try:
+        raw = msgpack.packb(_wire_of("r0", [kind, *slot], content, *extra))
+    except (TypeError, ValueError, OverflowError):
+        return  # not encodable by msgpack (e.g. an int key beyond 64 bits)
+    with contextlib.suppress(DecodeError):
         decode_message(raw)
 
 

@@ -1,5 +1,12 @@
 """A PBFT replica (Castro & Liskov, OSDI 1999) as a pure state machine.
 
+This module is longer than the others on purpose: the normal case,
+checkpoints, view changes and status retransmission all read and write the
+same log, watermarks and timers, and the invariants below hold only across
+all of them. One class in one file lets a reader check an invariant in one
+place; split into mixins, each part would redeclare the shared state and hide
+the interplay (a stable checkpoint moves the window a view change reports).
+
 The replica does no I/O and reads no clock: the host feeds it messages
 (:meth:`Replica.on_message`), client requests (:meth:`Replica.on_request`) and
 the time (:meth:`Replica.tick`, at the latest when the last :class:`SetTimer`
@@ -63,14 +70,24 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
-from .evidence import Equivocation, EvidenceLog, SignatureCheck, Signer, ed25519_check
-from .pbft_messages import (
+from ..errors import ConfigError
+from ..evidence import Equivocation, EvidenceLog, SignatureCheck, Signer, ed25519_check
+from .actions import (
+    Action,
+    Broadcast,
+    Decide,
+    EnterView,
+    FetchState,
+    ReportEvidence,
+    Send,
+    SetTimer,
+)
+from .certificates import Cluster
+from .messages import (
     GENESIS_DIGEST,
     NULL_DIGEST,
     PBFT_DOMAIN,
     Checkpoint,
-    Cluster,
     Commit,
     Message,
     NewView,
@@ -86,70 +103,6 @@ from .pbft_messages import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Send ``msg`` to replica ``to``."""
-
-    to: str
-    msg: Message
-
-
-@dataclass(frozen=True, slots=True)
-class Broadcast:
-    """Send ``msg`` to every other replica."""
-
-    msg: Message
-
-
-@dataclass(frozen=True, slots=True)
-class Decide:
-    """Execute ``request`` (None: the null request, skip it) as number ``seq``."""
-
-    seq: int
-    view: int
-    request: Request | None
-    digest: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SetTimer:
-    """Call :meth:`Replica.tick` at time ``at`` (replaces earlier requests)."""
-
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class FetchState:
-    """Install the application state at checkpoint ``seq`` from a peer.
-
-    ``proof`` is ``quorum`` signed checkpoints for ``state_digest``; the state
-    obtained must reproduce that digest (see :func:`chain_digest`). Then call
-    :meth:`Replica.on_state_transferred`.
-    """
-
-    seq: int
-    state_digest: bytes
-    proof: tuple[Checkpoint, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ReportEvidence:
-    """A peer equivocated; forward the evidence to the guardian."""
-
-    evidence: Equivocation
-
-
-@dataclass(frozen=True, slots=True)
-class EnterView:
-    """The replica installed ``view`` whose primary is ``primary``."""
-
-    view: int
-    primary: str
-
-
-Action = Send | Broadcast | Decide | SetTimer | FetchState | ReportEvidence | EnterView
 
 
 # Distinct digests kept per sender and slot. A certificate may count an
