@@ -21,8 +21,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import aio_pika
@@ -42,6 +41,7 @@ from tenacity import (
 from ..protocol.errors import BrokerError, PublishTimeout, Unroutable
 from . import topology as topo
 from .base import Consumer, DeliveryHandler
+from .consuming import RETRYABLE, AmqpDelivery, ConsumerSet, Subscription, read_stream
 from .topology import QueueSpec, TopologySettings
 
 log = logging.getLogger(__name__)
@@ -53,96 +53,6 @@ Properties = Basic.Properties
 def _properties(persistent: bool, priority: int | None) -> Properties:
     """Shared, immutable-by-convention properties for the common publishes."""
     return Properties(delivery_mode=2 if persistent else 1, priority=priority)
-
-
-# Failures that mean "the connection is (temporarily) gone": retry after backoff.
-RETRYABLE = (
-    aiormq.exceptions.AMQPConnectionError,
-    aiormq.exceptions.ChannelInvalidStateError,
-    aiormq.exceptions.ChannelClosed,
-    ConnectionError,
-)
-
-
-class _Delivery:
-    """A received message; AMQP stays inside this module.
-
-    Built straight from aiormq's frame: aio-pika's IncomingMessage costs
-    ~24 µs per message (measured) and adds nothing we use.
-    """
-
-    __slots__ = (
-        "_channel",
-        "_no_ack",
-        "_tag",
-        "_transport",
-        "body",
-        "headers",
-        "queue",
-        "redelivered",
-        "reply_to",
-        "routing_key",
-    )
-
-    def __init__(
-        self,
-        msg: aiormq.abc.DeliveredMessage,
-        queue: str,
-        transport: AmqpTransport,
-        no_ack: bool = False,
-    ) -> None:
-        delivery = msg.delivery
-        assert isinstance(delivery, Basic.Deliver)  # consumers only ever get Deliver frames
-        props = msg.header.properties
-        self._channel = msg.channel
-        self._tag: int = delivery.delivery_tag or 0
-        self._no_ack = no_ack
-        self._transport = transport
-        self.body = msg.body
-        self.redelivered = bool(getattr(delivery, "redelivered", False))
-        self.routing_key = delivery.routing_key or ""
-        self.reply_to = props.reply_to
-        self.headers: Mapping[str, Any] = props.headers or {}
-        self.queue = queue
-
-    async def ack(self) -> None:
-        if not self._no_ack:
-            await self._settle(self._channel.basic_ack(self._tag))
-
-    async def requeue(self) -> None:
-        if not self._no_ack:
-            await self._settle(self._channel.basic_nack(self._tag, requeue=True))
-
-    async def dead_letter(self, reason: str, detail: str) -> None:
-        try:
-            await self._transport.dead_letter(
-                self.body, self.queue, reason, detail, self.headers, retry=False
-            )
-        except Exception as exc:  # the queue's own DLX still catches a rejected message
-            log.warning("dead-letter publish failed (%s); rejecting to the queue's DLX", exc)
-            if not self._no_ack:
-                await self._settle(self._channel.basic_reject(self._tag, requeue=False))
-            return
-        await self.ack()
-
-    async def _settle(self, op: Any) -> None:
-        try:
-            await op
-        except (aiormq.exceptions.AMQPError, *RETRYABLE) as exc:
-            # Delivery tag belongs to a dead channel: the broker will redeliver.
-            log.debug("could not settle delivery (%s); it will be redelivered", exc)
-
-
-@dataclass(eq=False)
-class _Subscription:
-    """A consumer we own: re-attached whenever its robust channel is renewed."""
-
-    queue: str
-    channel: aio_pika.abc.AbstractChannel
-    callback: Callable[[aiormq.abc.DeliveredMessage], Coroutine[Any, Any, None]]
-    no_ack: bool
-    tag: str = ""
-    underlay: aiormq.abc.AbstractChannel | None = None
 
 
 class AmqpTransport:
@@ -181,9 +91,7 @@ class AmqpTransport:
         self._return_listeners: list[Callable[[str, str], None]] = []
         self._lock_channels: list[aio_pika.abc.AbstractChannel] = []
         self._reconnect_listeners: list[Callable[[], None]] = []
-        self._subscriptions: dict[str, _Subscription] = {}
-        self._consumers_restored = asyncio.Event()
-        self._watchdog: asyncio.Task[None] | None = None
+        self._consumers = ConsumerSet(publish_timeout)
         self.reconnects = 0
 
     @property
@@ -242,7 +150,7 @@ class AmqpTransport:
 
     def _on_reconnect(self, *_: Any) -> None:
         self.reconnects += 1
-        self._consumers_restored.set()
+        self._consumers.reconnected()
         log.info("reconnected to the broker (%d)", self.reconnects)
         for listener in self._reconnect_listeners:
             try:
@@ -253,9 +161,7 @@ class AmqpTransport:
     async def close(self) -> None:
         if self._conn is not None and not self._conn.is_closed:
             await self._conn.close()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-        self._subscriptions.clear()
+        self._consumers.close()
         self._exchanges.clear()
 
     def _channel(self) -> aio_pika.abc.AbstractChannel:
@@ -424,57 +330,16 @@ class AmqpTransport:
         name = spec.name
 
         async def on_message(msg: aiormq.abc.DeliveredMessage) -> None:
-            await handler(_Delivery(msg, name, self, no_ack))
+            await handler(AmqpDelivery(msg, name, self._dead_letter_once, no_ack))
 
-        sub = _Subscription(name, channel, on_message, no_ack)
-        await self._attach(sub)
-        self._subscriptions[sub.tag] = sub
-        self._ensure_watchdog()
-        return Consumer(name, sub.tag)
+        return await self._consumers.add(Subscription(name, channel, on_message, no_ack))
 
-    async def _attach(self, sub: _Subscription) -> None:
-        underlay = await sub.channel.get_underlay_channel()
-        ok = await underlay.basic_consume(
-            sub.queue, sub.callback, no_ack=sub.no_ack, consumer_tag=sub.tag or None
-        )
-        sub.tag = ok.consumer_tag or sub.tag
-        sub.underlay = underlay
-
-    def _ensure_watchdog(self) -> None:
-        if self._watchdog is None or self._watchdog.done():
-            self._watchdog = asyncio.get_running_loop().create_task(self._watch_consumers())
-
-    async def _watch_consumers(self) -> None:
-        """Re-attach consumers whose channel aio-pika renewed (reconnect or reopen).
-
-        aio-pika restores channels, queues and bindings; consumers started on
-        the underlying aiormq channel are ours to restore.
-        """
-        while True:
-            # Woken at once by a reconnect; the periodic check also covers a
-            # channel reopened after a channel-level error.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._consumers_restored.wait(), 2.0)
-            self._consumers_restored.clear()
-            await self._reattach_all()
-
-    async def _reattach_all(self) -> None:
-        for sub in list(self._subscriptions.values()):
-            underlay = sub.underlay
-            if underlay is not None and not underlay.is_closed:
-                continue
-            if sub.channel.is_closed:
-                continue
-            try:
-                await asyncio.wait_for(self._attach(sub), self.publish_timeout)
-                log.info("consumer of %s restored", sub.queue)
-            except Exception as exc:
-                log.warning("could not restore the consumer of %s yet: %s", sub.queue, exc)
-                self._retry_reattach()
-
-    def _retry_reattach(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.call_later(1.0, self._consumers_restored.set)
+    async def _dead_letter_once(
+        self, body: bytes, source: str, reason: str, detail: str, headers: Mapping[str, Any]
+    ) -> None:
+        # A delivery's dead letter is not retried: if it cannot be confirmed,
+        # the delivery is rejected to its queue's own DLX instead.
+        await self.dead_letter(body, source, reason, detail, headers, retry=False)
 
     async def cancel(self, consumer: Consumer, close_channel: bool = False) -> None:
         """Stop ``consumer``; with ``close_channel`` also close its channel.
@@ -485,20 +350,10 @@ class AmqpTransport:
         consumer (a status listener) closes it, or every use would leak a
         channel until ``channel_max`` is reached.
         """
-        sub = self._subscriptions.pop(consumer.tag, None)
-        if sub is None:
-            return
-        try:
-            if sub.underlay is not None:
-                await sub.underlay.basic_cancel(consumer.tag)
-        except (*RETRYABLE, aio_pika.exceptions.AMQPError) as exc:
-            log.debug("cancel of %s failed: %s", consumer.tag, exc)
-        if close_channel:
-            with contextlib.suppress(Exception):
-                await sub.channel.close()
+        await self._consumers.cancel(consumer, close_channel)
 
     def consumers(self) -> list[Consumer]:
-        return [Consumer(sub.queue, tag) for tag, sub in self._subscriptions.items()]
+        return self._consumers.consumers()
 
     async def dead_letter(
         self,
@@ -597,53 +452,10 @@ class AmqpTransport:
         idle: float = 0.5,
         limit: float = 60.0,
     ) -> int:
-        """Read a stream queue from ``offset`` until it stays idle for ``idle`` s.
-
-        Args:
-            spec: the stream queue.
-            offset: ``"first"``, ``"last"``, ``"next"``, an int offset, or a
-                ``datetime`` (messages since then).
-            handler: called with each message body, in stream order.
-            idle: stop once no message arrived for this long.
-            limit: stop after this many seconds in any case.
-
-        Returns:
-            The number of messages read.
-        """
+        """Read a stream queue from ``offset`` until it stays idle (see :func:`read_stream`)."""
         if self._conn is None:
             raise BrokerError("not connected")
-        channel = await self._conn.channel()
-        try:
-            await channel.set_qos(prefetch_count=1000)
-            queue = await channel.declare_queue(
-                spec.name, durable=True, arguments=spec.arguments, robust=False
-            )
-            seen = 0
-            last = asyncio.get_running_loop().time()
-
-            async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
-                nonlocal seen, last
-                seen += 1
-                last = asyncio.get_running_loop().time()
-                try:
-                    handler(msg.body)
-                finally:
-                    await msg.ack()
-
-            tag = await queue.consume(
-                on_message, arguments={"x-stream-offset": offset}, robust=False
-            )
-            started = asyncio.get_running_loop().time()
-            while True:
-                await asyncio.sleep(idle / 4)
-                now = asyncio.get_running_loop().time()
-                if now - last >= idle or now - started >= limit:
-                    break
-            await queue.cancel(tag)
-            return seen
-        finally:
-            with contextlib.suppress(Exception):
-                await channel.close()
+        return await read_stream(self._conn, spec, offset, handler, idle, limit)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,10 @@
 """Tasks and subtasks as a DAG: dependencies, deadlines, attempts, retries, priorities.
 
+The graph is kept in one piece (over 500 lines): its transitions cascade into
+each other (a failure fails dependents and cancels children, a success may
+activate a merge step that succeeds in turn), and the invariants below hold
+only across all of them together.
+
 Lifecycle (``→`` is a transition, ``*`` any non-terminal state)::
 
     PENDING → READY            all dependencies SUCCEEDED (and any retry backoff is over)

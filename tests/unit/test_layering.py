@@ -7,7 +7,7 @@ those under ``if TYPE_CHECKING:`` — expect:
 * no import cycle between modules;
 * ``protocol`` imports neither ``agents`` nor ``broker``; ``broker`` does not import ``agents``;
 * in ``agents``, only the runtime and the assembly module import the AMQP
-  libraries or the concrete transport (``broker.amqp``, ``broker.events``);
+  libraries or the concrete transport (``broker.amqp``, ``broker.consuming``, ``broker.events``);
 * roles, consensus, tasking and the built-ins never import the runtime or the
   assembly (they see the agent context); the runtime imports none of them;
 * every module fits in a head (≤ 500 lines) unless its docstring says why it
@@ -28,8 +28,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"robeing.agents": "agents", "robeing.protocol": "protocol", "robeing.broker": "broker"}
 AMQP_LIBRARIES = ("aio_pika", "aiormq", "pamqp")
-CONCRETE_TRANSPORT = ("robeing.broker.amqp", "robeing.broker.events")
-MAY_TOUCH_AMQP = {"robeing.agents.runtime", "robeing.agents.assembly"}
+CONCRETE_TRANSPORT = ("robeing.broker.amqp", "robeing.broker.consuming", "robeing.broker.events")
+MAY_TOUCH_AMQP = ("robeing.agents.runtime", "robeing.agents.assembly")
 ON_THE_CONTEXT = (
     "robeing.agents.roles",
     "robeing.agents.consensus",
