@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 import click
 
 from ..protocol.errors import AckTimeout, BrokerError, ConfigError, RobeingError
+from ..protocol.pbft import parse_groups
 from ..protocol.resources import Resources
 from ..protocol.roles import AGENT_ROLES, ROLES
 from . import logs
-from .bft import parse_groups
 from .cli_consensus import register as register_consensus_commands
 from .cli_options import (
     RESOURCES,
@@ -361,9 +361,9 @@ def _serve(common: Common, settings: Settings) -> None:
     """Run ``settings``' agent (with its ``--app``) until SIGTERM or Ctrl-C."""
     common.configure_logging(settings.agent_id, settings.role)
     from .app import load_app
-    from .runtime import Agent
+    from .assembly import serve
 
-    run(Agent.serve(settings, load_app(settings.app) if settings.app else None))
+    run(serve(settings, load_app(settings.app) if settings.app else None))
 
 
 async def _probe(common: Common, target: Settings) -> int:

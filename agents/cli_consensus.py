@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..protocol.errors import ConfigError
-from .bft import GroupSpec, parse_groups
+from ..protocol.pbft import GroupSpec, parse_groups
 
 if TYPE_CHECKING:
     from .cli import Common
@@ -130,9 +130,10 @@ def propose(
     if bft:
         _commit(common, payload, group, groups, timeout, as_id, as_json)
         return
+    from ..protocol.ballots import AnnouncedOutcome as Outcome
     from .client import Client, parse_payload
     from .consensus import propose as propose_api
-    from .voting import Outcome, parse_threshold
+    from .consensus.votes import parse_threshold
 
     body, fraction, voters = (
         parse_payload(payload),

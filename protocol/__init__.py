@@ -31,9 +31,10 @@ from .errors import (
 from .failure_detector import DetectorConfig, Health, HealthMonitor
 from .heartbeat import Heartbeat
 from .identity import Authority, Certificate, Identity, RevocationList, TrustStore
+from .ledger import ResourceLedger
 from .pbft import Replica
 from .performance import PerformanceTracker
-from .resources import ResourceLedger, Resources
+from .resources import Resources
 from .roles import ROLES, check_allowed
 from .scheduling import AgentInfo, AgentRegistry
 from .taskgraph import TaskGraph, TaskSpec

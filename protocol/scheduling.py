@@ -36,7 +36,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from robeing.protocol.errors import ConfigError, RobeingError
-from robeing.protocol.resources import Constraints, ResourceLedger, Resources
+from robeing.protocol.ledger import Constraints, ResourceLedger
+from robeing.protocol.resources import Resources
 
 if TYPE_CHECKING:
     from robeing.protocol.taskgraph import Assignment, TaskGraph

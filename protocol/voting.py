@@ -37,7 +37,6 @@ Invariants:
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -45,17 +44,15 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from .errors import ConfigError, DecodeError
+from .errors import ConfigError
 from .evidence import (
     Equivocation,
     EvidenceLog,
-    SignatureCheck,
     SignedStatement,
     Signer,
     ed25519_check,
     encode_statement,
 )
-from .fields import blob, count, items, mapping, need, strings, text
 
 VOTE_DOMAIN = b"robeing.vote.v1"
 
@@ -100,15 +97,15 @@ def required_approvals(participants: int, threshold: Fraction = DEFAULT_THRESHOL
         raise ConfigError("a proposal needs at least one participant")
     if not 0 < threshold <= 1:
         raise ConfigError("threshold must be in (0, 1]")
-    return _share(participants, threshold)
+    return share(participants, threshold)
 
 
-def _share(participants: int, threshold: Fraction) -> int:
-    # ceil(num * n / den) without floats
+def share(participants: int, threshold: Fraction) -> int:
+    """``ceil(threshold * participants)``, without floats."""
     return -(-threshold.numerator * participants // threshold.denominator)
 
 
-def _passes(approvals: int, participants: int, threshold: Fraction) -> bool:
+def passes(approvals: int, participants: int, threshold: Fraction) -> bool:
     """The decision rule of the module docstring, in integers."""
     return approvals * threshold.denominator >= threshold.numerator * participants
 
@@ -394,7 +391,7 @@ class Tally:
         return None, None
 
     def _passes(self, approvals: int) -> bool:
-        return _passes(approvals, len(self.proposal.participants), self.proposal.threshold)
+        return passes(approvals, len(self.proposal.participants), self.proposal.threshold)
 
     def _decide_early(self, now: float) -> None:
         if self._decision is not None:
@@ -417,164 +414,3 @@ class Tally:
             reason=reason,
         )
         return self._decision
-
-
-# --- wire forms: vote.cast and vote.outcome payloads ------------------------------
-
-
-def vote_to_data(vote: Vote) -> dict[str, Any]:
-    """The ``vote.cast`` payload.
-
-    Raises:
-        Nothing.
-    """
-    return {
-        "proposal_id": vote.proposal_id,
-        "voter": vote.voter,
-        "choice": vote.choice.value,
-        "signature": vote.signature,
-    }
-
-
-def vote_from_data(data: Any) -> Vote:
-    """Rebuild a vote from :func:`vote_to_data` output (its signature is not checked).
-
-    Raises:
-        DecodeError: a field is missing or malformed.
-    """
-    return Vote(
-        need(data, "proposal_id", str),
-        need(data, "voter", str),
-        _choice(need(data, "choice", str), "choice"),
-        need(data, "signature", bytes),
-    )
-
-
-def _choice(value: Any, what: str) -> Choice:
-    try:
-        return Choice(text(value, what))
-    except ValueError:
-        raise DecodeError(f"field {what!r} must be one of {', '.join(Choice)}") from None
-
-
-def _outcome_vote(proposal_id: str, value: Any) -> Vote:
-    voter, choice, signature = items(value, "votes[]", 3)
-    return Vote(
-        proposal_id,
-        text(voter, "votes[].voter"),
-        _choice(choice, "votes[].choice"),
-        blob(signature, "votes[].signature"),
-    )
-
-
-def _fraction(value: Any, what: str) -> Fraction:
-    numerator, denominator = items(value, what, 2)
-    return Fraction(count(numerator, f"{what}[0]"), count(denominator, f"{what}[1]", low=1))
-
-
-@dataclass(frozen=True)
-class AnnouncedOutcome:
-    """A decided proposal as its proposer announces it in ``vote.outcome``.
-
-    Not to be confused with :class:`VoteOutcome`, what a tally did with one
-    vote: this is the whole decision, with the signed votes behind it, so
-    every receiver can check it.
-
-    Attributes:
-        verified: every vote verified and the rule recomputes to ``approved``
-            (always True for an outcome built by :meth:`of`).
-    """
-
-    proposal_id: str
-    proposer: str
-    participants: frozenset[str]
-    threshold: Fraction
-    approved: bool
-    approval_rate: Fraction
-    reason: str
-    votes: tuple[Vote, ...]
-    refusals: Mapping[str, int]
-    verified: bool = True
-
-    @classmethod
-    def of(cls, proposal: Proposal, decision: Decision) -> AnnouncedOutcome:
-        """The outcome a proposer announces for its own tally's decision.
-
-        Raises:
-            Nothing.
-        """
-        refusals = {str(k): v for k, v in decision.refusals.items()}
-        return cls(
-            proposal.id, proposal.proposer, proposal.participants, proposal.threshold,
-            decision.approved, decision.approval_rate, decision.reason.value, decision.votes,
-            refusals,
-        )  # fmt: skip
-
-    @property
-    def required(self) -> int:
-        """Approvals needed: ``ceil(threshold * n)``."""
-        return _share(len(self.participants), self.threshold)
-
-    def to_data(self) -> dict[str, Any]:
-        """The ``vote.outcome`` payload.
-
-        Raises:
-            Nothing.
-        """
-        return {
-            "id": self.proposal_id,
-            "proposer": self.proposer,
-            "participants": sorted(self.participants),
-            "threshold": [self.threshold.numerator, self.threshold.denominator],
-            "approved": self.approved,
-            "approval_rate": [self.approval_rate.numerator, self.approval_rate.denominator],
-            "reason": self.reason,
-            "votes": [[v.voter, v.choice.value, v.signature] for v in self.votes],
-            "refusals": dict(self.refusals),
-            "verified": self.verified,
-        }
-
-    @classmethod
-    def from_data(cls, data: Any, proposer: str, check: SignatureCheck) -> AnnouncedOutcome:
-        """Rebuild an announced outcome and check it against its signed votes.
-
-        Args:
-            data: the ``vote.outcome`` payload.
-            proposer: the envelope's (verified) sender; the payload's claim is ignored.
-            check: signature check against the voters' certified keys.
-
-        Returns:
-            The outcome; ``verified`` is False unless every vote is a distinct
-            participant's valid signature and they recompute to the announced
-            decision and rate.
-
-        Raises:
-            DecodeError: a field is missing or malformed.
-        """
-        pid = need(data, "id", str)
-        votes = tuple(_outcome_vote(pid, v) for v in need(data, "votes", list))
-        refusals = mapping(need(data, "refusals", dict, {}), "refusals")
-        out = cls(
-            pid,
-            proposer,
-            frozenset(strings(need(data, "participants", list), "participants")),
-            _fraction(need(data, "threshold", list), "threshold"),
-            need(data, "approved", bool),
-            _fraction(need(data, "approval_rate", list), "approval_rate"),
-            need(data, "reason", str),
-            votes,
-            {text(k, "refusals{}"): count(n, "refusals[]") for k, n in refusals.items()},
-            verified=False,
-        )
-        voters = {v.voter for v in votes}
-        approvals = sum(v.choice is Choice.APPROVE for v in votes)
-        n = len(out.participants)
-        ok = (
-            n > 0
-            and len(voters) == len(votes)
-            and voters <= out.participants
-            and all(check(v.voter, v.signing_bytes(), v.signature) for v in votes)
-            and out.approved == _passes(approvals, n, out.threshold)
-            and out.approval_rate == Fraction(approvals, n)
-        )
-        return dataclasses.replace(out, verified=ok)

@@ -2,7 +2,7 @@
 
 :class:`FleetView` turns heartbeats, connection closes and clock ticks into
 the state scheduling reads — the :class:`~robeing.protocol.scheduling.AgentRegistry`
-(skills, load, capacity), the :class:`~robeing.protocol.resources.ResourceLedger`
+(skills, load, capacity), the :class:`~robeing.protocol.ledger.ResourceLedger`
 (contributed resources) — and reports the agents it declares lost, so the
 caller can reassign their tasks.
 
@@ -34,8 +34,9 @@ from typing import Any
 from ..errors import RobeingError
 from ..failure_detector import DetectorConfig, Health, HealthMonitor, Transition
 from ..heartbeat import Heartbeat
+from ..ledger import ResourceLedger
 from ..performance import PerformanceTracker
-from ..resources import ResourceLedger, Resources
+from ..resources import Resources
 from ..scheduling import AgentInfo, AgentRegistry
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,7 @@ from .actions import (
     SetTimer,
 )
 from .certificates import Cluster
+from .decided import Decided, verify_transfer
 from .groups import GroupSpec, group_key, parse_groups
 from .messages import (
     GENESIS_DIGEST,
@@ -59,6 +60,7 @@ __all__ = [
     "Cluster",
     "Commit",
     "Decide",
+    "Decided",
     "EnterView",
     "FetchState",
     "GroupSpec",
@@ -82,4 +84,5 @@ __all__ = [
     "parse_groups",
     "request_digest",
     "sign",
+    "verify_transfer",
 ]

@@ -1,6 +1,6 @@
 """A PBFT replica (Castro & Liskov, OSDI 1999) as a pure state machine.
 
-This module is longer than the others on purpose: the normal case,
+This module is kept in one piece, longer than the others, on purpose: the normal case,
 checkpoints, view changes and status retransmission all read and write the
 same log, watermarks and timers, and the invariants below hold only across
 all of them. One class in one file lets a reader check an invariant in one

@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from apps.consensus_app import GROUPS
 
 from robeing.agents import AgentContext, App, Message
-from robeing.agents.bft_replica import BftGroup, Tamper
 from robeing.agents.consensus import ensure_consensus
-from robeing.agents.voting import send_vote
+from robeing.agents.consensus.bft_host import BftGroup, Tamper
+from robeing.agents.consensus.votes import send_vote
 from robeing.protocol.evidence import ed25519_signer
 from robeing.protocol.pbft import Commit, Prepare, sign
 from robeing.protocol.pbft import Message as PbftMessage

@@ -13,8 +13,7 @@ import asyncio
 from apps.consensus_app import app as consensus
 
 from robeing.agents import App
-from robeing.agents.consensus import vote_policy
-from robeing.agents.voting import Ballot
+from robeing.agents.consensus import Ballot, vote_policy
 from robeing.protocol.voting import Choice
 
 app = App(name="voting")

@@ -14,8 +14,8 @@ import msgpack
 import pytest
 
 from robeing.agents.app import App, Middleware, call_handler, load_app
-from robeing.agents.roles.guardian import DeadLetterWatch
 from robeing.agents.formats import FORMATS, convert, from_records, to_records
+from robeing.agents.roles.guardian import DeadLetterWatch
 from robeing.protocol.errors import ConfigError, Reject
 
 ModuleFactory = Callable[[str], str]

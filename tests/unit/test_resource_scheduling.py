@@ -13,12 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from robeing.protocol.errors import DecodeError
-from robeing.protocol.resources import (
-    InvalidResources,
-    ResourceLedger,
-    Resources,
-    parse_resources,
-)
+from robeing.protocol.ledger import ResourceLedger
+from robeing.protocol.resources import InvalidResources, Resources, parse_resources
 from robeing.protocol.scheduling import AgentInfo, AgentRegistry, dispatch
 from robeing.protocol.taskgraph import InvalidTask, TaskGraph, TaskSpec
 from robeing.protocol.taskmsgs import TaskRequest

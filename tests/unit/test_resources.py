@@ -9,14 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from robeing.protocol.errors import RobeingError
+from robeing.protocol.ledger import Constraints, ResourceLedger, Strategy
 from robeing.protocol.resources import (
     ConflictingRequest,
-    Constraints,
     InsufficientResources,
     InvalidResources,
-    ResourceLedger,
     Resources,
-    Strategy,
 )
 
 GB = 1 << 30

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
@@ -12,7 +11,6 @@ import nacl.signing
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from wire_values import JUNK
 
 from robeing.protocol.errors import ConfigError, DecodeError
 from robeing.protocol.evidence import (
@@ -26,7 +24,6 @@ from robeing.protocol.evidence import (
 )
 from robeing.protocol.voting import (
     VOTE_DOMAIN,
-    AnnouncedOutcome,
     Choice,
     DecisionReason,
     Proposal,
@@ -36,9 +33,7 @@ from robeing.protocol.voting import (
     ed25519_verifier,
     required_approvals,
     sign_vote,
-    vote_from_data,
     vote_signing_bytes,
-    vote_to_data,
 )
 
 APPROVE, REJECT, ABSTAIN = Choice.APPROVE, Choice.REJECT, Choice.ABSTAIN
@@ -440,137 +435,3 @@ def test_property_vote_order_does_not_change_the_outcome(
         return tally.close(10.0).approved
 
     assert outcome(votes) == outcome(shuffled)
-
-
-# --- wire forms: votes and announced outcomes --------------------------------------
-
-CHECK = ed25519_check(VOTERS.public)
-
-
-def announced(choices: list[Choice]) -> AnnouncedOutcome:
-    """The outcome a0 announces after the first len(choices) voters voted so."""
-    names = VOTER_NAMES[: len(choices)]
-    proposal = Proposal("p1", "a0", frozenset(names), 10.0, None)
-    tally = Tally(proposal, VOTERS.verify)
-    for name, choice in zip(names, choices, strict=True):
-        tally.add(SIGNED[(name, choice)], 1.0)
-    return AnnouncedOutcome.of(proposal, tally.close(10.0))
-
-
-def over_the_wire(data: Any) -> Any:
-    return msgpack.unpackb(msgpack.packb(data, use_bin_type=True), raw=False)
-
-
-def test_a_vote_round_trips_through_its_wire_form() -> None:
-    vote = SIGNED[("a1", REJECT)]
-    assert vote_from_data(over_the_wire(vote_to_data(vote))) == vote
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"choice": "maybe"},
-        {"choice": True},
-        {"voter": 7},
-        {"proposal_id": None},
-        {"signature": "not bytes"},
-    ],
-)
-def test_a_malformed_vote_is_a_decode_error(change: dict[str, Any]) -> None:
-    """Given a vote's wire form with an unknown choice or a missing or mistyped
-    field, Expect DecodeError (not a vote built from coerced values)."""
-    with pytest.raises(DecodeError):
-        vote_from_data({**vote_to_data(SIGNED[("a1", APPROVE)]), **change})
-    with pytest.raises(DecodeError):
-        vote_from_data([vote_to_data(SIGNED[("a1", APPROVE)])])
-
-
-def test_an_announced_outcome_round_trips_and_verifies() -> None:
-    """Given the outcome a proposer announces, When a receiver decodes its wire
-    form, Expect the same outcome, verified."""
-    outcome = announced([APPROVE, APPROVE, APPROVE, REJECT])
-
-    back = AnnouncedOutcome.from_data(over_the_wire(outcome.to_data()), "a0", CHECK)
-
-    assert back == outcome
-    assert back.verified and back.approved and back.required == 3
-
-
-def _forge(data: dict[str, Any], how: str) -> None:
-    votes = data["votes"]
-    if how == "flip approved":
-        data["approved"] = not data["approved"]
-    elif how == "inflate the rate":
-        data["approval_rate"] = [1, 1]
-    elif how == "zero a signature":
-        votes[0][2] = bytes(64)
-    elif how == "change a vote's choice":
-        votes[-1][1] = "approve"
-    elif how == "repeat a vote":
-        votes.append(list(votes[0]))
-    elif how == "add an outsider's vote":
-        outsider = VOTERS.vote("outsider", APPROVE)
-        votes.append(["outsider", "approve", outsider.signature])
-    elif how == "no participants":
-        data["participants"] = []
-    elif how == "another proposal id":
-        data["id"] = "p2"
-
-
-@pytest.mark.parametrize(
-    "how",
-    [
-        "flip approved",
-        "inflate the rate",
-        "zero a signature",
-        "change a vote's choice",
-        "repeat a vote",
-        "add an outsider's vote",
-        "no participants",
-        "another proposal id",
-    ],
-)
-def test_a_forged_outcome_comes_back_unverified(how: str) -> None:
-    """Given an announced outcome altered after its votes were signed, When
-    decoded, Expect it recorded as not verified (no exception)."""
-    data = over_the_wire(announced([APPROVE, APPROVE, REJECT, REJECT]).to_data())
-    _forge(data, how)
-
-    assert not AnnouncedOutcome.from_data(data, "a0", CHECK).verified
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"threshold": [2, 0]},
-        {"threshold": "2/3"},
-        {"approval_rate": [-1, 2]},
-        {"votes": [["a0", "approve"]]},
-        {"votes": [["a0", "maybe", b""]]},
-        {"refusals": {"late": -1}},
-        {"refusals": {"late": "1"}},
-        {"participants": ["a0", 1]},
-        {"approved": "yes"},
-        {"id": None},
-    ],
-)
-def test_a_malformed_outcome_is_a_decode_error(change: dict[str, Any]) -> None:
-    data = {**announced([APPROVE, APPROVE, APPROVE]).to_data(), **change}
-    with pytest.raises(DecodeError):
-        AnnouncedOutcome.from_data(data, "a0", CHECK)
-
-
-OUTCOME_KEYS = st.sampled_from(
-    ["id", "participants", "threshold", "approved", "approval_rate", "reason", "votes",
-     "refusals", "proposal_id", "voter", "choice", "signature"]
-)  # fmt: skip
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.one_of(JUNK, st.dictionaries(OUTCOME_KEYS, JUNK, max_size=12)))
-def test_junk_vote_or_outcome_raises_only_decode_error(data: Any) -> None:
-    """Given any decoded msgpack, including maps with the right keys and wrong
-    values, Expect a vote/outcome or DecodeError, never another exception."""
-    for decode in (vote_from_data, lambda d: AnnouncedOutcome.from_data(d, "a0", CHECK)):
-        with contextlib.suppress(DecodeError):
-            decode(data)

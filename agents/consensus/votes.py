@@ -39,38 +39,22 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..broker import topology as topo
-from ..protocol.envelope import BROADCAST, Envelope, new_id
-from ..protocol.errors import ConfigError, DecodeError, Reject
-from ..protocol.evidence import Equivocation, EvidenceLog, SignatureCheck, ed25519_signer
-from ..protocol.voting import (
-    DEFAULT_THRESHOLD,
-    AnnouncedOutcome,
-    Choice,
-    Decision,
-    Proposal,
-    Tally,
-    Vote,
-    sign_vote,
-    vote_from_data,
-    vote_to_data,
-)
-from .bft import PRIORITY
-
-if TYPE_CHECKING:
-    from ..protocol.codec import Opened
-    from .app import Message
-    from .runtime import Agent
+from ...protocol.ballots import AnnouncedOutcome, vote_from_data, vote_to_data
+from ...protocol.envelope import Envelope, new_id
+from ...protocol.errors import ConfigError, DecodeError, Reject
+from ...protocol.evidence import Equivocation, EvidenceLog, SignatureCheck, ed25519_signer
+from ...protocol.voting import DEFAULT_THRESHOLD, Choice, Decision, Proposal, Tally, Vote, sign_vote
+from ..context import AgentContext, Message
+from ..heartbeats import listen_heartbeats
+from .bft_client import PRIORITY
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DEADLINE = 30.0
 KEEP = 256
 POLICY_GRACE = 10.0  # a policy may overrun the deadline this long; its vote then counts as late
-
-Outcome = AnnouncedOutcome  # the name the CLI and robeing.agents.consensus still use
 
 
 @dataclass(frozen=True)
@@ -93,7 +77,7 @@ class Ballot:
     participants: frozenset[str]
     threshold: Fraction
     deadline: float
-    agent: Agent
+    agent: AgentContext
 
 
 VotePolicy = Callable[[Ballot], Any]
@@ -133,25 +117,22 @@ def parse_threshold(value: Fraction | int | str) -> Fraction:
     return threshold
 
 
-async def send_vote(agent: Agent, proposer: str, reply_to: str, vote: Vote) -> None:
+async def send_vote(agent: AgentContext, proposer: str, reply_to: str, vote: Vote) -> None:
     """Send ``vote`` to the proposer's reply queue (signed envelope, encrypted).
 
     Raises:
         UnknownPeer: the proposer's certificate is unknown.
     """
     env = Envelope("vote.cast", vote_to_data(vote), receiver=proposer, priority=PRIORITY)
-    await agent.outbox.publish_to_queue(
-        env, reply_to, persistent=False, confirm=False, mandatory=False
-    )
+    await agent.send_to_queue(env, reply_to, persistent=False, confirm=False, mandatory=False)
 
 
-async def live_agent_ids(agent: Agent, listen: float) -> list[str]:
+async def live_agent_ids(agent: AgentContext, listen: float) -> list[str]:
     """Agents of our cluster that heartbeat within ``listen`` seconds (not leaving).
 
     Raises:
         BrokerError: the broker is unreachable.
     """
-    from .client import listen_heartbeats  # the client module imports the runtime
 
     live = await listen_heartbeats(agent, listen)
     return sorted(a for a, st in live.items() if st.cluster_id == agent.settings.cluster_id)
@@ -186,7 +167,7 @@ class Voting:
 
     def __init__(
         self,
-        agent: Agent,
+        agent: AgentContext,
         check: SignatureCheck,
         evidence: EvidenceLog,
         report_evidence: Callable[[Equivocation], None],
@@ -256,13 +237,7 @@ class Voting:
             "deadline": proposal.deadline,
             "payload": payload,
         }
-        env = Envelope(
-            "vote.propose", data, receiver=BROADCAST, priority=PRIORITY, reply_to=agent.reply_queue
-        )
-        body = agent.codec.seal(env, agent.clock())
-        await agent.transport.publish(
-            topo.BROADCAST_EXCHANGE, "", body, priority=PRIORITY, mandatory=False
-        )
+        await agent.broadcast("vote.propose", data, priority=PRIORITY, answers=True)
         if agent.id in proposal.participants:
             self._count(entry, await self._vote_for(self._ballot(proposal)))
         try:
@@ -284,14 +259,14 @@ class Voting:
         entry = self._open.get(proposal_id)
         return entry.proposal if entry else None
 
-    def on_vote(self, opened: Opened) -> None:
+    def on_vote(self, msg: Message) -> None:
         """Answer handler for ``vote.cast`` arriving on our reply queue.
 
         Raises:
             Nothing: bad votes are refused and counted.
         """
         try:
-            vote = vote_from_data(opened.envelope.payload)
+            vote = vote_from_data(msg.payload)
         except DecodeError:
             self.refused["malformed"] += 1
             return

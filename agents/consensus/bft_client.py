@@ -30,22 +30,17 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack
 
-from ..broker import topology as topo
-from ..protocol.envelope import BROADCAST, Envelope
-from ..protocol.errors import AckTimeout, ConfigError, UnknownPeer, Unroutable
-from ..protocol.evidence import ed25519_signer
-from ..protocol.pbft import GroupSpec, Request, encode_message, group_key, sign
+from ...protocol.envelope import BROADCAST, Envelope
+from ...protocol.errors import AckTimeout, ConfigError, UnknownPeer, Unroutable
+from ...protocol.evidence import ed25519_signer
+from ...protocol.pbft import GroupSpec, Request, encode_message, group_key, sign
 
 # Still imported from here by the CLI; new code imports it from robeing.protocol.pbft.
-from ..protocol.pbft import parse_groups as parse_groups
-
-if TYPE_CHECKING:
-    from ..protocol.codec import Opened
-    from .runtime import Agent
+from ..context import AgentContext, Message
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +89,7 @@ class BftClient:
         agent: the sending agent (its reply queue receives ``pbft.reply``).
     """
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: AgentContext) -> None:
         self.agent = agent
         self.refused: Counter[str] = Counter()
         self._sign = ed25519_signer(agent.identity.signing_key)
@@ -102,13 +97,13 @@ class BftClient:
         self._views: dict[str, int] = {}  # group -> the view its last replies reported
         self._last_ts = 0
 
-    def on_reply(self, opened: Opened) -> None:
+    def on_reply(self, msg: Message) -> None:
         """Count one ``pbft.reply`` (an answer handler on the reply queue).
 
         Raises:
             Nothing: malformed, unexpected and foreign replies are counted.
         """
-        p = opened.envelope.payload
+        p = msg.payload
         try:
             key = (str(p["g"]), int(p["ts"]))
             vote = (int(p["seq"]), bytes(p["digest"]), msgpack.packb(p["result"]))
@@ -117,7 +112,7 @@ class BftClient:
             self.refused["malformed"] += 1
             return
         waiter = self._waiting.get(key)
-        sender = opened.envelope.sender
+        sender = msg.sender
         if waiter is None:
             self.refused["late"] += 1
         elif sender not in waiter.spec.members or client != self.agent.id:
@@ -189,15 +184,12 @@ class BftClient:
         agent, payload = self.agent, {"g": spec.name, "m": wire}
         if to is not None:
             try:
-                await agent.send_message(to, "pbft.request", payload, priority=PRIORITY)
+                await agent.send(to, "pbft.request", payload, priority=PRIORITY)
                 return
             except (Unroutable, UnknownPeer) as exc:
                 log.debug("primary %s unreachable (%s): sending to the whole group", to, exc)
         env = Envelope("pbft.request", payload, receiver=BROADCAST, priority=PRIORITY)
         try:
-            await agent.transport.publish(
-                topo.DIRECT_EXCHANGE, group_key(spec.name), agent.codec.seal(env, agent.clock()),
-                priority=PRIORITY, persistent=False,
-            )  # fmt: skip
+            await agent.multicast(group_key(spec.name), env)
         except Unroutable:
             raise Unroutable(f"no member of BFT group {spec.name!r} has ever started") from None

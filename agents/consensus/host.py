@@ -1,16 +1,16 @@
-"""Consensus for agents: 2/3-majority votes, PBFT groups and equivocation evidence.
+"""An agent's consensus host: the handlers of votes, PBFT groups and evidence.
 
 :func:`install_consensus` gives an agent every consensus handler:
 
 ==================  ===========  =============================================
 message             arrives on   what happens
 ==================  ===========  =============================================
-``vote.propose``    broadcast    participants vote (:mod:`robeing.agents.voting`)
+``vote.propose``    broadcast    participants vote (:mod:`.votes`)
 ``vote.cast``       reply queue  the proposer tallies the signed vote
 ``vote.outcome``    broadcast    the outcome is checked against its votes, recorded
-``pbft.msg``        inbox        fed to the hosted replica (:mod:`.bft_replica`)
+``pbft.msg``        inbox        fed to the hosted replica (:mod:`.bft_host`)
 ``pbft.request``    inbox        a client's request, fed to the replica
-``pbft.reply``      reply queue  a replica's answer to our request (:mod:`.bft`)
+``pbft.reply``      reply queue  a replica's answer to our request (:mod:`.bft_client`)
 ``pbft.state``      inbox        a lagging member downloads decided entries
 ``pbft.log``        inbox        a group's state and decided log (``robeing bft log``)
 ``evidence.report`` broadcast    verified equivocation evidence is recorded
@@ -20,7 +20,7 @@ message             arrives on   what happens
 Agents choose their votes with a policy registered in their ``--app`` module
 through :func:`vote_policy` (default: approve). Proposers call :func:`propose`
 and clients of a PBFT group call :func:`bft_commit`; both accept an
-:class:`~robeing.agents.runtime.Agent` or a :class:`~robeing.agents.client.Client`.
+agent's context or a :class:`~robeing.agents.client.Client`.
 
 Invariants:
     * Installing is idempotent: one :class:`Consensus` per agent; later calls
@@ -42,49 +42,25 @@ from collections.abc import Callable, Iterable
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from ..protocol.errors import CertificateError, ConfigError, DecodeError, Reject
-from ..protocol.evidence import Equivocation, EvidenceLog, SignatureCheck
-from ..protocol.pbft import GroupSpec, parse_groups
-from ..protocol.voting import DEFAULT_THRESHOLD, Decision
-from .app import App
-from .bft import PRIORITY, BftClient, BftResult, ConsensusTimeout
-from .bft_replica import BftGroup
-from .voting import DEFAULT_DEADLINE, Ballot, Outcome, VotePolicy, Voting
+from ...protocol.errors import ConfigError, DecodeError, Reject
+from ...protocol.evidence import Equivocation, EvidenceLog, SignatureCheck
+from ...protocol.pbft import GroupSpec
+from ...protocol.voting import DEFAULT_THRESHOLD, Decision
+from ..app import App
+from ..context import AgentContext, Message
+from .bft_client import PRIORITY, BftClient, BftResult
+from .bft_host import BftGroup
+from .votes import DEFAULT_DEADLINE, VotePolicy, Voting
 
 if TYPE_CHECKING:
-    from ..protocol.identity import Certificate
-    from .app import Message
-    from .client import Client
-    from .runtime import Agent
+    from ..client import Client
 
 log = logging.getLogger(__name__)
 
 MAX_REPORTED = 10_000
 
 
-def peer_certificate(agent: Agent, agent_id: str) -> Certificate | None:
-    """A valid certificate for ``agent_id``: learned from its messages, or the keys dir.
-
-    Raises:
-        Nothing: unknown, expired or revoked agents give None.
-    """
-    trust, now = agent.codec.trust, agent.clock()
-    cert = trust.peer(agent_id)
-    lookup = agent.outbox.lookup_peer
-    try:
-        if cert is None and lookup is not None and (raw := lookup(agent_id)) is not None:
-            cert = trust.check_certificate(raw, now)
-            if cert.agent_id != agent_id:
-                return None
-            trust.learn(cert)
-        if cert is not None:
-            trust.require_valid(cert, now)
-    except CertificateError:
-        return None
-    return cert
-
-
-def signature_check(agent: Agent) -> SignatureCheck:
+def signature_check(agent: AgentContext) -> SignatureCheck:
     """``check(signer, data, signature)`` against the signer's certified key.
 
     Raises:
@@ -92,11 +68,11 @@ def signature_check(agent: Agent) -> SignatureCheck:
     """
 
     def check(signer: str, data: bytes, signature: bytes) -> bool:
-        cert = peer_certificate(agent, signer)
+        cert = agent.peer(signer)
         if cert is None or len(signature) != 64:
             return False
         try:
-            agent.codec.trust.verify(cert, data, signature)
+            agent.trust.verify(cert, data, signature)
         except Exception:
             return False
         return True
@@ -114,7 +90,7 @@ class Consensus:
         evidence: verified equivocations (the guardian's record).
     """
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: AgentContext) -> None:
         self.agent = agent
         self.check = signature_check(agent)
         self.evidence = EvidenceLog()
@@ -152,14 +128,14 @@ class Consensus:
             self.check,
             self.evidence,
             self.report_evidence,
-            lambda agent_id: peer_certificate(self.agent, agent_id),
+            self.agent.peer,
         )
         self.groups[spec.name] = group
         if self._started:
             self._spawn(group.start())
         return group
 
-    async def start(self, agent: Agent | None = None) -> None:
+    async def start(self, agent: AgentContext | None = None) -> None:
         """Start the hosted groups (idempotent; runs as an ``on_start`` hook).
 
         Raises:
@@ -170,7 +146,7 @@ class Consensus:
             for group in self.groups.values():
                 await group.start()
 
-    async def stop(self, agent: Agent | None = None) -> None:
+    async def stop(self, agent: AgentContext | None = None) -> None:
         """Stop the groups and pending broadcasts (runs as an ``on_stop`` hook).
 
         Raises:
@@ -291,10 +267,10 @@ class Consensus:
         }
 
 
-_INSTALLED: weakref.WeakKeyDictionary[Agent, Consensus] = weakref.WeakKeyDictionary()
+_INSTALLED: weakref.WeakKeyDictionary[AgentContext, Consensus] = weakref.WeakKeyDictionary()
 
 
-def install_consensus(agent: Agent, groups: Iterable[GroupSpec] = ()) -> Consensus:
+def install_consensus(agent: AgentContext, groups: Iterable[GroupSpec] = ()) -> Consensus:
     """Give ``agent`` the consensus handlers (idempotent) and host its ``groups``.
 
     Registers the handlers of the module table, a ``consensus`` heartbeat field
@@ -319,23 +295,23 @@ def install_consensus(agent: Agent, groups: Iterable[GroupSpec] = ()) -> Consens
             "pbft.log": c._on_pbft_log,
         }
         for mtype, fn in handlers.items():
-            agent.app.handler(mtype)(fn)
-        agent.answer_handlers["vote.cast"] = c.voting.on_vote
-        agent.answer_handlers["pbft.reply"] = c.bft.on_reply
-        agent.heartbeat_extras.append(c.heartbeat)
-        agent.app.on_start(c.start)
-        agent.app.on_stop(c.stop)
+            agent.handle(mtype, fn)
+        agent.handle_answer("vote.cast", c.voting.on_vote)
+        agent.handle_answer("pbft.reply", c.bft.on_reply)
+        agent.add_heartbeat_extra(c.heartbeat)
+        agent.on_start(c.start)
+        agent.on_stop(c.stop)
     for spec in groups:
         consensus.add_group(spec)
     return consensus
 
 
-def consensus_of(agent: Agent) -> Consensus | None:
+def consensus_of(agent: AgentContext) -> Consensus | None:
     """The agent's consensus state, if installed."""
     return _INSTALLED.get(agent)
 
 
-async def ensure_consensus(agent: Agent, groups: Iterable[GroupSpec] = ()) -> Consensus:
+async def ensure_consensus(agent: AgentContext, groups: Iterable[GroupSpec] = ()) -> Consensus:
     """Install (if needed) and start: for ``on_start`` hooks of ``--app`` modules.
 
     Raises:
@@ -364,7 +340,7 @@ def vote_policy(app: App) -> Callable[[VotePolicy], VotePolicy]:
     """
 
     def register(fn: VotePolicy) -> VotePolicy:
-        async def set_policy(agent: Agent) -> None:
+        async def set_policy(agent: AgentContext) -> None:
             (await ensure_consensus(agent)).policy = fn
 
         app.on_start(set_policy)
@@ -373,13 +349,14 @@ def vote_policy(app: App) -> Callable[[VotePolicy], VotePolicy]:
     return register
 
 
-def _agent(who: Agent | Client) -> Agent:
+def _agent(who: AgentContext | Client) -> AgentContext:
+    """The context of an agent, or of a :class:`~robeing.agents.Client`."""
     inner = getattr(who, "agent", None)
     return inner if inner is not None else who  # type: ignore[return-value]
 
 
 async def propose(
-    who: Agent | Client,
+    who: AgentContext | Client,
     payload: Any,
     participants: Iterable[str] | None = None,
     threshold: Fraction | int | str = DEFAULT_THRESHOLD,
@@ -397,7 +374,11 @@ async def propose(
 
 
 async def bft_commit(
-    who: Agent | Client, group: GroupSpec, value: Any, timeout: float = 30.0, retry: float = 2.0
+    who: AgentContext | Client,
+    group: GroupSpec,
+    value: Any,
+    timeout: float = 30.0,
+    retry: float = 2.0,
 ) -> BftResult:
     """Commit ``value`` through a PBFT group (see :meth:`BftClient.commit`).
 
@@ -408,20 +389,3 @@ async def bft_commit(
     """
     consensus = install_consensus(_agent(who))
     return await consensus.bft.commit(group, value, timeout, retry)
-
-
-__all__ = [
-    "Ballot",
-    "BftResult",
-    "Consensus",
-    "ConsensusTimeout",
-    "GroupSpec",
-    "Outcome",
-    "bft_commit",
-    "consensus_of",
-    "ensure_consensus",
-    "install_consensus",
-    "parse_groups",
-    "propose",
-    "vote_policy",
-]

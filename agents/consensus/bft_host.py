@@ -40,17 +40,18 @@ import logging
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..broker import topology as topo
-from ..protocol.envelope import BROADCAST, Envelope
-from ..protocol.errors import ConfigError, DecodeError, Reject
-from ..protocol.evidence import Equivocation, EvidenceLog, SignatureCheck, ed25519_signer
-from ..protocol.pbft import (
+from ...broker import topology as topo
+from ...protocol.envelope import BROADCAST, Envelope
+from ...protocol.errors import ConfigError, DecodeError, Reject
+from ...protocol.evidence import Equivocation, EvidenceLog, SignatureCheck, ed25519_signer
+from ...protocol.pbft import (
     Action,
     Broadcast,
     Decide,
+    Decided,
     EnterView,
     FetchState,
     GroupSpec,
@@ -61,17 +62,16 @@ from ..protocol.pbft import (
     Send,
     SetTimer,
     ViewChange,
-    chain_digest,
     decode_message,
     encode_message,
     group_key,
-    request_digest,
+    verify_transfer,
 )
-from .bft import PRIORITY
+from ..context import AgentContext
+from .bft_client import PRIORITY
 
 if TYPE_CHECKING:
-    from ..protocol.identity import Certificate
-    from .runtime import Agent
+    from ...protocol.identity import Certificate
 
 log = logging.getLogger(__name__)
 
@@ -96,80 +96,6 @@ Tamper = Callable[[str, Message], Iterable[Message | bytes]]
 """``tamper(peer, msg)`` → what actually goes to ``peer`` (fault injection only)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Decided:
-    """One entry of a group's decided log.
-
-    Attributes:
-        seq: sequence number (gap-free).
-        view: view in which it committed.
-        digest: request digest (``NULL_DIGEST`` for the null request).
-        client: the requesting client, None for the null request.
-        timestamp: the client's request timestamp.
-        value: the committed value (None when not executed).
-        executed: False for null requests, repeats and malformed ops.
-    """
-
-    seq: int
-    view: int
-    digest: bytes
-    client: str | None
-    timestamp: int | None
-    value: Any
-    executed: bool
-    request: Request | None = field(default=None, repr=False, compare=False)
-
-    def to_data(self) -> list[Any]:
-        """``[seq, view, digest, client, timestamp, value, executed]``.
-
-        Raises:
-            Nothing.
-        """
-        return [
-            self.seq,
-            self.view,
-            self.digest,
-            self.client,
-            self.timestamp,
-            self.value,
-            self.executed,
-        ]
-
-
-def verify_transfer(
-    chain: bytes, start: int, entries: list[Any], seq: int, digest: bytes
-) -> list[Decide] | None:
-    """Check downloaded entries ``(start, seq]`` against the certified ``digest``.
-
-    Args:
-        chain: our state digest after ``start``.
-        start: our last executed sequence number.
-        entries: ``[seq, view, digest, request wire | None]`` items from a peer.
-        seq: checkpoint to reach.
-        digest: its quorum-certified state digest.
-
-    Returns:
-        The entries as decisions, or None if they do not rebuild ``digest``.
-
-    Raises:
-        Nothing: malformed entries are a failed check.
-    """
-    out: list[Decide] = []
-    try:
-        for expected, item in enumerate(entries, start + 1):
-            s, view, d, wire = item
-            req = None if wire is None else decode_message(wire)
-            if s != expected or not isinstance(req, Request | None):
-                return None
-            if request_digest(req) != d:
-                return None
-            chain = chain_digest(chain, s, d)
-            out.append(Decide(s, int(view), req, bytes(d)))
-    except (DecodeError, TypeError, ValueError, OverflowError):
-        return None
-    return out if start + len(out) == seq and chain == digest else None
-
-
 class BftGroup:
     """Hosts this agent's replica of one group and carries its actions over the broker.
 
@@ -188,7 +114,7 @@ class BftGroup:
 
     def __init__(
         self,
-        agent: Agent,
+        agent: AgentContext,
         spec: GroupSpec,
         check: SignatureCheck,
         evidence: EvidenceLog,
@@ -241,7 +167,7 @@ class BftGroup:
             # Group broadcasts are one publish that the direct exchange copies to every
             # member's inbox: a publish costs a syscall, n - 1 of them per step did not scale.
             inbox = topo.agent_queue(self.agent.id)
-            await self.agent.transport.bind(inbox, topo.DIRECT_EXCHANGE, group_key(self.name))
+            await self.agent.broker.bind(inbox, topo.DIRECT_EXCHANGE, group_key(self.name))
             self._tasks = [asyncio.create_task(self._sender()), asyncio.create_task(self._ticker())]
             self._perform(self.replica.tick(self._clock()))
 
@@ -451,8 +377,8 @@ class BftGroup:
                 if receiver != BROADCAST and self._peer(receiver) is None:
                     raise ConfigError(f"no certificate for {receiver!r}")
                 env = Envelope(mtype, out.payload, receiver=receiver, priority=PRIORITY)
-                body = agent.codec.seal(env, agent.clock())  # encrypted unless multicast
-                await agent.transport.publish(
+                body = agent.seal(env)  # encrypted unless multicast
+                await agent.broker.publish(
                     out.exchange, out.key, body, priority=PRIORITY, persistent=False,
                     confirm=False, mandatory=False,
                 )  # fmt: skip
