@@ -224,11 +224,8 @@ class AgentContext(Protocol):
 
     @property
     def state(self) -> str:
-        """starting, alive, standby, stopping or stopped (announced in heartbeats)."""
+        """starting, alive, stopping or stopped (announced in heartbeats)."""
         ...
-
-    @state.setter
-    def state(self, value: str) -> None: ...
 
     @property
     def load(self) -> int:

@@ -123,10 +123,8 @@ class Coordinator:
             if not standby_logged:
                 log.info("another coordinator is active; %s waits as standby", agent.id)
                 standby_logged = True
-            agent.state = "standby"
             await asyncio.sleep(LOCK_RETRY_S)
         epoch = await self._next_epoch()
-        agent.state = "alive"
         agent.on_reconnect(self._on_reconnect)
         finals: list[Any] = []
         n = await read_finals(broker, topology, RESULTS_WINDOW_S, finals.append)

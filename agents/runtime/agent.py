@@ -183,10 +183,6 @@ class Agent:
     def state(self) -> str:
         return self._state
 
-    @state.setter
-    def state(self, value: str) -> None:
-        self._state = value
-
     @property
     def load(self) -> int:
         return self._inbound.in_flight
@@ -283,8 +279,7 @@ class Agent:
                 )
             )
         self.started_at = self._clock()
-        if self._state == "starting":
-            self._state = "alive"
+        self._state = "alive"
         if takes_work:
             self._background.append(asyncio.create_task(self.heartbeats.loop()))
             await self.outbox.broadcast("hello", self.describe())
