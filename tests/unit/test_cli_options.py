@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from robeing.agents import cli as cli_module
+from robeing.agents.cli import agent as agent_commands
+from robeing.agents.cli import cli
 from robeing.agents.settings import Settings
 
 COORDINATOR_ENV = {
@@ -27,13 +28,13 @@ COORDINATOR_ENV = {
 def served(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
     """The settings each invocation would have served an agent with."""
     calls: list[Settings] = []
-    monkeypatch.setattr(cli_module, "_serve", lambda common, settings: calls.append(settings))
+    monkeypatch.setattr(agent_commands, "_serve", lambda common, settings: calls.append(settings))
     return calls
 
 
 def invoke(args: list[str], env: dict[str, str], tmp_path: Path) -> str:
     result = CliRunner().invoke(
-        cli_module.cli, ["--keys-dir", str(tmp_path), *args], env=env, catch_exceptions=False
+        cli, ["--keys-dir", str(tmp_path), *args], env=env, catch_exceptions=False
     )
     assert result.exit_code == 0, result.output
     return result.output
@@ -91,7 +92,7 @@ def test_both_commands_share_every_coordinator_option() -> None:
     """Expect each coordinator option of `robeing coordinator` on `robeing agent` too."""
 
     def options(name: str) -> dict[str, tuple[str | None, object]]:
-        command = cli_module.cli.commands[name]
+        command = cli.commands[name]
         return {p.name or "": (getattr(p, "envvar", None), p.default) for p in command.params}
 
     agent, coordinator = options("agent"), options("coordinator")
@@ -104,7 +105,7 @@ def test_both_commands_share_every_coordinator_option() -> None:
 def test_an_invalid_value_is_one_clear_usage_error(tmp_path: Path) -> None:
     """Given --max-attempts 0, expect exit 2 naming the option, no traceback."""
     result = CliRunner().invoke(
-        cli_module.cli,
+        cli,
         ["--keys-dir", str(tmp_path), "agent", "--role", "coordinator", "--max-attempts", "0"],
     )
     assert result.exit_code == 2
@@ -134,7 +135,7 @@ def test_agent_resources_from_option_or_environment(served: list[Settings], tmp_
 
 def test_bad_resources_are_a_usage_error_naming_the_problem(tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        cli_module.cli,
+        cli,
         ["--keys-dir", str(tmp_path), "agent", "--role", "worker", "--resources", "gpu=1"],
     )
     assert result.exit_code == 2

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from robeing.agents.status import pool_note
+from robeing.agents.cli.status import pool_note
 
 
 def test_pool_note_shows_free_over_total_per_contributed_dimension() -> None:

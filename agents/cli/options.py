@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ..protocol.resources import InvalidResources, Resources, parse_resources
+from ...protocol.resources import InvalidResources, Resources, parse_resources
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,6 +49,25 @@ class ResourcesParam(click.ParamType):
 
 
 RESOURCES = ResourcesParam()
+
+
+def json_option() -> Callable[[F], F]:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def as_option() -> Callable[[F], F]:
+    """The identity a client command acts as (default: the machine's ``cli-<host>``)."""
+    return click.option(
+        "--as", "as_id", envvar="ROBEING_CLIENT_ID", default="", help="Client identity."
+    )
+
+
+def payload_option() -> Callable[[F], F]:
+    return click.option("--payload", default=None, help="JSON, or @file with JSON.")
+
+
+def priority_option() -> Callable[[F], F]:
+    return click.option("--priority", type=click.IntRange(0, 9), default=5, show_default=True)
 
 
 def app_option(help: str) -> Callable[[F], F]:
