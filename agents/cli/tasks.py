@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any
 
 import click
 from rich.console import Console
@@ -21,7 +19,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ...protocol.resources import Resources
 from ...protocol.taskmsgs import FinalResult
 from ..client import Client, TaskHandle, parse_payload
-from ..settings import Settings
 from .common import Common, ConfigFailure, pass_common, run, split_list
 from .options import RESOURCES, as_option, json_option, payload_option, priority_option
 
@@ -82,25 +79,34 @@ def submit(
     as_id: str,
 ) -> None:
     """Submit a task; with --wait, follow it to its result."""
-    code = run(
-        run_submit(
-            common.client_settings(as_id),
-            task_type,
-            parse_payload(payload),
-            skills=split_list((skills,)),
-            agents=agents,
-            priority=priority,
-            deadline=deadline,
-            depends_on=split_list(depends_on),
-            task_id=task_id,
-            max_attempts=max_attempts,
-            resources=resources,
-            wait=wait,
-            timeout=timeout,
-            as_json=as_json,
-        )
-    )
-    sys.exit(code)
+    settings, body = common.client_settings(as_id), parse_payload(payload)
+
+    async def go() -> FinalResult | None:
+        async with Client(settings) as client:
+            handle = await client.submit(
+                task_type,
+                body,
+                task_id=task_id,
+                skills=split_list((skills,)),
+                agents=agents,
+                priority=priority,
+                deadline=deadline,
+                depends_on=split_list(depends_on),
+                max_attempts=max_attempts,
+                resources=resources,
+            )
+            if not wait:
+                if as_json:
+                    print(json.dumps({"task_id": handle.task_id, "accepted": True}))
+                else:
+                    print(handle.task_id)
+                return None
+            return await _follow(handle, timeout, show=not as_json and sys.stderr.isatty())
+
+    final = run(go())
+    if final is not None:
+        _print_final(final, as_json)
+    sys.exit(0 if final is None or final.ok else 1)
 
 
 @click.command()
@@ -117,17 +123,22 @@ def submit(
 @pass_common
 def result(common: Common, task_id: str, since_h: float, as_json: bool) -> None:
     """Fetch a finished task's result from the results stream."""
-    final = run(run_fetch(common.client_settings(), task_id, since_h * 3600))
+
+    async def go() -> FinalResult | None:
+        async with Client(common.client_settings(), listen_only=True) as client:
+            return await client.fetch_result(task_id, since_h * 3600)
+
+    final = run(go())
     if final is None:
         raise ConfigFailure(
             f"no result for task {task_id!r} in the last {since_h:g} h "
             "(unknown id, still running, or older)"
         )
-    print_final(final, as_json)
+    _print_final(final, as_json)
     sys.exit(0 if final.ok else 1)
 
 
-def print_final(final: FinalResult, as_json: bool) -> None:
+def _print_final(final: FinalResult, as_json: bool) -> None:
     if as_json:
         print(json.dumps(final.to_data(), indent=2, sort_keys=True, default=str))
         return
@@ -138,48 +149,6 @@ def print_final(final: FinalResult, as_json: bool) -> None:
             f"task {final.task_id} {final.state} after {final.attempts} attempt(s): {final.error}",
             file=sys.stderr,
         )
-
-
-async def run_submit(
-    settings: Settings,
-    task_type: str,
-    payload: Any,
-    *,
-    skills: Sequence[str],
-    agents: int,
-    priority: int,
-    deadline: float | None,
-    depends_on: Sequence[str],
-    task_id: str | None,
-    max_attempts: int | None,
-    resources: Resources | None,
-    wait: bool,
-    timeout: float,
-    as_json: bool,
-) -> int:
-    """Submit one task; returns the exit code (0 submitted or succeeded)."""
-    async with Client(settings) as client:
-        handle = await client.submit(
-            task_type,
-            payload,
-            task_id=task_id,
-            skills=skills,
-            agents=agents,
-            priority=priority,
-            deadline=deadline,
-            depends_on=depends_on,
-            max_attempts=max_attempts,
-            resources=resources,
-        )
-        if not wait:
-            if as_json:
-                print(json.dumps({"task_id": handle.task_id, "accepted": True}))
-            else:
-                print(handle.task_id)
-            return 0
-        final = await _follow(handle, timeout, show=not as_json and sys.stderr.isatty())
-    print_final(final, as_json)
-    return 0 if final.ok else 1
 
 
 async def _follow(handle: TaskHandle, timeout: float, show: bool) -> FinalResult:
@@ -203,8 +172,3 @@ async def _follow(handle: TaskHandle, timeout: float, show: bool) -> FinalResult
         bar.update(row, completed=handle.total, total=handle.total)
         await asyncio.sleep(0)
         return final
-
-
-async def run_fetch(settings: Settings, task_id: str, since_s: float) -> FinalResult | None:
-    async with Client(settings, listen_only=True) as client:
-        return await client.fetch_result(task_id, since_s)
