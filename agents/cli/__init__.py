@@ -22,9 +22,10 @@ from pathlib import Path
 import click
 
 from .. import logs
-from ..settings import DEFAULT_AMQP_URL
+from ..settings import Settings
 from . import agent, consensus, keys, messaging, status, tasks, up
 from .common import Common, RobeingGroup
+from .options import default_of
 
 __all__ = ["cli", "main"]
 
@@ -36,7 +37,7 @@ __all__ = ["cli", "main"]
 @click.option(
     "--amqp-url",
     envvar="AMQP_URL",
-    default=DEFAULT_AMQP_URL,
+    default=default_of(Settings, "amqp_url"),
     show_default=True,
     show_envvar=True,
     help="Broker URL; the path selects the vhost.",
@@ -44,7 +45,7 @@ __all__ = ["cli", "main"]
 @click.option(
     "--keys-dir",
     envvar="ROBEING_KEYS",
-    default=".robeing/keys",
+    default=default_of(Settings, "keys_dir"),
     show_default=True,
     show_envvar=True,
     type=click.Path(path_type=Path),

@@ -16,7 +16,7 @@ import click
 from ...protocol.errors import ConfigError
 from ...protocol.resources import Resources
 from ...protocol.roles import AGENT_ROLES
-from ..bft import parse_groups
+from ..bft import GroupSpec, parse_groups
 from ..settings import Settings
 from .common import Common, pass_common, run, split_list
 from .options import (
@@ -24,6 +24,7 @@ from .options import (
     agent_id_option,
     app_option,
     coordinator_options,
+    default_of,
     env_option,
     heartbeat_interval_option,
 )
@@ -44,14 +45,20 @@ from .options import (
     "specializations",
     envvar="SPECIALIZATION",
     multiple=True,
+    default=default_of(Settings, "specializations"),
     help="Skill offered; repeat or comma-separate.",
 )
-@env_option("--cluster-id", envvar="CLUSTER_ID", default="default", show_default=True)
+@env_option(
+    "--cluster-id",
+    envvar="CLUSTER_ID",
+    default=default_of(Settings, "cluster_id"),
+    show_default=True,
+)
 @app_option("Module (or module:attr) holding your App with handlers.")
 @env_option(
     "--concurrency",
     envvar="ROBEING_CONCURRENCY",
-    default=32,
+    default=default_of(Settings, "concurrency"),
     type=click.IntRange(min=1),
     show_default=True,
 )
@@ -59,7 +66,7 @@ from .options import (
 @env_option(
     "--grace-period",
     envvar="ROBEING_GRACE_PERIOD",
-    default=30.0,
+    default=default_of(Settings, "grace_period"),
     type=click.FloatRange(min=0),
     show_default=True,
     help="Seconds to finish in-flight work on SIGTERM.",
@@ -73,13 +80,14 @@ from .options import (
     "--standby",
     envvar="ROBEING_STANDBY",
     is_flag=True,
+    default=default_of(Settings, "standby"),
     help="Join the standby pool: take work only while a primary with a shared "
     "specialization is dead.",
 )
 @env_option(
     "--backup-for",
     envvar="ROBEING_BACKUP_FOR",
-    default=None,
+    default=default_of(Settings, "backup_for"),
     help="Back up this agent id: take work only while it is dead.",
 )
 @env_option(
@@ -92,7 +100,7 @@ from .options import (
 @env_option(
     "--bft-timeout",
     envvar="ROBEING_BFT_TIMEOUT",
-    default=2.0,
+    default=default_of(GroupSpec, "view_change_timeout"),
     type=click.FloatRange(min=0.05),
     show_default=True,
     help="PBFT view-change timeout (s).",
@@ -101,7 +109,7 @@ from .options import (
     "--resources",
     envvar="ROBEING_RESOURCES",
     type=RESOURCES,
-    default=None,
+    default=default_of(Settings, "resources"),
     help="What this agent contributes to the resource pool, e.g. "
     "cpu=2,memory=4GiB,storage=20GB,bandwidth=100MB (bytes; bandwidth per second).",
 )
