@@ -102,12 +102,12 @@ RunCli = Callable[..., Awaitable[tuple[int, str, str]]]
 
 @pytest.fixture
 def run_cli(amqp_url: str, keys_dir: Path) -> RunCli:
-    """Factory: ``robeing <args>`` with the consensus commands, as a subprocess."""
+    """Factory: ``robeing <args>`` as a subprocess."""
 
     async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
         full = {**os.environ, "AMQP_URL": amqp_url, "ROBEING_KEYS": str(keys_dir), **(env or {})}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "robeing.agents.cli_consensus", *args, env=full,
+            sys.executable, "-m", "robeing.agents", *args, env=full,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip

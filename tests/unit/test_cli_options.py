@@ -7,13 +7,18 @@ Compose and Kubernetes run the coordinator as ``robeing agent`` with
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
-from robeing.agents import cli as cli_module
+from robeing.agents.cli import agent as agent_commands
+from robeing.agents.cli import cli
 from robeing.agents.settings import Settings
+from robeing.protocol.pbft import GroupSpec
 
 COORDINATOR_ENV = {
     "ROBEING_ACCEPTABLE_PAUSE": "1.5",
@@ -27,13 +32,13 @@ COORDINATOR_ENV = {
 def served(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
     """The settings each invocation would have served an agent with."""
     calls: list[Settings] = []
-    monkeypatch.setattr(cli_module, "_serve", lambda common, settings: calls.append(settings))
+    monkeypatch.setattr(agent_commands, "_serve", lambda common, settings: calls.append(settings))
     return calls
 
 
 def invoke(args: list[str], env: dict[str, str], tmp_path: Path) -> str:
     result = CliRunner().invoke(
-        cli_module.cli, ["--keys-dir", str(tmp_path), *args], env=env, catch_exceptions=False
+        cli, ["--keys-dir", str(tmp_path), *args], env=env, catch_exceptions=False
     )
     assert result.exit_code == 0, result.output
     return result.output
@@ -91,7 +96,7 @@ def test_both_commands_share_every_coordinator_option() -> None:
     """Expect each coordinator option of `robeing coordinator` on `robeing agent` too."""
 
     def options(name: str) -> dict[str, tuple[str | None, object]]:
-        command = cli_module.cli.commands[name]
+        command = cli.commands[name]
         return {p.name or "": (getattr(p, "envvar", None), p.default) for p in command.params}
 
     agent, coordinator = options("agent"), options("coordinator")
@@ -104,7 +109,7 @@ def test_both_commands_share_every_coordinator_option() -> None:
 def test_an_invalid_value_is_one_clear_usage_error(tmp_path: Path) -> None:
     """Given --max-attempts 0, expect exit 2 naming the option, no traceback."""
     result = CliRunner().invoke(
-        cli_module.cli,
+        cli,
         ["--keys-dir", str(tmp_path), "agent", "--role", "coordinator", "--max-attempts", "0"],
     )
     assert result.exit_code == 2
@@ -134,8 +139,115 @@ def test_agent_resources_from_option_or_environment(served: list[Settings], tmp_
 
 def test_bad_resources_are_a_usage_error_naming_the_problem(tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        cli_module.cli,
+        cli,
         ["--keys-dir", str(tmp_path), "agent", "--role", "worker", "--resources", "gpu=1"],
     )
     assert result.exit_code == 2
     assert "--resources" in result.output and "gpu=1" in result.output
+
+
+# Every option whose value becomes a Settings field, by command path: option → field.
+# Written out by hand so the test checks each of them, not whatever it happens to find.
+_COORDINATOR = ("acceptable_pause", "dead_after", "max_attempts", "events_vhost")
+_CLIENTS = [("send",), ("broadcast",), ("submit",), ("propose",), ("bft", "commit"), ("bft", "log")]
+MIRRORED: dict[tuple[str, ...], dict[str, str]] = {
+    (): {"amqp_url": "amqp_url", "keys_dir": "keys_dir"},
+    ("agent",): {
+        name: name
+        for name in (
+            "agent_id",
+            "specializations",
+            "cluster_id",
+            "app",
+            "concurrency",
+            "heartbeat_interval",
+            "grace_period",
+            "standby",
+            "backup_for",
+            "resources",
+            *_COORDINATOR,
+        )
+    },
+    ("coordinator",): {
+        name: name for name in ("agent_id", "app", "heartbeat_interval", *_COORDINATOR)
+    },
+    **{client: {"as_id": "agent_id"} for client in _CLIENTS},
+}
+
+# Options named after a Settings field that deliberately do not take its default.
+NOT_MIRRORED: dict[tuple[str, ...], str] = {
+    ("agent", "role"): "required (except with --check): there is no default role",
+    ("agent", "bft_groups"): "text, parsed into Settings.bft_groups",
+    ("coordinator", "standby"): "a label only: it does not set Settings.standby",
+    ("submit", "max_attempts"): "per task; unset leaves the coordinator's own",
+    ("submit", "resources"): "what a task needs, not what an agent contributes",
+    ("keys", "issue", "agent_id"): "required: the identity to issue",
+    ("keys", "issue", "role"): "required: the identity's role",
+    ("keys", "revoke", "agent_id"): "required: the identity to revoke",
+}
+
+
+def commands(
+    group: click.Command = cli, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    """Every command of the tree with its path, the top group first as ``()``."""
+    yield path, group
+    for name, sub in getattr(group, "commands", {}).items():
+        yield from commands(sub, (*path, name))
+
+
+def command_at(path: tuple[str, ...]) -> click.Command:
+    return dict(commands())[path]
+
+
+@pytest.fixture
+def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No option of the CLI is set from the environment."""
+    for _, command in commands():
+        for param in command.params:
+            envvar = getattr(param, "envvar", None)
+            for name in [envvar] if isinstance(envvar, str) else envvar or []:
+                monkeypatch.delenv(name, raising=False)
+
+
+def unset_values(path: tuple[str, ...]) -> dict[str, object]:
+    """What the command at ``path`` gets for each option when none is given."""
+    command = command_at(path)
+    return command.make_context(" ".join(path) or "robeing", [], resilient_parsing=True).params
+
+
+@pytest.mark.usefixtures("no_env")
+@pytest.mark.parametrize("path", sorted(MIRRORED), ids=lambda p: " ".join(p) or "robeing")
+def test_each_mirrored_default_is_the_settings_default(path: tuple[str, ...]) -> None:
+    """Given no option and no environment variable, expect every listed option of the command
+    to take exactly the default of the Settings field it sets."""
+    values = unset_values(path)
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+
+    for option, field in MIRRORED[path].items():
+        assert option in values, f"{' '.join(path)}: no option {option!r}"
+        assert values[option] == defaults[field], f"{' '.join(path)} {option} ≠ Settings.{field}"
+
+
+@pytest.mark.usefixtures("no_env")
+def test_the_bft_timeout_default_is_the_groups_default() -> None:
+    """Expect `robeing agent --bft-timeout` to default to GroupSpec's view-change timeout."""
+    (field,) = (f for f in dataclasses.fields(GroupSpec) if f.name == "view_change_timeout")
+
+    assert unset_values(("agent",))["bft_timeout"] == field.default
+
+
+def test_every_option_named_after_a_settings_field_is_classified() -> None:
+    """Given any option of any command named like a Settings field, expect it listed as
+    mirroring that field or as deliberately not, so a new one cannot slip past the test above."""
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    unlisted = [
+        (*path, param.name)
+        for path, command in commands()
+        for param in command.params
+        if param.name in fields
+        and param.name not in MIRRORED.get(path, {})
+        and (*path, param.name) not in NOT_MIRRORED
+    ]
+
+    assert unlisted == []

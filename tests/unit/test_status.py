@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from robeing.agents.cli.status import fleet_rows, pool_note
 from robeing.agents.heartbeats import status_from_heartbeat
-from robeing.agents.status import fleet_rows, pool_note
 from robeing.protocol.heartbeat import Heartbeat
 from robeing.protocol.resources import Resources
 

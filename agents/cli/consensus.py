@@ -1,7 +1,6 @@
 """``robeing propose`` and ``robeing bft``: votes and Byzantine-fault-tolerant commits.
 
-:func:`register` adds the commands to the main ``robeing`` group; the module
-also runs on its own (``python -m robeing.agents.cli_consensus …``)::
+::
 
     robeing propose --payload JSON [--participants ID,…] [--threshold 2/3]
                     [--deadline S] [--json]
@@ -22,16 +21,14 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from ..protocol.errors import ConfigError
-from ..protocol.pbft import GroupSpec, parse_groups
-
-if TYPE_CHECKING:
-    from .cli import Common
+from ...protocol.errors import ConfigError
+from ...protocol.pbft import GroupSpec, parse_groups
+from .common import Common, emit_json, pass_common, run, split_list
+from .options import as_option, json_option, stack
 
 
 def resolve_group(group: str | None, defined: str | None) -> GroupSpec:
@@ -59,29 +56,20 @@ def resolve_group(group: str | None, defined: str | None) -> GroupSpec:
     raise ConfigError(f"unknown BFT group {group!r}: define it in ROBEING_BFT_GROUP")
 
 
-def _group_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option(
+_group_options = stack(
+    click.option(
+        "--group", default=None, help="Group name, or NAME=ID,ID,...[/F] (default: the only one)."
+    ),
+    click.option(
         "--groups",
         envvar="ROBEING_BFT_GROUP",
         show_envvar=True,
         default=None,
         help="Known groups: NAME=ID,ID,...[/F], separated by ';'.",
-    )(fn)
-    return click.option(
-        "--group", default=None, help="Group name, or NAME=ID,ID,...[/F] (default: the only one)."
-    )(fn)
+    ),
+)
 
-
-def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)
-    return click.option(
-        "--as", "as_id", envvar="ROBEING_CLIENT_ID", default="", help="Client identity."
-    )(fn)
-
-
-def _split(values: tuple[str, ...]) -> list[str] | None:
-    ids = [s for v in values for s in v.replace(",", " ").split()]
-    return list(dict.fromkeys(ids)) or None
+_common_options = stack(as_option(), json_option())
 
 
 @click.command()
@@ -111,7 +99,7 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
 )
 @_group_options
 @_common_options
-@click.pass_obj
+@pass_common
 def propose(
     common: Common,
     payload: str,
@@ -130,27 +118,29 @@ def propose(
     if bft:
         _commit(common, payload, group, groups, timeout, as_id, as_json)
         return
-    from ..protocol.ballots import AnnouncedOutcome as Outcome
-    from .client import Client, parse_payload
-    from .consensus import propose as propose_api
-    from .consensus.votes import parse_threshold
+    from ...protocol.ballots import AnnouncedOutcome
+    from ..client import Client, parse_payload
+    from ..consensus import propose as propose_api
+    from ..consensus.votes import parse_threshold
 
     body, fraction, voters = (
         parse_payload(payload),
         parse_threshold(threshold),
-        _split(participants),
+        list(split_list(participants)) or None,
     )
 
-    async def go() -> tuple[Outcome, float]:
-        async with Client(common.settings(role="client", agent_id=as_id)) as client:
+    async def go() -> tuple[AnnouncedOutcome, float]:
+        async with Client(common.client_settings(as_id)) as client:
             started = time.perf_counter()
             decision = await propose_api(client, body, voters, fraction, deadline, listen)
             outcome = _outcome(client, decision.proposal_id)
             return outcome, time.perf_counter() - started
 
-    outcome, took = asyncio.run(go())
+    outcome, took = run(go())
     if as_json:
-        _emit({**outcome_json(outcome), "required": outcome.required, "seconds": round(took, 4)})
+        emit_json(
+            {**outcome_json(outcome), "required": outcome.required, "seconds": round(took, 4)}
+        )
     else:
         verdict = "APPROVED" if outcome.approved else "REJECTED"
         approvals = sum(v.choice.value == "approve" for v in outcome.votes)
@@ -168,7 +158,7 @@ def propose(
 
 
 def _outcome(client: Any, proposal_id: str) -> Any:
-    from .consensus import consensus_of
+    from ..consensus import consensus_of
 
     consensus = consensus_of(client.agent)
     assert consensus is not None
@@ -191,12 +181,6 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
     return dict(data)
 
 
-def _emit(data: Any) -> None:
-    from .cli import emit_json
-
-    emit_json(data)
-
-
 def _commit(
     common: Common,
     payload: str,
@@ -206,18 +190,18 @@ def _commit(
     as_id: str,
     as_json: bool,
 ) -> None:
-    from .client import Client, parse_payload
-    from .consensus import bft_commit
+    from ..client import Client, parse_payload
+    from ..consensus import bft_commit
 
     spec, value = resolve_group(group, groups), parse_payload(payload)
 
     async def go() -> Any:
-        async with Client(common.settings(role="client", agent_id=as_id)) as client:
+        async with Client(common.client_settings(as_id)) as client:
             return await bft_commit(client, spec, value, timeout=timeout)
 
-    result = asyncio.run(go())
+    result = run(go())
     if as_json:
-        _emit(
+        emit_json(
             {
                 "group": result.group,
                 "seq": result.seq,
@@ -244,7 +228,7 @@ def bft() -> None:
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
 @_group_options
 @_common_options
-@click.pass_obj
+@pass_common
 def bft_commit_cmd(
     common: Common,
     payload: str,
@@ -262,7 +246,7 @@ def bft_commit_cmd(
 @click.option("--entries", type=click.IntRange(min=0), default=10, show_default=True)
 @_group_options
 @_common_options
-@click.pass_obj
+@pass_common
 def bft_log(
     common: Common,
     entries: int,
@@ -272,7 +256,7 @@ def bft_log(
     as_json: bool,
 ) -> None:
     """Each member's view, progress and state digest, and the last decided entries."""
-    from .client import Client
+    from ..client import Client
 
     spec = resolve_group(group, groups)
 
@@ -286,15 +270,15 @@ def bft_log(
             return {"error": str(exc)}
 
     async def go() -> dict[str, dict[str, Any]]:
-        async with Client(common.settings(role="client", agent_id=as_id)) as client:
+        async with Client(common.client_settings(as_id)) as client:
             answers = await asyncio.gather(*(ask(client, m) for m in spec.members))
             return dict(zip(spec.members, answers, strict=True))
 
-    reports = asyncio.run(go())
+    reports = run(go())
     for r in reports.values():
         r["log"] = [[*e[:2], bytes(e[2]).hex(), *e[3:]] for e in r.get("log", [])]
     if as_json:
-        _emit(reports)
+        emit_json(reports)
         return
     click.echo(f"group {spec} (quorum {(len(spec.members) + spec.f + 2) // 2})")
     for member, r in reports.items():
@@ -309,29 +293,3 @@ def bft_log(
     for seq, view, digest, client_id, _ts, value, executed in (first or {}).get("log", []):
         shown = value if executed else "(not executed)"
         click.echo(f"  #{seq:<6d} view {view:<3d} {digest[:12]} {client_id}: {shown}")
-
-
-def register(cli: click.Group) -> None:
-    """Add ``propose`` and ``bft`` to the ``robeing`` command group (idempotent).
-
-    Raises:
-        Nothing.
-    """
-    cli.add_command(propose)
-    cli.add_command(bft)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Run ``robeing`` with these commands registered.
-
-    Raises:
-        SystemExit: always, with the command's exit code.
-    """
-    from .cli import cli
-
-    register(cli)
-    cli.main(args=argv, prog_name="robeing")
-
-
-if __name__ == "__main__":
-    main()

@@ -4,16 +4,23 @@ Every option that configures an agent process is also an environment
 variable (DESIGN §5), shown in ``--help``: deployments (Compose, Kubernetes)
 configure agents through the environment, so an option that exists only on
 one of two commands running the same role would be silently ignored there.
+
+An option that sets a :class:`~robeing.agents.settings.Settings` field takes
+its default from that field (:func:`default_of`): ``--help`` shows the
+library's default, and changing it there cannot leave the CLI overriding it
+with the old value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import MISSING, fields
 from typing import Any, TypeVar
 
 import click
 
-from ..protocol.resources import InvalidResources, Resources, parse_resources
+from ...protocol.resources import InvalidResources, Resources, parse_resources
+from ..settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -21,6 +28,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 def env_option(*decls: str, envvar: str, **kw: Any) -> Callable[[F], F]:
     """A ``click.option`` also read from ``envvar`` (and saying so in ``--help``)."""
     return click.option(*decls, envvar=envvar, show_envvar=True, **kw)
+
+
+def default_of(owner: type[Any], name: str) -> Any:
+    """The default of the dataclass ``owner``'s field ``name`` (e.g. of ``Settings``).
+
+    Raises:
+        KeyError: ``owner`` has no field ``name`` with a plain default; raised
+            when the option is declared, so at import.
+    """
+    for f in fields(owner):
+        if f.name == name and f.default is not MISSING:
+            return f.default
+    raise KeyError(f"{owner.__name__} has no field {name!r} with a default")
 
 
 def stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
@@ -51,19 +71,44 @@ class ResourcesParam(click.ParamType):
 RESOURCES = ResourcesParam()
 
 
+def json_option() -> Callable[[F], F]:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def as_option() -> Callable[[F], F]:
+    """The identity a client command acts as (default: the machine's ``cli-<host>``)."""
+    return click.option(
+        "--as",
+        "as_id",
+        envvar="ROBEING_CLIENT_ID",
+        default=default_of(Settings, "agent_id"),
+        help="Client identity.",
+    )
+
+
+def payload_option() -> Callable[[F], F]:
+    return click.option("--payload", default=None, help="JSON, or @file with JSON.")
+
+
+def priority_option() -> Callable[[F], F]:
+    return click.option("--priority", type=click.IntRange(0, 9), default=5, show_default=True)
+
+
 def app_option(help: str) -> Callable[[F], F]:
-    return env_option("--app", envvar="ROBEING_APP", default=None, help=help)
+    return env_option("--app", envvar="ROBEING_APP", default=default_of(Settings, "app"), help=help)
 
 
 def agent_id_option(help: str) -> Callable[[F], F]:
-    return env_option("--id", "agent_id", envvar="AGENT_ID", default="", help=help)
+    return env_option(
+        "--id", "agent_id", envvar="AGENT_ID", default=default_of(Settings, "agent_id"), help=help
+    )
 
 
 def heartbeat_interval_option(help: str | None = None) -> Callable[[F], F]:
     return env_option(
         "--heartbeat-interval",
         envvar="ROBEING_HEARTBEAT_INTERVAL",
-        default=1.0,
+        default=default_of(Settings, "heartbeat_interval"),
         type=click.FloatRange(min=0.05),
         show_default=True,
         help=help,
@@ -77,7 +122,7 @@ coordinator_options = stack(
     env_option(
         "--acceptable-pause",
         envvar="ROBEING_ACCEPTABLE_PAUSE",
-        default=3.0,
+        default=default_of(Settings, "acceptable_pause"),
         type=click.FloatRange(min=0),
         show_default=True,
         help="(coordinator) Silence beyond the interval that never makes an agent suspected.",
@@ -85,7 +130,7 @@ coordinator_options = stack(
     env_option(
         "--dead-after",
         envvar="ROBEING_DEAD_AFTER",
-        default=2.0,
+        default=default_of(Settings, "dead_after"),
         type=click.FloatRange(min=0),
         show_default=True,
         help="(coordinator) Seconds suspected before an agent is declared dead.",
@@ -93,7 +138,7 @@ coordinator_options = stack(
     env_option(
         "--max-attempts",
         envvar="ROBEING_MAX_ATTEMPTS",
-        default=3,
+        default=default_of(Settings, "max_attempts"),
         type=click.IntRange(min=1),
         show_default=True,
         help="(coordinator) Executions of a task before it is dead-lettered.",
@@ -101,7 +146,7 @@ coordinator_options = stack(
     env_option(
         "--events-vhost",
         envvar="ROBEING_EVENTS_VHOST",
-        default="/",
+        default=default_of(Settings, "events_vhost"),
         show_default=True,
         help="(coordinator) Vhost of the broker's event exchange "
         "(rabbitmq_event_exchange.vhost), for connection events.",

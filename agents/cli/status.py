@@ -1,4 +1,10 @@
-"""``robeing status``: live agents from heartbeats, plus queue health."""
+"""``robeing status``: live agents from heartbeats, plus queue health.
+
+Each agent's row joins what its heartbeat says of itself with the active
+coordinator's verdict on its health; dead letters, pending submissions and
+the resource pool come from the management API and the coordinator's report.
+A table for people, ``--json`` for scripts, ``--watch`` to keep refreshing.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,33 @@ import json
 import time
 from typing import Any
 
+import click
 from rich.console import Console
 from rich.table import Table
 
-from ..broker import topology as topo
-from ..broker.management import Management, ManagementSettings, vhost_of
-from ..protocol.errors import BrokerError
-from .client import AgentStatus, Client
-from .settings import Settings
+from ...broker import topology as topo
+from ...broker.management import Management, ManagementSettings, vhost_of
+from ...protocol.errors import BrokerError
+from ..client import AgentStatus, Client
+from ..settings import Settings
+from .common import Common, pass_common, run
+from .options import json_option
+
+
+@click.command()
+@json_option()
+@click.option("--watch", is_flag=True, help="Refresh until Ctrl-C.")
+@click.option(
+    "--listen",
+    type=click.FloatRange(min=0.2),
+    default=2.5,
+    show_default=True,
+    help="Seconds to listen for heartbeats.",
+)
+@pass_common
+def status(common: Common, as_json: bool, watch: bool, listen: float) -> None:
+    """Live agents from their heartbeats: id, role, specializations, load, last seen."""
+    run(show_status(common.client_settings(), as_json, watch, listen))
 
 
 async def queue_health(settings: Settings) -> dict[str, Any]:

@@ -1,0 +1,99 @@
+"""The ``robeing`` command: parse, configure logging, call the library.
+
+Every option is also an environment variable (shown in ``--help``); the
+seed's names ``AGENT_ROLE``, ``SPECIALIZATION``, ``CLUSTER_ID``,
+``AGENT_COUNT`` and ``AMQP_URL`` keep working. Errors are one line on stderr
+and a non-zero exit: 2 for wrong usage or configuration, 3 for broker
+trouble, 1 for anything else robeing reports; never a traceback
+(:mod:`.common`).
+
+This module builds the top-level group and its global options and adds each
+verb group's commands: :mod:`.keys`, :mod:`.agent` (``agent``,
+``coordinator``), :mod:`.messaging` (``send``, ``broadcast``), :mod:`.tasks`
+(``submit``, ``result``), :mod:`.status`, :mod:`.up`, :mod:`.consensus`
+(``propose``, ``bft``). It is the only module that imports them; they import
+:mod:`.common` and :mod:`.options`, never this one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .. import logs
+from ..settings import Settings
+from . import agent, consensus, keys, messaging, status, tasks, up
+from .common import Common, RobeingGroup
+from .options import default_of
+
+__all__ = ["cli", "main"]
+
+
+@click.group(
+    cls=RobeingGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option(
+    "--amqp-url",
+    envvar="AMQP_URL",
+    default=default_of(Settings, "amqp_url"),
+    show_default=True,
+    show_envvar=True,
+    help="Broker URL; the path selects the vhost.",
+)
+@click.option(
+    "--keys-dir",
+    envvar="ROBEING_KEYS",
+    default=default_of(Settings, "keys_dir"),
+    show_default=True,
+    show_envvar=True,
+    type=click.Path(path_type=Path),
+    help="Authority key, certificates and agent keys.",
+)
+@click.option(
+    "--log-level",
+    envvar="ROBEING_LOG_LEVEL",
+    default="info",
+    show_envvar=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@click.option(
+    "--log-format",
+    envvar="ROBEING_LOG_FORMAT",
+    default="auto",
+    show_envvar=True,
+    type=click.Choice(["auto", "text", "json"]),
+)
+@click.version_option(package_name="robeing")
+@click.pass_context
+def cli(ctx: click.Context, amqp_url: str, keys_dir: Path, log_level: str, log_format: str) -> None:
+    """robeing: a multi-agent runtime on RabbitMQ."""
+    ctx.obj = Common(amqp_url, keys_dir, log_level, log_format)
+    # One-shot commands only show problems; `agent` and `up` reconfigure.
+    quiet = log_level if log_level in ("debug", "warning", "error") else "warning"
+    logs.configure(
+        quiet,
+        log_format,
+        "cli",
+        "client",
+        library_level="warning" if log_level == "debug" else "critical",
+    )
+
+
+cli.add_command(keys.keys)
+cli.add_command(agent.agent)
+cli.add_command(agent.coordinator)
+cli.add_command(messaging.send)
+cli.add_command(messaging.broadcast)
+cli.add_command(tasks.submit)
+cli.add_command(tasks.result)
+cli.add_command(status.status)
+cli.add_command(up.up)
+cli.add_command(consensus.propose)
+cli.add_command(consensus.bft)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``robeing`` console script."""
+    cli.main(args=argv, prog_name="robeing")

@@ -1,0 +1,210 @@
+"""``robeing agent`` and ``robeing coordinator``: run an agent process, or probe one.
+
+Both build the process's :class:`~robeing.agents.settings.Settings` from
+options and environment variables (what Compose and Kubernetes set) and
+serve it until SIGTERM or Ctrl-C; ``agent --check`` instead reports whether
+an agent with the given id is heartbeating, as a health probe's exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ...protocol.errors import ConfigError
+from ...protocol.pbft import GroupSpec, parse_groups
+from ...protocol.resources import Resources
+from ...protocol.roles import AGENT_ROLES
+from ..settings import Settings
+from .common import Common, pass_common, run, split_list
+from .options import (
+    RESOURCES,
+    agent_id_option,
+    app_option,
+    coordinator_options,
+    default_of,
+    env_option,
+    heartbeat_interval_option,
+)
+
+
+@click.command()
+@click.option(
+    "--role",
+    envvar="AGENT_ROLE",
+    show_envvar=True,
+    default=None,
+    type=click.Choice(AGENT_ROLES),
+    help="What this agent does (required, except with --check).",
+)
+@agent_id_option("Unique id (default: <role>-<host>-<pid>).")
+@env_option(
+    "--specialization",
+    "specializations",
+    envvar="SPECIALIZATION",
+    multiple=True,
+    default=default_of(Settings, "specializations"),
+    help="Skill offered; repeat or comma-separate.",
+)
+@env_option(
+    "--cluster-id",
+    envvar="CLUSTER_ID",
+    default=default_of(Settings, "cluster_id"),
+    show_default=True,
+)
+@app_option("Module (or module:attr) holding your App with handlers.")
+@env_option(
+    "--concurrency",
+    envvar="ROBEING_CONCURRENCY",
+    default=default_of(Settings, "concurrency"),
+    type=click.IntRange(min=1),
+    show_default=True,
+)
+@heartbeat_interval_option()
+@env_option(
+    "--grace-period",
+    envvar="ROBEING_GRACE_PERIOD",
+    default=default_of(Settings, "grace_period"),
+    type=click.FloatRange(min=0),
+    show_default=True,
+    help="Seconds to finish in-flight work on SIGTERM.",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Probe: exit 0 if an agent with this id is heartbeating, 1 if not.",
+)
+@env_option(
+    "--standby",
+    envvar="ROBEING_STANDBY",
+    is_flag=True,
+    default=default_of(Settings, "standby"),
+    help="Join the standby pool: take work only while a primary with a shared "
+    "specialization is dead.",
+)
+@env_option(
+    "--backup-for",
+    envvar="ROBEING_BACKUP_FOR",
+    default=default_of(Settings, "backup_for"),
+    help="Back up this agent id: take work only while it is dead.",
+)
+@env_option(
+    "--bft-group",
+    "bft_groups",
+    envvar="ROBEING_BFT_GROUP",
+    default=None,
+    help="PBFT groups: NAME=ID,ID,...[/F], ';'-separated; hosts those listing this agent.",
+)
+@env_option(
+    "--bft-timeout",
+    envvar="ROBEING_BFT_TIMEOUT",
+    default=default_of(GroupSpec, "view_change_timeout"),
+    type=click.FloatRange(min=0.05),
+    show_default=True,
+    help="PBFT view-change timeout (s).",
+)
+@env_option(
+    "--resources",
+    envvar="ROBEING_RESOURCES",
+    type=RESOURCES,
+    default=default_of(Settings, "resources"),
+    help="What this agent contributes to the resource pool, e.g. "
+    "cpu=2,memory=4GiB,storage=20GB,bandwidth=100MB (bytes; bandwidth per second).",
+)
+@coordinator_options
+@pass_common
+def agent(
+    common: Common,
+    role: str | None,
+    agent_id: str,
+    specializations: tuple[str, ...],
+    cluster_id: str,
+    app: str | None,
+    concurrency: int,
+    heartbeat_interval: float,
+    grace_period: float,
+    check: bool,
+    standby: bool,
+    backup_for: str | None,
+    bft_groups: str | None,
+    bft_timeout: float,
+    resources: Resources | None,
+    **coordinator: Any,
+) -> None:
+    """Run an agent process until SIGTERM or Ctrl-C."""
+    if role is None:
+        if not check:
+            raise click.UsageError("Missing option '--role' (or AGENT_ROLE).")
+        role = "worker"  # a probe needs only the id
+    settings = common.settings(
+        role=role,
+        agent_id=agent_id,
+        specializations=split_list(specializations),
+        cluster_id=cluster_id,
+        app=app,
+        concurrency=concurrency,
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+        standby=standby,
+        backup_for=backup_for,
+        bft_groups=parse_groups(bft_groups, view_change_timeout=bft_timeout),
+        resources=resources,
+        **coordinator,  # the Settings fields of the same names
+    )
+    if check:
+        sys.exit(run(_probe(common, settings)))
+    _serve(common, settings)
+
+
+@click.command()
+@app_option("Module with your App (needed for its tasks' split and merge).")
+@agent_id_option("Unique id (default: coordinator-<host>-<pid>).")
+@click.option(
+    "--standby",
+    is_flag=True,
+    help="Label this coordinator a standby; every coordinator waits for the "
+    "lead anyway and takes over when the active one dies.",
+)
+@heartbeat_interval_option("The agents' heartbeat interval (and ours).")
+@coordinator_options
+@pass_common
+def coordinator(
+    common: Common,
+    app: str | None,
+    agent_id: str,
+    standby: bool,
+    heartbeat_interval: float,
+    **coordinator: Any,
+) -> None:
+    """Run a coordinator (same as `robeing agent --role coordinator`)."""
+    settings = common.settings(
+        role="coordinator",
+        agent_id=agent_id,
+        app=app,
+        heartbeat_interval=heartbeat_interval,
+        **coordinator,  # the Settings fields of the same names
+    )
+    _serve(common, settings)
+
+
+def _serve(common: Common, settings: Settings) -> None:
+    """Run ``settings``' agent (with its ``--app``) until SIGTERM or Ctrl-C."""
+    common.configure_logging(settings.agent_id, settings.role)
+    from ..app import load_app
+    from ..assembly import serve
+
+    run(serve(settings, load_app(settings.app) if settings.app else None))
+
+
+async def _probe(common: Common, target: Settings) -> int:
+    from ..client import Client
+
+    if target.generated_id:
+        raise ConfigError("--check needs --id of the agent to probe")
+    async with Client(common.client_settings(), listen_only=True) as client:
+        live = await client.live_agents(max(3 * target.heartbeat_interval, 1.5))
+    ok = target.agent_id in live
+    click.echo(f"{target.agent_id}: {'alive' if ok else 'not seen'}")
+    return 0 if ok else 1

@@ -1,0 +1,104 @@
+"""What every ``robeing`` verb needs: errors and exit codes, the global options, output.
+
+Errors are one line on stderr and a non-zero exit: 2 for wrong usage or
+configuration, 3 for broker trouble, 1 for anything else robeing reports;
+never a traceback. :class:`RobeingGroup` turns robeing's exceptions into
+those; a command raises :class:`ConfigFailure` (or another :class:`CliError`)
+itself when it finds the problem.
+
+Verb modules import this module and :mod:`.options`, never the package's
+``__init__``, which is the one module that imports them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ...protocol.errors import AckTimeout, BrokerError, ConfigError, RobeingError
+from .. import logs
+from ..settings import Settings
+
+T = TypeVar("T")
+
+
+class CliError(click.ClickException):
+    """A robeing error shown as one line (exit code 1)."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"robeing: error: {self.format_message()}", err=True)
+
+
+class ConfigFailure(CliError):
+    exit_code = 2
+
+
+class BrokerFailure(CliError):
+    exit_code = 3
+
+
+def _cli_error(exc: RobeingError) -> CliError:
+    if isinstance(exc, ConfigError):
+        return ConfigFailure(str(exc))
+    if isinstance(exc, BrokerError | AckTimeout):
+        return BrokerFailure(str(exc))
+    return CliError(str(exc))
+
+
+class RobeingGroup(click.Group):
+    """Turns robeing's errors into one-line messages with meaningful exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RobeingError as exc:
+            raise _cli_error(exc) from None
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(130) from None
+
+
+@dataclass
+class Common:
+    """The global options, shared by every command through the click context."""
+
+    amqp_url: str
+    keys_dir: Path
+    log_level: str
+    log_format: str
+
+    def settings(self, **kw: Any) -> Settings:
+        return Settings(amqp_url=self.amqp_url, keys_dir=self.keys_dir, **kw)
+
+    def client_settings(self, as_id: str = "") -> Settings:
+        """A client's settings: identity ``as_id``, or the machine's ``cli-<host>``."""
+        return self.settings(role="client", agent_id=as_id)
+
+    def configure_logging(self, agent_id: str = "-", role: str = "-") -> None:
+        logs.configure(self.log_level, self.log_format, agent_id, role)
+
+
+pass_common = click.make_pass_decorator(Common)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def split_list(values: Iterable[str] | None) -> tuple[str, ...]:
+    """Values given repeated and/or comma- or space-separated, once each, in order."""
+    out: list[str] = []
+    for v in values or ():
+        out.extend(v.replace(",", " ").split())
+    return tuple(dict.fromkeys(out))
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))

@@ -1,0 +1,86 @@
+"""``robeing keys``: the cluster authority and the agent identities it certifies.
+
+``init`` creates the authority in the keys directory, ``issue`` certifies an
+agent, ``revoke`` adds one to the signed revocation list (and announces the
+new list to live agents), ``list`` shows what was issued.
+"""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from ...protocol.roles import ROLES
+from .common import Common, pass_common, run
+
+
+@click.group()
+def keys() -> None:
+    """Create the cluster authority and issue or revoke agent identities."""
+
+
+@keys.command("init")
+@click.option("--force", is_flag=True, help="Replace an existing authority.")
+@click.option("--cluster-key", is_flag=True, help="Also create a key that encrypts broadcasts.")
+@pass_common
+def keys_init(common: Common, force: bool, cluster_key: bool) -> None:
+    """Create the cluster authority in the keys directory."""
+    from ..keystore import Keystore
+
+    pub = Keystore(common.keys_dir).init(force=force, cluster_key=cluster_key)
+    click.echo(f"authority created in {common.keys_dir} (public key {pub.hex()[:16]}…)")
+
+
+@keys.command("issue")
+@click.option("--id", "agent_id", required=True, help="The agent id to certify.")
+@click.option("--role", required=True, type=click.Choice(list(ROLES)))
+@click.option("--ttl-days", type=click.FloatRange(min=0.001), default=365.0, show_default=True)
+@pass_common
+def keys_issue(common: Common, agent_id: str, role: str, ttl_days: float) -> None:
+    """Issue a key pair and certificate for an agent."""
+    from ..keystore import Keystore
+
+    ident = Keystore(common.keys_dir).issue(agent_id, role, ttl_days * 86400)
+    click.echo(
+        f"issued {role} identity {agent_id!r} (key {ident.certificate.key_id}, "
+        f"expires {time.strftime('%Y-%m-%d', time.gmtime(ident.certificate.expires_at))})"
+    )
+
+
+@keys.command("revoke")
+@click.option("--id", "agent_id", required=True)
+@click.option(
+    "--announce/--no-announce",
+    default=True,
+    help="Broadcast the new revocation list to live agents.",
+)
+@pass_common
+def keys_revoke(common: Common, agent_id: str, announce: bool) -> None:
+    """Revoke an agent everywhere: add it to the signed revocation list."""
+    from ..keystore import Keystore
+
+    crl = Keystore(common.keys_dir).revoke(agent_id)
+    click.echo(f"revoked {agent_id!r} (revocation list version {crl.version})")
+    if announce:
+        from ..client import Client
+
+        async def go() -> None:
+            async with Client(common.client_settings()) as client:
+                await client.broadcast("crl.update", crl.raw, priority=9)
+
+        run(go())
+        click.echo("announced to live agents")
+
+
+@keys.command("list")
+@pass_common
+def keys_list(common: Common) -> None:
+    """List issued identities."""
+    from ..keystore import Keystore
+
+    store = Keystore(common.keys_dir)
+    revoked = store.revocations()
+    for cert in store.list_agents():
+        flag = " REVOKED" if revoked.revokes(cert) else ""
+        click.echo(f"{cert.agent_id}\t{cert.role}\t{cert.key_id}{flag}")
