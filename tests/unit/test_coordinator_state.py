@@ -358,3 +358,42 @@ def test_an_invalid_submission_gets_failed_finals_and_is_acked_once_stored() -> 
     assert {f.state for f in finals.values()} == {"failed"} and sorted(finals) == ["t1", "t2"]
     assert "cycle" in (finals["t1"].error or "") and of(AckSubmission, out) == []
     assert of(AckSubmission, c.handle(FinalsStored(("t1", "t2")))) == [AckSubmission(1)]
+
+
+def test_a_resubmission_of_a_running_task_is_acknowledged_once_its_final_is_stored() -> None:
+    """Given t1 running, When it is resubmitted, Expect no ack yet (a failover now would
+    lose the resubmitter, whose submission would be gone); When t1's final is stored,
+    Expect both submissions acknowledged."""
+    c = Coordinator()
+    c.join("w1")
+    c.submit(task("t1"))
+    assert of(AckSubmission, c.submit(task("t1"), reply_to="q2")) == []
+    c.result("w1", "t1")
+    acks = of(AckSubmission, c.handle(FinalsStored(("t1",))))
+    assert sorted(a.token for a in acks) == [1, 2]
+
+
+def test_a_resubmission_answered_by_a_final_not_yet_stored_waits_for_the_store() -> None:
+    """Given t1's final failed to store, When t1 is resubmitted, Expect the final told at
+    once but no ack; When the retried store succeeds, Expect both submissions acknowledged."""
+    c = Coordinator(store_retry=1.0)
+    c.join("w1")
+    c.submit(task("t1"))
+    c.result("w1", "t1")
+    c.handle(FinalsNotStored(("t1",), "stream down"))
+    again = c.submit(task("t1"), reply_to="q2")
+    assert "t1" in c.finals(again) and of(AckSubmission, again) == []
+    assert of(DeliverFinals, c.tick(1.5))
+    acks = of(AckSubmission, c.handle(FinalsStored(("t1",))))
+    assert sorted(a.token for a in acks) == [1, 2]
+
+
+def test_an_id_that_names_a_running_subtask_is_refused() -> None:
+    """Given t1 split into t1.0 and t1.1, When a task named t1.0 is submitted, Expect a
+    failed final for it (the id is taken), not a wait for a final subtasks never get."""
+    c = Coordinator()
+    c.join("w1")
+    c.submit(task("t1", agents=2, payload=[1, 2]))
+    out = c.submit(task("t1.0"))
+    assert c.finals(out)["t1.0"].state == "failed"
+    assert of(AckSubmission, c.handle(FinalsStored(("t1.0",)))) == [AckSubmission(2)]
