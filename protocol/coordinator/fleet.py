@@ -16,7 +16,8 @@ Rules:
       certified role runs tasks and it is not a backup standing idle.
     * Backups (``standby``) take work only while a primary they stand in for
       is dead: the one named by ``backup_for``, or any dead agent sharing a
-      skill. Dead agents are remembered (bounded) with their skills for this.
+      skill; they leave scheduling as soon as it beats again. Dead agents are
+      remembered (bounded) with their skills for this.
     * A lost agent leaves the registry and the ledger at once; a heartbeat of
       it afterwards is a rejoin and starts afresh.
     * Load in the registry is the caller's count of live attempts (a
@@ -102,7 +103,8 @@ class FleetView:
         if role not in self.task_roles or beat.state != "alive":
             return lost
         skills = frozenset(beat.specializations)
-        self.dead.pop(agent_id, None)  # it is back (a rejoin starts afresh)
+        if self.dead.pop(agent_id, None) is not None:  # it is back (a rejoin starts afresh)
+            self._retire_backups()
         if beat.standby:
             self.backups[agent_id] = beat
             if not self._backup_needed(beat, skills):
@@ -196,6 +198,16 @@ class FleetView:
         if beat.backup_for:
             return beat.backup_for in self.dead
         return any(dead_skills & skills for _, dead_skills in self.dead.values())
+
+    def _retire_backups(self) -> None:
+        """Take active backups out of scheduling once no primary they stand in for is dead."""
+        for backup_id, beat in self.backups.items():
+            if backup_id in self.registry and not self._backup_needed(
+                beat, frozenset(beat.specializations)
+            ):
+                log.info("retiring backup %s: the agents it stood in for are back", backup_id)
+                self.registry.remove(backup_id)
+                self.ledger.withdraw(backup_id)
 
     def _contribute(self, agent_id: str, offered: Resources | None) -> None:
         """Take an agent's announced resources into the pool (none: it leaves it)."""

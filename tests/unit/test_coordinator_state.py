@@ -397,3 +397,18 @@ def test_an_id_that_names_a_running_subtask_is_refused() -> None:
     out = c.submit(task("t1.0"))
     assert c.finals(out)["t1.0"].state == "failed"
     assert of(AckSubmission, c.handle(FinalsStored(("t1.0",)))) == [AckSubmission(2)]
+
+
+def test_a_backup_stops_taking_work_as_soon_as_its_primary_rejoins() -> None:
+    """Given backup b1 active because primary w1 died, When w1 beats again, Expect b1
+    out of scheduling at once (not at its own next beat): new work goes to w1."""
+    c = Coordinator()
+    c.join("w1", incarnation="w1-a")
+    c.join("b1", standby=True, backup_for="w1")
+    c.handle(ConnectionClosed("w1", "w1-a"))
+    c.join("b1", standby=True, backup_for="w1")
+    assert "b1" in c.m.fleet.registry
+    c.join("w1", incarnation="w1-b", started_at=200.0)
+    assert "b1" not in c.m.fleet.registry and c.m.fleet.idle_backups() == ["b1"]
+    (assign,) = of(Assign, c.submit(task("t1")))
+    assert assign.agent_id == "w1"
