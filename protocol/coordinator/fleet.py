@@ -20,6 +20,9 @@ Rules:
       remembered (bounded) with their skills for this.
     * A lost agent leaves the registry and the ledger at once; a heartbeat of
       it afterwards is a rejoin and starts afresh.
+    * A heartbeat of an older process than the newest one seen for the agent
+      (an earlier ``started_at``: a frozen process that woke after its
+      replacement started) changes nothing, even after the agent was lost.
     * Load in the registry is the caller's count of live attempts (a
       heartbeat's own load lags the assignments).
 """
@@ -46,6 +49,7 @@ __all__ = ["TASK_ROLES", "FleetView", "Lost"]
 TASK_ROLES = frozenset({"worker", "specialist", "messenger"})
 """Roles a coordinator places tasks on (messengers run the ``convert`` task)."""
 DEAD_MEMORY = 1000
+STARTS_MEMORY = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,7 @@ class FleetView:
         self.incarnations: dict[str, str] = {}  # agent id -> incarnation it announced
         self.dead: dict[str, tuple[float, frozenset[str]]] = {}  # id -> (when, its skills)
         self.backups: dict[str, Heartbeat] = {}  # standby id -> its last heartbeat
+        self.started: dict[str, float] = {}  # agent id -> newest process start (outlives a loss)
         self.counters: Counter[str] = Counter()
         self._load_of = load_of
 
@@ -92,6 +97,9 @@ class FleetView:
             Agents declared lost by it: the sender itself when it is leaving,
             or its previous incarnation when this one replaced it.
         """
+        if self._from_older_process(agent_id, beat.started_at):
+            self.counters["stale_heartbeats"] += 1
+            return []
         if beat.state == "leaving":
             return [Lost(agent_id, "left")]
         if beat.incarnation:
@@ -198,6 +206,16 @@ class FleetView:
         if beat.backup_for:
             return beat.backup_for in self.dead
         return any(dead_skills & skills for _, dead_skills in self.dead.values())
+
+    def _from_older_process(self, agent_id: str, started_at: float) -> bool:
+        """Whether a beat comes from an older process than the newest one seen."""
+        if not started_at:
+            return False
+        newest = max(self.started.pop(agent_id, started_at), started_at)
+        self.started[agent_id] = newest  # re-inserted: the least recently seen go first
+        if len(self.started) > STARTS_MEMORY:
+            self.started.pop(next(iter(self.started)))
+        return started_at < newest
 
     def _retire_backups(self) -> None:
         """Take active backups out of scheduling once no primary they stand in for is dead."""

@@ -412,3 +412,29 @@ def test_a_backup_stops_taking_work_as_soon_as_its_primary_rejoins() -> None:
     assert "b1" not in c.m.fleet.registry and c.m.fleet.idle_backups() == ["b1"]
     (assign,) = of(Assign, c.submit(task("t1")))
     assert assign.agent_id == "w1"
+
+
+def test_a_heartbeat_of_an_older_process_changes_nothing() -> None:
+    """Given w1 restarted (process w1-b, started at 200) while its old process w1-a froze,
+    When w1-a wakes, beats and then its connection closes, Expect neither to change w1's
+    view: w1-b keeps its capacity and stays scheduled, holding its task."""
+    c = Coordinator()
+    c.join("w1", incarnation="w1-a", started_at=100.0, capacity=1)
+    c.join("w1", incarnation="w1-b", started_at=200.0, capacity=1)  # replaces w1-a
+    c.join("w1", incarnation="w1-b", started_at=200.0, capacity=1)  # joins afresh
+    c.submit(task("t1"))
+    assert c.join("w1", incarnation="w1-a", started_at=100.0, capacity=9) == []
+    assert c.m.fleet.registry.get("w1").capacity == 1
+    assert c.m.fleet.counters["stale_heartbeats"] == 1
+    assert c.handle(ConnectionClosed("w1", "w1-a")) == []
+    assert "w1" in c.m.fleet.registry and c.holder("t1") == "w1"
+
+
+def test_a_heartbeat_of_an_older_process_does_not_bring_a_lost_agent_back() -> None:
+    """Given w1's newest process w1-b was lost, When a beat of the older w1-a arrives,
+    Expect w1 to stay lost and get no work."""
+    c = Coordinator()
+    c.join("w1", incarnation="w1-b", started_at=200.0)
+    c.handle(ConnectionClosed("w1", "w1-b"))
+    assert c.join("w1", incarnation="w1-a", started_at=100.0) == []
+    assert of(Assign, c.submit(task("t1"))) == [] and c.m.fleet.is_dead("w1")
