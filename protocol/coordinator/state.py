@@ -269,7 +269,7 @@ class CoordinatorState:
             self.counters["stale_results"] += 1
             return
         rec = self.graph.get(res.task_id)
-        if rec.agent != sender:
+        if rec.agent != sender or rec.attempt != res.attempt:  # before the deadline's check too
             self.counters["stale_results"] += 1
             return
         if rec.deadline is not None and now >= rec.deadline:

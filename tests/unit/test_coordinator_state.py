@@ -438,3 +438,20 @@ def test_a_heartbeat_of_an_older_process_does_not_bring_a_lost_agent_back() -> N
     c.handle(ConnectionClosed("w1", "w1-b"))
     assert c.join("w1", incarnation="w1-a", started_at=100.0) == []
     assert of(Assign, c.submit(task("t1"))) == [] and c.m.fleet.is_dead("w1")
+
+
+def test_a_late_result_of_an_earlier_attempt_past_the_deadline_is_stale() -> None:
+    """Given w1 runs attempt 2 of t1 (deadline 10), When attempt 1's result arrives past
+    the deadline, Expect it stale and nothing changed: the deadline is the tick's to
+    enforce, and w1's count of running work must not drop."""
+    c = Coordinator()
+    c.join("w1")
+    c.submit(task("t1", deadline=10.0))
+    c.result("w1", "t1", ok=False, error={"type": "Busy"}, transient=True)
+    assert of(Assign, c.tick(5.0))
+    c.now = 10.0
+    assert c.result("w1", "t1", attempt=1) == []
+    assert c.m.counters["stale_results"] == 1
+    assert c.m.graph.get("t1").state is TaskState.ASSIGNED
+    assert c.m.fleet.registry.get("w1").load == 1
+    assert c.finals(c.tick(10.0))["t1"].state == "expired"
