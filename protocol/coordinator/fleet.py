@@ -16,9 +16,13 @@ Rules:
       certified role runs tasks and it is not a backup standing idle.
     * Backups (``standby``) take work only while a primary they stand in for
       is dead: the one named by ``backup_for``, or any dead agent sharing a
-      skill. Dead agents are remembered (bounded) with their skills for this.
+      skill; they leave scheduling as soon as it beats again. Dead agents are
+      remembered (bounded) with their skills for this.
     * A lost agent leaves the registry and the ledger at once; a heartbeat of
       it afterwards is a rejoin and starts afresh.
+    * A heartbeat of an older process than the newest one seen for the agent
+      (an earlier ``started_at``: a frozen process that woke after its
+      replacement started) changes nothing, even after the agent was lost.
     * Load in the registry is the caller's count of live attempts (a
       heartbeat's own load lags the assignments).
 """
@@ -46,6 +50,7 @@ __all__ = ["TASK_ROLES", "FleetView", "Lost"]
 TASK_ROLES = frozenset({"worker", "specialist", "messenger"})
 """Roles a coordinator places tasks on (messengers run the ``convert`` task)."""
 DEAD_MEMORY = 1000
+STARTS_MEMORY = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +85,7 @@ class FleetView:
         self.incarnations: dict[str, str] = {}  # agent id -> incarnation it announced
         self.dead: dict[str, tuple[float, frozenset[str]]] = {}  # id -> (when, its skills)
         self.backups: dict[str, Heartbeat] = {}  # standby id -> its last heartbeat
+        self.started: dict[str, float] = {}  # agent id -> newest process start (outlives a loss)
         self.counters: Counter[str] = Counter()
         self._load_of = load_of
 
@@ -92,6 +98,9 @@ class FleetView:
             Agents declared lost by it: the sender itself when it is leaving,
             or its previous incarnation when this one replaced it.
         """
+        if self._from_older_process(agent_id, beat.started_at):
+            self.counters["stale_heartbeats"] += 1
+            return []
         if beat.state == "leaving":
             return [Lost(agent_id, "left")]
         if beat.incarnation:
@@ -103,7 +112,8 @@ class FleetView:
         if role not in self.task_roles or beat.state != "alive":
             return lost
         skills = frozenset(beat.specializations)
-        self.dead.pop(agent_id, None)  # it is back (a rejoin starts afresh)
+        if self.dead.pop(agent_id, None) is not None:  # it is back (a rejoin starts afresh)
+            self._retire_backups()
         if beat.standby:
             self.backups[agent_id] = beat
             if not self._backup_needed(beat, skills):
@@ -197,6 +207,26 @@ class FleetView:
         if beat.backup_for:
             return beat.backup_for in self.dead
         return any(dead_skills & skills for _, dead_skills in self.dead.values())
+
+    def _from_older_process(self, agent_id: str, started_at: float) -> bool:
+        """Whether a beat comes from an older process than the newest one seen."""
+        if not started_at:
+            return False
+        newest = max(self.started.pop(agent_id, started_at), started_at)
+        self.started[agent_id] = newest  # re-inserted: the least recently seen go first
+        if len(self.started) > STARTS_MEMORY:
+            self.started.pop(next(iter(self.started)))
+        return started_at < newest
+
+    def _retire_backups(self) -> None:
+        """Take active backups out of scheduling once no primary they stand in for is dead."""
+        for backup_id, beat in self.backups.items():
+            if backup_id in self.registry and not self._backup_needed(
+                beat, frozenset(beat.specializations)
+            ):
+                log.info("retiring backup %s: the agents it stood in for are back", backup_id)
+                self.registry.remove(backup_id)
+                self.ledger.withdraw(backup_id)
 
     def _contribute(self, agent_id: str, offered: Resources | None) -> None:
         """Take an agent's announced resources into the pool (none: it leaves it)."""

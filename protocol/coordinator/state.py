@@ -24,6 +24,7 @@ Invariants (checked by the seeded simulator in ``tests/unit``):
     * A submission is acknowledged only after every task in it has a final
       stored (:class:`~.events.FinalsStored`); a failed store is retried, so
       an accepted task is never acknowledged without its result on record.
+      A resubmission waits too, for each task it names whose final is unstored.
     * Every submitted task ends: it succeeds, fails, dead-letters after its
       attempts, or expires at its deadline.
 """
@@ -150,7 +151,7 @@ class CoordinatorState:
         self.counters: Counter[str] = Counter()
         self._skills = dict(skills or {})
         self._submitters: dict[str, Recipient] = {}  # root id -> who submitted it
-        self._batches: dict[str, _Batch] = {}  # root id -> its held submission
+        self._batches: dict[str, list[_Batch]] = {}  # root id -> held submissions naming it
         self._watchers: dict[str, list[Recipient]] = {}  # root id -> resubmitters
         self._progress: dict[str, tuple[int, int]] = {}  # root id -> (done, total)
         self._unstored: dict[str, FinalResult] = {}  # finals whose store failed
@@ -207,22 +208,29 @@ class CoordinatorState:
         recipient = (submitter, sub.reply_to or "")
         new: list[TaskRequest] = []
         known: list[tuple[FinalResult, tuple[Recipient, ...]]] = []
+        pending: set[str] = set()  # known ids whose final is not stored yet
         for t in sub.tasks:
             if t.id in self.finals:  # idempotent resubmission: answer from the store
                 known.append((self.finals[t.id], (recipient,)))
-            elif t.id in self.graph:
+                if t.id in self._storing or t.id in self._unstored:
+                    pending.add(t.id)
+            elif t.id in self.graph and self.graph.get(t.id).spec.parent is None:
+                # Running: told with its final. (A split's subtask id is taken: refused below.)
                 self._watchers.setdefault(t.id, []).append(recipient)
+                pending.add(t.id)
             else:
                 new.append(t)
         if known:
             self._out.append(DeliverFinals(tuple(known), store=False))
-        if not new:
+        batch = _Batch(event.token, pending | {t.id for t in new})
+        if not batch.waiting:
             self._out.append(AckSubmission(event.token))
             return
-        batch = _Batch(event.token, {t.id for t in new})
-        for t in new:
-            self._batches[t.id] = batch
-            self._submitters[t.id] = recipient
+        for task_id in batch.waiting:
+            self._batches.setdefault(task_id, []).append(batch)
+        self._submitters.update((t.id, recipient) for t in new)
+        if not new:
+            return
         try:
             self.graph.submit([self._spec(t) for t in new], now=now)
         except (InvalidTask, RobeingError) as exc:
@@ -261,7 +269,7 @@ class CoordinatorState:
             self.counters["stale_results"] += 1
             return
         rec = self.graph.get(res.task_id)
-        if rec.agent != sender:
+        if rec.agent != sender or rec.attempt != res.attempt:  # before the deadline's check too
             self.counters["stale_results"] += 1
             return
         if rec.deadline is not None and now >= rec.deadline:
@@ -329,12 +337,10 @@ class CoordinatorState:
     def _on_stored(self, task_ids: tuple[str, ...]) -> None:
         for task_id in task_ids:
             self._storing.discard(task_id)
-            batch = self._batches.pop(task_id, None)
-            if batch is None:
-                continue
-            batch.waiting.discard(task_id)
-            if not batch.waiting:
-                self._out.append(AckSubmission(batch.token))
+            for batch in self._batches.pop(task_id, ()):
+                batch.waiting.discard(task_id)
+                if not batch.waiting:
+                    self._out.append(AckSubmission(batch.token))
 
     def _on_not_stored(self, event: FinalsNotStored, now: float) -> None:
         log.error("could not store %d final result(s): %s", len(event.task_ids), event.error)
