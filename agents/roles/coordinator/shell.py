@@ -5,15 +5,7 @@ who runs what, fencing, retries, deadlines, failure handling, when a
 submission may be acknowledged. This module holds the broker side of it: the
 lock and the epoch, turning deliveries into events, performing the actions.
 
-Leadership. Exactly one coordinator is active: the one whose connection owns
-the exclusive queue ``robeing.coordinator.lock`` (a mutex the broker keeps and
-releases when that connection dies). Others wait as standbys and retry. On
-taking over, the coordinator picks an epoch greater than any before it
-(``robeing.coordinator.epoch`` plus the wall clock) and stamps it on every
-assignment; agents refuse assignments from older epochs, so a deposed
-coordinator cannot issue work. A coordinator that loses its connection, and so
-its lock, exits (crash-only): :func:`robeing.agents.assembly.serve` starts it
-again as a standby with a fresh state.
+Leadership (the lock and the epoch) is :mod:`.leadership`'s.
 
 Durability. A ``task.submit`` delivery stays unacknowledged in the durable
 quorum queue ``robeing.coordinator.tasks`` (the handler defers it) until every
@@ -32,8 +24,8 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from ...broker import topology as topo
-from ...protocol.coordinator import (
+from ....broker import topology as topo
+from ....protocol.coordinator import (
     AckSubmission,
     Action,
     Assign,
@@ -54,21 +46,21 @@ from ...protocol.coordinator import (
     SubmissionReceived,
     Tick,
 )
-from ...protocol.envelope import Envelope, pack
-from ...protocol.errors import DecodeError, ProtocolError
-from ...protocol.failure_detector import DetectorConfig
-from ...protocol.heartbeat import Heartbeat
-from ...protocol.taskgraph import SplitStrategy, merge_results, split_list
-from ...protocol.taskmsgs import ResultMsg, Submission
-from ..context import AgentContext, Message, Receipt
-from ..tasking.finals import FinalsOutbox, read_finals
+from ....protocol.envelope import Envelope, pack
+from ....protocol.errors import DecodeError, ProtocolError
+from ....protocol.failure_detector import DetectorConfig
+from ....protocol.heartbeat import Heartbeat
+from ....protocol.taskgraph import SplitStrategy, merge_results, split_list
+from ....protocol.taskmsgs import ResultMsg, Submission
+from ...context import AgentContext, Message, Receipt
+from ...tasking.finals import FinalsOutbox, read_finals
+from .leadership import take_the_lead
 
 log = logging.getLogger(__name__)
 
 SUBMISSION_PREFETCH = 10_000
 RESULTS_WINDOW_S = 24 * 3600.0
 TICK_S = 0.1
-LOCK_RETRY_S = 0.25  # how often a standby tries to take the lead
 
 
 class Coordinator:
@@ -118,13 +110,7 @@ class Coordinator:
 
     async def _become_active(self) -> None:
         agent, broker, topology = self.agent, self.agent.broker, self.agent.settings.topology
-        standby_logged = False
-        while not await broker.try_exclusive(topo.lock_spec()):
-            if not standby_logged:
-                log.info("another coordinator is active; %s waits as standby", agent.id)
-                standby_logged = True
-            await asyncio.sleep(LOCK_RETRY_S)
-        epoch = await self._next_epoch()
+        epoch = await take_the_lead(agent)
         agent.on_reconnect(self._on_reconnect)
         finals: list[Any] = []
         n = await read_finals(broker, topology, RESULTS_WINDOW_S, finals.append)
@@ -157,17 +143,6 @@ class Coordinator:
             self.agent.id,
         )
         self.agent.request_stop("lost_lead")
-
-    async def _next_epoch(self) -> int:
-        broker, last = self.agent.broker, 0
-        await broker.declare_queue(topo.epoch_spec())
-        raw = await broker.peek(topo.EPOCH_QUEUE)
-        if raw is not None:
-            with contextlib.suppress(ValueError):
-                last = int(raw.decode())
-        epoch = max(last + 1, int(time.time() * 1000))
-        await broker.publish("", topo.EPOCH_QUEUE, str(epoch).encode())
-        return epoch
 
     async def stop(self, agent: AgentContext) -> None:
         for task in self._background:
@@ -319,14 +294,3 @@ class Coordinator:
         if self.state is None:
             return {"coordinator": {"active": False}}
         return {"coordinator": {**self.state.report(time.time()), "active": self.serving}}
-
-
-def install(agent: AgentContext) -> Coordinator:
-    """Give ``agent`` the coordinator's behaviour."""
-    coordinator = Coordinator(agent)
-    agent.on_start(coordinator.start)
-    agent.on_stop(coordinator.stop)
-    agent.add_heartbeat_extra(coordinator.report)
-    agent.handle("task.result", coordinator.on_result)
-    agent.handle("coordinator.status", lambda msg: coordinator.report())
-    return coordinator
