@@ -9,6 +9,7 @@ name                        kind      purpose
 ``robeing.agent.<id>``      queue     an agent's durable inbox (classic, priorities 0-9)
 ``robeing.broadcast``       fanout    broadcasts to every live agent
 ``robeing.broadcast.<id>``  queue     a live agent's broadcast feed (exclusive)
+``robeing.replies``         direct    answers; routing key = the reply queue's name
 ``robeing.reply.<id>.<n>``  queue     an agent's reply-to queue for ACKs, results, votes
 ``robeing.work.<id>``       queue     an agent's task assignments (transient)
 ``robeing.events``          topic     ``task.<specialization>…``, ``heartbeat.<role>.<id>``
@@ -34,6 +35,7 @@ from typing import Any
 
 DIRECT_EXCHANGE = "robeing.direct"
 BROADCAST_EXCHANGE = "robeing.broadcast"
+REPLY_EXCHANGE = "robeing.replies"
 EVENTS_EXCHANGE = "robeing.events"
 DEAD_EXCHANGE = "robeing.dead"
 DEAD_LETTER_QUEUE = "robeing.dead-letters"
@@ -65,6 +67,25 @@ def work_queue(agent_id: str) -> str:
 
 def reply_queue(agent_id: str, instance: str) -> str:
     return f"robeing.reply.{agent_id}.{instance}"
+
+
+def is_reply_queue(queue: str, agent_id: str | None = None) -> bool:
+    """Whether ``queue`` is a reply queue (of ``agent_id``, when given)."""
+    prefix = f"robeing.reply.{agent_id}." if agent_id else "robeing.reply."
+    return queue.startswith(prefix) and len(queue) > len(prefix)
+
+
+def route_to_queue(queue: str) -> tuple[str, str]:
+    """``(exchange, routing key)`` that reaches ``queue``.
+
+    Answers go through ``robeing.replies``, to which every reply queue is bound
+    under its own name, so publishing them needs no write permission on the
+    default exchange (which reaches every queue). Other queues are reached
+    through the default exchange, which only coordinators may write to.
+    """
+    if is_reply_queue(queue):
+        return REPLY_EXCHANGE, queue
+    return "", queue
 
 
 def task_routing_key(specialization: str | None) -> str:
@@ -170,6 +191,17 @@ def results_spec(settings: TopologySettings) -> QueueSpec:
     )
 
 
+def connection_watch_spec(agent_id: str, tag: str) -> QueueSpec:
+    """A coordinator's feed of the broker's connection events (in the events vhost)."""
+    return QueueSpec(
+        f"robeing.connwatch.{agent_id}.{tag}",
+        durable=False,
+        exclusive=True,
+        auto_delete=True,
+        arguments={"x-max-length": 100_000},
+    )
+
+
 def lock_spec() -> QueueSpec:
     return QueueSpec(COORDINATOR_LOCK, durable=False, exclusive=True, auto_delete=True)
 
@@ -188,4 +220,5 @@ EXCHANGES: tuple[tuple[str, str], ...] = (
     (DIRECT_EXCHANGE, "direct"),
     (BROADCAST_EXCHANGE, "fanout"),
     (EVENTS_EXCHANGE, "topic"),
+    (REPLY_EXCHANGE, "direct"),
 )
