@@ -335,6 +335,7 @@ class AgentContext(Protocol):
         work: bool = True,
         load: bool = True,
         observer: bool = False,
+        exclusive: bool = False,
     ) -> Consumer:
         """Consume ``spec`` through the inbound path, dispatching by message type.
 
@@ -345,7 +346,8 @@ class AgentContext(Protocol):
         ``work`` consumers are cancelled first on shutdown (no new work taken
         while in-flight handlers drain). With ``load``, each delivery counts
         as one unit of load while its handler runs; a handler that counts its
-        own units (:meth:`working`) passes ``load=False``.
+        own units (:meth:`working`) passes ``load=False``. An ``exclusive``
+        consumer is the queue's only one (the broker refuses any other).
         """
         ...
 

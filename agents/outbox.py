@@ -209,15 +209,19 @@ class Outbox:
     ) -> None:
         """Seal ``env`` (encrypted to its receiver) and publish it straight to ``queue``.
 
+        Reply queues are reached through ``robeing.replies``, any other queue
+        through the default exchange (see :func:`~robeing.broker.topology.route_to_queue`).
+
         Raises:
             UnknownPeer: no certificate for the receiver.
             Unroutable: ``mandatory`` and the queue does not exist.
         """
         self._ensure_peer(env.receiver)
         body = self.codec.seal(env, self.clock())
+        exchange, key = topo.route_to_queue(queue)
         await self.transport.publish(
-            "",
-            queue,
+            exchange,
+            key,
             body,
             priority=env.priority,
             persistent=persistent,
@@ -279,8 +283,9 @@ class Outbox:
         try:
             # Unconfirmed: a lost ACK looks like a slow one to the requester,
             # who times out and may resend (handlers are at-least-once).
+            exchange, key = topo.route_to_queue(env.reply_to)
             await self.transport.publish(
-                "", env.reply_to, body, persistent=False, mandatory=False, confirm=False
+                exchange, key, body, persistent=False, mandatory=False, confirm=False
             )
         except Unroutable:
             log.debug("requester %s left before its ACK for %s", env.sender, env.id)

@@ -18,6 +18,7 @@ class Stats:
     handled: int = 0
     failed: int = 0
     duplicates: int = 0
+    adopted: int = 0  # redeliveries of messages still being handled (see runtime/inbound.py)
     late_answers: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     _logged: set[tuple[str, str]] = field(default_factory=set, repr=False)

@@ -18,10 +18,9 @@ Promises:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aio_pika
@@ -32,6 +31,7 @@ import aiormq.exceptions
 from pamqp.commands import Basic
 from tenacity import (
     AsyncRetrying,
+    retry_if_exception,
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
@@ -39,9 +39,10 @@ from tenacity import (
 )
 
 from ..protocol.errors import BrokerError, PublishTimeout, Unroutable
+from . import queues
 from . import topology as topo
 from .base import Consumer, DeliveryHandler
-from .consuming import RETRYABLE, AmqpDelivery, ConsumerSet, Subscription, read_stream
+from .consuming import REFUSED, RETRYABLE, AmqpDelivery, ConsumerSet, Subscription, read_stream
 from .topology import QueueSpec, TopologySettings
 
 log = logging.getLogger(__name__)
@@ -164,42 +165,38 @@ class AmqpTransport:
         self._consumers.close()
         self._exchanges.clear()
 
+    def _connection(self) -> aio_pika.abc.AbstractRobustConnection:
+        if self._conn is None:
+            raise BrokerError("not connected")
+        return self._conn
+
     def _channel(self) -> aio_pika.abc.AbstractChannel:
         if self._pub is None:
             raise BrokerError("not connected")
         return self._pub
 
-    async def declare_topology(self) -> None:
-        """Declare exchanges, the dead-letter queue and the coordinator's queues."""
-        ch = self._channel()
-        for name, kind in topo.EXCHANGES:
-            self._exchanges[name] = await ch.declare_exchange(name, kind, durable=True)
-        await self.declare_queue(topo.dead_letter_spec())
-        await self.bind(topo.DEAD_LETTER_QUEUE, topo.DEAD_EXCHANGE)
-        await self.declare_queue(topo.task_queue_spec(self.topology))
-        await self.bind(topo.TASK_QUEUE, topo.EVENTS_EXCHANGE, "task.#")
-        await self.declare_queue(topo.heartbeat_queue_spec(self.topology))
-        await self.bind(topo.HEARTBEAT_QUEUE, topo.EVENTS_EXCHANGE, "heartbeat.#")
-        await self.declare_queue(topo.results_spec(self.topology))
+    async def declare_topology(self, owner: bool = False) -> None:
+        """Declare the shared topology (``owner``), or only what any process may.
+
+        See :func:`robeing.broker.queues.declare_topology`.
+
+        Raises:
+            BrokerError: the topology is missing and we may not declare it.
+        """
+        await queues.declare_topology(self._connection(), self.topology, owner, _safe(self.url))
 
     async def declare_queue(self, spec: QueueSpec) -> None:
         """Declare ``spec`` (idempotent).
 
         Raises:
-            BrokerError: the queue exists with other arguments.
+            BrokerError: the queue exists with other arguments, or we may not.
         """
-        with _explain_mismatch(spec.name):
-            await self._channel().declare_queue(
-                spec.name,
-                durable=spec.durable,
-                exclusive=spec.exclusive,
-                auto_delete=spec.auto_delete,
-                arguments=spec.arguments,
-            )
+        await queues.on_own_channel(self._connection(), lambda ch: queues.declare(ch, spec))
 
     async def bind(self, queue: str, exchange: str, routing_key: str = "") -> None:
-        q = await self._channel().get_queue(queue, ensure=False)
-        await q.bind(exchange, routing_key=routing_key)
+        await queues.on_own_channel(
+            self._connection(), lambda ch: queues.bind(ch, queue, exchange, routing_key)
+        )
 
     async def publish(
         self,
@@ -245,11 +242,13 @@ class AmqpTransport:
                     exchange, routing_key, body, props, mandatory, timeout, confirm
                 )
                 return
+            except REFUSED:
+                raise
             except RETRYABLE:
                 if not retry:
                     raise
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(RETRYABLE),
+                retry=retry_if_exception(_transient),
                 stop=stop_after_delay(self.retry_window) | stop_after_attempt(50),
                 wait=wait_random_exponential(multiplier=0.05, max=2.0),
                 reraise=True,
@@ -264,6 +263,13 @@ class AmqpTransport:
             raise BrokerError(f"broker refused the message for {routing_key}: {exc}") from exc
         except TimeoutError as exc:
             raise PublishTimeout(f"no confirm for {routing_key} within {timeout}s") from exc
+        except REFUSED as exc:
+            # A refusal (bad expiration, no permission, unknown exchange) would
+            # be refused again: report it, the channel reopens by itself.
+            raise BrokerError(
+                f"broker refused the publish to {exchange or '(default)'}/{routing_key}: "
+                f"{exc.args[0] if exc.args else exc}"
+            ) from exc
         except RETRYABLE as exc:
             raise BrokerError(f"publish to {routing_key} failed: {exc}") from exc
 
@@ -304,6 +310,7 @@ class AmqpTransport:
         prefetch: int = 32,
         bindings: Sequence[tuple[str, str]] = (),
         no_ack: bool = False,
+        exclusive: bool = False,
     ) -> Consumer:
         """Declare ``spec`` on its own channel (own prefetch), bind it, consume it.
 
@@ -311,13 +318,15 @@ class AmqpTransport:
         are robust: aio-pika restores all of them after a reconnect, which
         matters for exclusive queues that a broker restart deletes. With
         ``no_ack`` the broker forgets a message once sent (for replies, which
-        are worthless after a crash anyway); settling is then a no-op.
+        are worthless after a crash anyway); settling is then a no-op. An
+        ``exclusive`` consumer is the queue's only one: the broker refuses it
+        while another consumes, and any other while it does.
         """
         if self._conn is None:
             raise BrokerError("not connected")
         channel = await self._conn.channel()
         await channel.set_qos(prefetch_count=prefetch)
-        with _explain_mismatch(spec.name):
+        with queues.explain_mismatch(spec.name):
             queue = await channel.declare_queue(
                 spec.name,
                 durable=spec.durable,
@@ -332,7 +341,7 @@ class AmqpTransport:
         async def on_message(msg: aiormq.abc.DeliveredMessage) -> None:
             await handler(AmqpDelivery(msg, name, self._dead_letter_once, no_ack))
 
-        return await self._consumers.add(Subscription(name, channel, on_message, no_ack))
+        return await self._consumers.add(Subscription(name, channel, on_message, no_ack, exclusive))
 
     async def _dead_letter_once(
         self, body: bytes, source: str, reason: str, detail: str, headers: Mapping[str, Any]
@@ -386,30 +395,9 @@ class AmqpTransport:
         )
 
     async def try_exclusive(self, spec: QueueSpec) -> bool:
-        """Try to own the exclusive queue ``spec`` (a broker-held mutex).
-
-        The broker deletes an exclusive queue when its connection closes, so
-        ownership ends exactly when this connection dies; it is *not*
-        restored after a reconnect (the caller must try again and may lose).
-
-        Returns:
-            True if we own it now, False if another connection does.
-        """
-        if self._conn is None:
-            raise BrokerError("not connected")
-        channel = await self._conn.channel()
-        try:
-            await channel.declare_queue(
-                spec.name,
-                durable=spec.durable,
-                exclusive=True,
-                auto_delete=spec.auto_delete,
-                arguments=spec.arguments,
-                robust=False,
-            )
-        except aiormq.exceptions.ChannelClosed:  # RESOURCE_LOCKED: someone else owns it
-            with contextlib.suppress(Exception):
-                await channel.close()
+        """Try to own the exclusive queue ``spec`` (see :func:`.queues.try_exclusive`)."""
+        channel = await queues.try_exclusive(self._connection(), spec)
+        if channel is None:
             return False
         self._lock_channels.append(channel)
         return True
@@ -418,31 +406,15 @@ class AmqpTransport:
         """Delete ``queue`` unless it holds messages; True if it is gone."""
         if self._conn is None:
             return False
-        channel = await self._conn.channel()
-        try:
-            await channel.queue_delete(queue, if_empty=True)
-            return True
-        except aiormq.exceptions.ChannelClosed:  # PRECONDITION_FAILED: not empty
-            return False
-        finally:
-            with contextlib.suppress(Exception):
-                await channel.close()
+        return await queues.delete_if_empty(self._conn, queue)
 
     async def peek(self, queue: str) -> bytes | None:
         """The first message of ``queue``, left in place (None if empty)."""
-        q = await self._channel().get_queue(queue, ensure=False)
-        msg = await q.get(no_ack=False, fail=False)
-        if msg is None:
-            return None
-        body = msg.body
-        await msg.nack(requeue=True)
-        return body
+        return await queues.peek(self._connection(), queue)
 
     async def purge(self, queue: str) -> int:
         """Drop every ready message of ``queue``; returns how many."""
-        q = await self._channel().get_queue(queue, ensure=False)
-        result = await q.purge()
-        return int(getattr(result, "message_count", 0) or 0)
+        return await queues.purge(self._connection(), queue)
 
     async def read_stream(
         self,
@@ -453,21 +425,12 @@ class AmqpTransport:
         limit: float = 60.0,
     ) -> int:
         """Read a stream queue from ``offset`` until it stays idle (see :func:`read_stream`)."""
-        if self._conn is None:
-            raise BrokerError("not connected")
-        return await read_stream(self._conn, spec, offset, handler, idle, limit)
+        return await read_stream(self._connection(), spec, offset, handler, idle, limit)
 
 
-@contextlib.contextmanager
-def _explain_mismatch(queue: str) -> Iterator[None]:
-    """Turn RabbitMQ's PRECONDITION_FAILED on a declaration into a clear error."""
-    try:
-        yield
-    except aiormq.exceptions.ChannelPreconditionFailed as exc:
-        raise BrokerError(
-            f"queue {queue!r} already exists with different arguments (an older robeing "
-            f"made it?): {exc}; delete it (rabbitmqctl delete_queue {queue}) or use a new vhost"
-        ) from exc
+def _transient(exc: BaseException) -> bool:
+    """Worth retrying: the connection is (temporarily) gone, nothing was refused."""
+    return isinstance(exc, RETRYABLE) and not isinstance(exc, REFUSED)
 
 
 def _safe(url: str) -> str:

@@ -29,12 +29,23 @@ from .topology import QueueSpec
 class Delivery(Protocol):
     """One message received from a queue."""
 
-    body: bytes
-    redelivered: bool
-    routing_key: str
-    reply_to: str | None
-    headers: Mapping[str, Any]
-    queue: str
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def redelivered(self) -> bool: ...
+
+    @property
+    def routing_key(self) -> str: ...
+
+    @property
+    def reply_to(self) -> str | None: ...
+
+    @property
+    def headers(self) -> Mapping[str, Any]: ...
+
+    @property
+    def queue(self) -> str: ...
 
     async def ack(self) -> None: ...
 
@@ -125,7 +136,7 @@ class Transport(BrokerOps, Protocol):
 
     async def close(self) -> None: ...
 
-    async def declare_topology(self) -> None: ...
+    async def declare_topology(self, owner: bool = False) -> None: ...
 
     def add_return_listener(self, listener: Callable[[str, str], None]) -> None: ...
 
@@ -138,6 +149,7 @@ class Transport(BrokerOps, Protocol):
         prefetch: int = 32,
         bindings: Sequence[tuple[str, str]] = (),
         no_ack: bool = False,
+        exclusive: bool = False,
     ) -> Consumer: ...
 
     async def cancel(self, consumer: Consumer, close_channel: bool = False) -> None:

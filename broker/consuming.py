@@ -33,6 +33,13 @@ RETRYABLE = (
     ConnectionError,
 )
 
+# The broker refused the operation itself: retrying changes nothing.
+REFUSED = (
+    aiormq.exceptions.ChannelAccessRefused,
+    aiormq.exceptions.ChannelNotFoundEntity,
+    aiormq.exceptions.ChannelPreconditionFailed,
+)
+
 DeadLetterPublish = Callable[[bytes, str, str, str, Mapping[str, Any]], Awaitable[None]]
 """``(body, source queue, reason, detail, headers)``: publish to the dead-letter exchange."""
 
@@ -112,6 +119,7 @@ class Subscription:
     channel: aio_pika.abc.AbstractChannel
     callback: Callable[[aiormq.abc.DeliveredMessage], Coroutine[Any, Any, None]]
     no_ack: bool
+    exclusive: bool = False
     tag: str = ""
     underlay: aiormq.abc.AbstractChannel | None = None
 
@@ -148,7 +156,11 @@ class ConsumerSet:
     async def _attach(self, sub: Subscription) -> None:
         underlay = await sub.channel.get_underlay_channel()
         ok = await underlay.basic_consume(
-            sub.queue, sub.callback, no_ack=sub.no_ack, consumer_tag=sub.tag or None
+            sub.queue,
+            sub.callback,
+            no_ack=sub.no_ack,
+            exclusive=sub.exclusive,
+            consumer_tag=sub.tag or None,
         )
         sub.tag = ok.consumer_tag or sub.tag
         sub.underlay = underlay

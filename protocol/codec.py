@@ -205,7 +205,9 @@ class Codec:
             self.seen.add(fields["id"], now)
         except Replay:
             if redelivered:
-                raise Duplicate(f"message {fields['id']} redelivered after acceptance") from None
+                raise Duplicate(
+                    f"message {fields['id']} redelivered after acceptance", fields["id"]
+                ) from None
             raise
         check_allowed(cert.role, msg_type)
         receiver = fields["receiver"]

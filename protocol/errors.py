@@ -100,9 +100,19 @@ class Replay(ProtocolError):
 
 
 class Duplicate(ProtocolError):
-    """A broker redelivery of a message already accepted: acknowledge and drop."""
+    """A broker redelivery of a message already accepted.
+
+    Attributes:
+        message_id: the envelope id, so the receiver can tell a message it
+            finished (acknowledge and drop the copy) from one it is still
+            handling (the copy replaces the delivery that was lost).
+    """
 
     reason = "duplicate"
+
+    def __init__(self, message: str, message_id: str = "") -> None:
+        super().__init__(message)
+        self.message_id = message_id
 
 
 class NotAllowed(ProtocolError):

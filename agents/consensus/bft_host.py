@@ -364,7 +364,7 @@ class BftGroup:
     def _reply(self, req: Request, payload: dict[str, Any]) -> None:
         reply_to = req.op.get("r") if isinstance(req.op, dict) else None
         if isinstance(reply_to, str) and reply_to.startswith(f"robeing.reply.{req.client}."):
-            self._enqueue("", reply_to, req.client, payload, "pbft.reply")
+            self._enqueue(topo.REPLY_EXCHANGE, reply_to, req.client, payload, "pbft.reply")
 
     # -- tasks ---------------------------------------------------------------------
 

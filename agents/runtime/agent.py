@@ -251,7 +251,7 @@ class Agent:
             Exception: whatever an ``on_start`` hook raised.
         """
         await self.transport.connect()
-        await self.transport.declare_topology()
+        await self.transport.declare_topology(owner=self._role.name == "coordinator")
         takes_work = self._role.takes_work
         inbox = topo.inbox_spec(self.id)
         if takes_work:
@@ -265,6 +265,7 @@ class Agent:
             self._inbound.route_to(Route({}, load=False, answers=True)),
             prefetch=1000,
             no_ack=True,
+            bindings=[(topo.REPLY_EXCHANGE, self._reply_queue)],
         )
         if takes_work:
             concurrency = self._settings.concurrency
@@ -433,10 +434,11 @@ class Agent:
         work: bool = True,
         load: bool = True,
         observer: bool = False,
+        exclusive: bool = False,
     ) -> Consumer:
         route = Route(dict(handlers), unknown_reason, load, observer=observer)
         consumer = await self.transport.consume(
-            spec, self._inbound.route_to(route), prefetch, bindings=bindings
+            spec, self._inbound.route_to(route), prefetch, bindings=bindings, exclusive=exclusive
         )
         if work:
             self._work_consumers.append(consumer)

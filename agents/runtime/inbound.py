@@ -17,6 +17,13 @@ For each delivery, in order:
 3. the handler for the type, middleware around it, and the settlement its
    outcome calls for (see :mod:`robeing.agents.context`); a request's sender
    gets the result or the error as data.
+
+Invariant: a message is acknowledged only by the outcome of its handler (or
+the receipt of a deferred one). A copy the broker redelivers while the
+handler still runs or the receipt is still held (the connection dropped and
+came back) is not a duplicate to drop: it replaces the lost delivery, and
+the handler's outcome settles the copy. Only a copy of a message already
+settled is acknowledged and dropped.
 """
 
 from __future__ import annotations
@@ -40,6 +47,63 @@ from ..outbox import ACK, REPLY, Outbox
 from ..stats import Stats
 
 log = logging.getLogger(__name__)
+
+
+class Settlement:
+    """Settles one accepted message, through whichever delivery of it is live.
+
+    Implements the delivery interface for handlers and receipts; a broker
+    redelivery of the same message while it is unsettled becomes the live
+    delivery (:meth:`adopt`).
+    """
+
+    __slots__ = ("_pending", "delivery", "message_id")
+
+    def __init__(self, delivery: Delivery, message_id: str, pending: dict[str, Settlement]) -> None:
+        self.delivery = delivery
+        self.message_id = message_id
+        self._pending = pending
+        pending[message_id] = self
+
+    def adopt(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+
+    @property
+    def body(self) -> bytes:
+        return self.delivery.body
+
+    @property
+    def queue(self) -> str:
+        return self.delivery.queue
+
+    @property
+    def headers(self) -> Mapping[str, Any]:
+        return self.delivery.headers
+
+    @property
+    def redelivered(self) -> bool:
+        return self.delivery.redelivered
+
+    @property
+    def routing_key(self) -> str:
+        return self.delivery.routing_key
+
+    @property
+    def reply_to(self) -> str | None:
+        return self.delivery.reply_to
+
+    def _done(self) -> Delivery:
+        self._pending.pop(self.message_id, None)
+        return self.delivery
+
+    async def ack(self) -> None:
+        await self._done().ack()
+
+    async def requeue(self) -> None:
+        await self._done().requeue()
+
+    async def dead_letter(self, reason: str, detail: str) -> None:
+        await self._done().dead_letter(reason, detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +150,7 @@ class Inbound:
         self.stats = stats
         self.middleware = middleware
         self.answer_handlers: dict[str, Handler] = {}
+        self.unsettled: dict[str, Settlement] = {}  # message id -> its settlement
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
@@ -103,7 +168,12 @@ class Inbound:
         self.stats.received += 1
         try:
             opened = self.codec.open(delivery.body, self.context.clock(), delivery.redelivered)
-        except Duplicate:
+        except Duplicate as exc:
+            settlement = self.unsettled.get(exc.message_id)
+            if settlement is not None:
+                settlement.adopt(delivery)  # the handler's outcome settles this copy
+                self.stats.adopted += 1
+                return
             self.stats.duplicates += 1
             await delivery.ack()
             return
@@ -131,14 +201,15 @@ class Inbound:
             )
             await self._fail(delivery, opened, route.unknown_reason, Reject(detail))
             return
+        settlement = Settlement(delivery, env.id, self.unsettled)
         message = Message(
-            env, opened.certificate, self.context, delivery.redelivered, delivery.queue, delivery
+            env, opened.certificate, self.context, delivery.redelivered, delivery.queue, settlement
         )
         if route.load:
             async with self.working():
-                await self._run_handler(fn, message, delivery, opened)
+                await self._run_handler(fn, message, settlement, opened)
         else:
-            await self._run_handler(fn, message, delivery, opened)
+            await self._run_handler(fn, message, settlement, opened)
 
     async def _answer(self, delivery: Delivery, opened: Opened) -> None:
         env = opened.envelope
@@ -156,7 +227,7 @@ class Inbound:
             log.exception("answer handler for %r failed", env.type)
 
     async def _run_handler(
-        self, fn: Handler, message: Message, delivery: Delivery, opened: Opened
+        self, fn: Handler, message: Message, delivery: Settlement, opened: Opened
     ) -> None:
         self._middleware("before_handle", message)
         try:

@@ -28,7 +28,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"robeing.agents": "agents", "robeing.protocol": "protocol", "robeing.broker": "broker"}
 AMQP_LIBRARIES = ("aio_pika", "aiormq", "pamqp")
-CONCRETE_TRANSPORT = ("robeing.broker.amqp", "robeing.broker.consuming", "robeing.broker.events")
+CONCRETE_TRANSPORT = (
+    "robeing.broker.amqp",
+    "robeing.broker.consuming",
+    "robeing.broker.events",
+    "robeing.broker.queues",
+)
 MAY_TOUCH_AMQP = ("robeing.agents.runtime", "robeing.agents.assembly")
 ON_THE_CONTEXT = (
     "robeing.agents.roles",

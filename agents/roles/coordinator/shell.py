@@ -123,12 +123,14 @@ class Coordinator:
             prefetch=1000,
             work=False,
             load=False,
+            exclusive=True,  # nobody else may take heartbeats or submissions from us
         )
         await agent.consume(
             topo.task_queue_spec(topology),
             {"task.submit": self._on_submit},
             prefetch=SUBMISSION_PREFETCH,
             load=False,
+            exclusive=True,
         )
         self._background.append(asyncio.create_task(self._pump()))
         # Only now, with results loaded and both queues consumed, do we serve.
