@@ -25,7 +25,7 @@ from ..protocol.codec import Opened
 from ..protocol.envelope import Envelope, new_id
 from ..protocol.errors import ConfigError, DecodeError
 from ..protocol.resources import InvalidResources, Resources
-from ..protocol.taskmsgs import FinalResult, Submission, TaskRequest
+from ..protocol.taskmsgs import MAX_TASKS, FinalResult, Submission, TaskRequest
 from .assembly import build_agent
 from .context import AgentContext, Message
 from .heartbeats import AgentStatus, listen_heartbeats
@@ -88,6 +88,7 @@ class Client:
         self._agent.handle_answer("task.final", self._on_final)
         self._agent.handle_answer("task.finals", self._on_finals)
         self._agent.handle_answer("task.progress", self._on_progress)
+        self._agent.handle_answer("task.refused", self._on_refused)
         self._agent.on_reconnect(self._on_reconnect)
 
     @property
@@ -140,6 +141,14 @@ class Client:
             if self._open_in_batch[key] <= 0:
                 del self._open_in_batch[key]
                 self._unfinished.pop(key, None)
+
+    def _on_refused(self, msg: Message) -> None:
+        """The coordinator did not take these tasks (their ids are someone else's)."""
+        for item in msg.payload if isinstance(msg.payload, list) else []:
+            if not isinstance(item, dict) or not isinstance(item.get("task_id"), str):
+                continue
+            reason = str(item.get("reason", "refused"))
+            self._deliver(FinalResult(item["task_id"], "failed", error=f"refused: {reason}"))
 
     def _on_progress(self, msg: Message) -> None:
         p = msg.payload
@@ -207,9 +216,11 @@ class Client:
         """
         if not requests:
             raise ConfigError("nothing to submit")
+        if len(requests) > MAX_TASKS:
+            raise ConfigError(f"at most {MAX_TASKS} tasks per submission, got {len(requests)}")
         for r in requests:
-            if not 0 <= r.priority <= 9 or r.agents < 1:
-                raise ConfigError(f"task {r.id!r}: priority must be 0-9 and agents >= 1")
+            if problems := r.problems():
+                raise ConfigError(f"task {r.id!r}: {'; '.join(problems)}")
         handles = []
         for r in requests:
             handle = self._handles.get(r.id) or TaskHandle(r.id)

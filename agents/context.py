@@ -363,8 +363,12 @@ class AgentContext(Protocol):
         """
         ...
 
-    async def watch_connections(self, on_closed: Callable[[str, str], None]) -> bool:
-        """Call ``on_closed(agent_id, incarnation)`` when the broker closes an agent's connection.
+    async def watch_connections(self, on_closed: Callable[[str, str, str | None], None]) -> bool:
+        """Call ``on_closed(agent_id, incarnation, user)`` when an agent's connection closes.
+
+        ``user`` is the broker user that opened it, by the broker's own record
+        (None when the opening was not seen); the rest is the connection
+        name's claim.
 
         Returns:
             False when the broker's connection events are unavailable.

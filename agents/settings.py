@@ -80,6 +80,8 @@ class Settings:
             declared dead and its tasks are reassigned.
         max_attempts: (coordinator) default executions of a task before it is
             dead-lettered.
+        attempt_timeout: (coordinator) seconds an attempt may go without a
+            result before it is failed and retried.
         standby: a backup in the standby pool of its specializations: it
             takes work only while a primary sharing one of them is dead.
         backup_for: the id of the one primary this agent backs up (implies
@@ -115,6 +117,7 @@ class Settings:
     acceptable_pause: float = 3.0
     dead_after: float = 2.0
     max_attempts: int = 3
+    attempt_timeout: float = 3600.0
     topology: TopologySettings = field(default_factory=TopologySettings)
     generated_id: bool = False
     standby: bool = False

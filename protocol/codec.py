@@ -34,6 +34,7 @@ from .envelope import (
     ENC_BOX,
     ENC_NONE,
     ENC_SECRETBOX,
+    SIGNATURE_SIZE,
     Envelope,
     Limits,
     body_fields,
@@ -50,6 +51,7 @@ from .errors import (
     Duplicate,
     NotAllowed,
     Replay,
+    TooLarge,
     UnknownPeer,
     UnknownSender,
 )
@@ -144,6 +146,13 @@ class Codec:
             fields["encryption"] = ENC_BOX
             fields["ciphertext"] = bytes(self._box(env.receiver, now).encrypt(pack(env.payload)))
         body = pack(fields)
+        if len(body) + SIGNATURE_SIZE > self.limits.max_message_bytes:
+            # Every receiver would refuse it (too_large): fail here, where the
+            # sender can still tell whoever waits for it why.
+            raise TooLarge(
+                f"{env.type!r} message of {len(body) + SIGNATURE_SIZE} bytes exceeds the "
+                f"{self.limits.max_message_bytes} bytes a receiver accepts"
+            )
         return self._sign(body).signature + body
 
     def _box(self, peer_id: str, now: float) -> nacl.public.Box:

@@ -22,6 +22,7 @@ strings. Every failure is one :class:`~robeing.protocol.errors.DecodeError`
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,6 +233,9 @@ def split_wire(data: bytes, limits: Limits = DEFAULT_LIMITS) -> RawEnvelope:
         raise DecodeError(f"unknown encryption {fields['encryption']!r}")
     if not 0 <= fields["priority"] <= 9:
         raise DecodeError(f"priority {fields['priority']} outside 0-9")
+    if not math.isfinite(fields["timestamp"]):
+        # NaN passes every comparison of the time window: refuse it here.
+        raise DecodeError(f"timestamp {fields['timestamp']!r} is not a finite number")
     if fields["encryption"] == ENC_NONE:
         if "payload" not in fields:
             raise DecodeError("field 'payload' missing")

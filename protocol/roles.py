@@ -98,7 +98,11 @@ TYPE_CAPABILITY: dict[str, str] = {
     "coordinator.status": MESSAGE,  # a read-only query anyone may ask
     "coordinator.": ASSIGN,
     "task.result": EXECUTE,
-    "task.progress": EXECUTE,
+    # What a submitter is told about its tasks comes from a coordinator only.
+    "task.progress": ASSIGN,
+    "task.final": ASSIGN,
+    "task.finals": ASSIGN,
+    "task.refused": ASSIGN,
     "task.submit": SUBMIT,
     "heartbeat": HEARTBEAT,
     "vote.": VOTE,

@@ -19,6 +19,7 @@ one is discarded, so the submitter receives exactly one result per task.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,6 +28,17 @@ from .fields import need, strings
 from .resources import InvalidResources, Resources
 
 TERMINAL_STATES = ("succeeded", "failed", "expired", "dead_lettered")
+
+# Bounds of what a task may ask for. Every field read from the wire is held to
+# them before it reaches a loop bound, a broker argument or the task graph.
+MAX_TASK_ID = 256
+MAX_TYPE = 128
+MAX_SKILLS = 64
+MAX_AGENTS = 1000  # splits; the CLI has the same cap
+MAX_DEPENDENCIES = 1000
+MAX_ATTEMPTS = 100
+MAX_DEADLINE = 2.0**40  # epoch seconds; coordinators bound deadlines relative to now
+MAX_TASKS = 10_000  # tasks in one submission
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,15 +79,50 @@ class TaskRequest:
             del data["resources"]  # the common case stays as small as before
         return data
 
+    def problems(self) -> list[str]:
+        """What is out of bounds in this request (empty when nothing is).
+
+        The one check of a task's fields: clients refuse such a request
+        before sending it, coordinators fail such a task with the reason.
+        """
+        out = []
+        if not 1 <= len(self.id) <= MAX_TASK_ID:
+            out.append(f"id must be 1 to {MAX_TASK_ID} characters")
+        if not 1 <= len(self.type) <= MAX_TYPE:
+            out.append(f"type must be 1 to {MAX_TYPE} characters")
+        if len(self.skills) > MAX_SKILLS or not all(0 < len(s) <= MAX_TYPE for s in self.skills):
+            out.append(f"at most {MAX_SKILLS} skills of 1 to {MAX_TYPE} characters")
+        if _bad_int(self.agents, 1, MAX_AGENTS):
+            out.append(f"agents must be 1 to {MAX_AGENTS}, got {self.agents!r}")
+        if _bad_int(self.priority, 0, 9):
+            out.append(f"priority must be 0 to 9, got {self.priority!r}")
+        if self.max_attempts is not None and _bad_int(self.max_attempts, 1, MAX_ATTEMPTS):
+            out.append(f"max_attempts must be 1 to {MAX_ATTEMPTS}, got {self.max_attempts!r}")
+        if self.deadline is not None and not (
+            isinstance(self.deadline, int | float)
+            and math.isfinite(self.deadline)
+            and 0 < self.deadline < MAX_DEADLINE
+        ):
+            out.append(f"deadline must be a finite time, got {self.deadline!r}")
+        if len(self.depends_on) > MAX_DEPENDENCIES:
+            out.append(f"at most {MAX_DEPENDENCIES} dependencies")
+        return out
+
     @staticmethod
     def from_data(data: Any) -> TaskRequest:
-        """Validate a task description received from the wire.
+        """Read a task description received from the wire (types only).
+
+        Out-of-bounds values are kept for :meth:`problems` to report, so the
+        coordinator can fail the task with the reason instead of refusing the
+        whole submission.
 
         Raises:
             DecodeError: a field is missing or has the wrong type.
         """
-        skills = strings(need(data, "skills", list, []), "skills")
-        deps = strings(need(data, "depends_on", list, []), "depends_on")
+        skills = strings(need(data, "skills", list, []), "skills", max_items=MAX_SKILLS + 1)
+        deps = strings(
+            need(data, "depends_on", list, []), "depends_on", max_items=MAX_DEPENDENCIES + 1
+        )
         deadline = need(data, "deadline", (int, float), None)
         return TaskRequest(
             id=need(data, "id", str),
@@ -89,6 +136,10 @@ class TaskRequest:
             max_attempts=need(data, "max_attempts", int, None),
             resources=_resources(data),
         )
+
+
+def _bad_int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high
 
 
 def _resources(data: dict[str, Any]) -> dict[str, Any]:
@@ -115,8 +166,8 @@ class Submission:
         DecodeError: malformed batch.
         """
         tasks = need(data, "tasks", list)
-        if not tasks or len(tasks) > 10_000:
-            raise DecodeError("a submission holds 1 to 10000 tasks")
+        if not tasks or len(tasks) > MAX_TASKS:
+            raise DecodeError(f"a submission holds 1 to {MAX_TASKS} tasks")
         return Submission(
             tuple(TaskRequest.from_data(t) for t in tasks), need(data, "reply_to", str, None)
         )

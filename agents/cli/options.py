@@ -144,6 +144,15 @@ coordinator_options = stack(
         help="(coordinator) Executions of a task before it is dead-lettered.",
     ),
     env_option(
+        "--attempt-timeout",
+        envvar="ROBEING_ATTEMPT_TIMEOUT",
+        default=default_of(Settings, "attempt_timeout"),
+        type=click.FloatRange(min=1),
+        show_default=True,
+        help="(coordinator) Seconds an attempt may go without a result before it is "
+        "failed and retried (tasks without a deadline end too).",
+    ),
+    env_option(
         "--events-vhost",
         envvar="ROBEING_EVENTS_VHOST",
         default=default_of(Settings, "events_vhost"),

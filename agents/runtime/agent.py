@@ -465,12 +465,16 @@ class Agent:
             bindings=[(topo.DEAD_EXCHANGE, "")],
         )
 
-    async def watch_connections(self, on_closed: Callable[[str, str], None]) -> bool:
+    async def watch_connections(self, on_closed: Callable[[str, str, str | None], None]) -> bool:
         def closed(event: ClosedConnection) -> None:
-            on_closed(event.agent_id, event.instance)
+            on_closed(event.agent_id, event.instance, event.user)
 
         watcher = ConnectionWatcher(
-            self._settings.amqp_url, self._settings.events_vhost, self.transport_name, closed
+            self._settings.amqp_url,
+            self._settings.events_vhost,
+            self.transport_name,
+            closed,
+            owner=self.id,
         )
         if not await watcher.start():
             return False

@@ -40,7 +40,8 @@ from tenacity import (
 
 from ...broker import topology as topo
 from ...protocol.election import EpochFence, StaleEpoch
-from ...protocol.errors import Reject, Retry, Unroutable, error_to_data
+from ...protocol.envelope import DEFAULT_LIMITS, pack
+from ...protocol.errors import Reject, Retry, TooLarge, Unroutable, error_to_data
 from ...protocol.taskmsgs import AssignMsg, ResultMsg
 from ..app import TaskContext, TaskDef
 from ..batching import Coalescer
@@ -50,6 +51,8 @@ from ..logs import task_id_var
 log = logging.getLogger(__name__)
 
 LOCAL_ATTEMPTS = 3
+# A result must fit in one message with room for the envelope around it.
+MAX_RESULT_BYTES = DEFAULT_LIMITS.max_message_bytes - (64 << 10)
 
 
 class TaskExecutor:
@@ -163,6 +166,16 @@ class TaskExecutor:
                     "task %s (%s) failed: %s: %s", msg.task_id, msg.type, type(exc).__name__, exc
                 )
             return result(False, exc=exc, transient=transient)
+        try:
+            size = len(pack(value))
+        except (TypeError, ValueError, OverflowError) as exc:
+            return result(False, exc=Reject(f"the result cannot be sent: {exc}"))
+        if size > MAX_RESULT_BYTES:
+            # No coordinator would accept the report: say so instead (the task fails).
+            limit = MAX_RESULT_BYTES
+            return result(
+                False, exc=Reject(f"the result is {size} bytes, over the {limit} allowed")
+            )
         return result(True, value)
 
     async def _run_with_retries(
@@ -208,13 +221,21 @@ class ResultReporter:
         await self._batches.put(coordinator, results)
 
     async def _send(self, coordinator: str, results: list[ResultMsg]) -> None:
-        await self.agent.send(
-            coordinator,
-            "task.result",
-            [res.to_data() for res in results],
-            priority=8,
-            persistent=False,
-        )
+        try:
+            await self.agent.send(
+                coordinator,
+                "task.result",
+                [res.to_data() for res in results],
+                priority=8,
+                persistent=False,
+            )
+        except TooLarge:
+            if len(results) == 1:
+                raise
+            # Each result fits (execute checks), a batch of them may not: halve it.
+            half = len(results) // 2
+            await self._send(coordinator, results[:half])
+            await self._send(coordinator, results[half:])
 
 
 async def _call(tdef: TaskDef, ctx: TaskContext) -> Any:

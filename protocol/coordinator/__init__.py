@@ -15,6 +15,7 @@ from .actions import (
     DeliverFinals,
     PurgeAssignments,
     Recipient,
+    RefuseTasks,
     SendProgress,
 )
 from .events import (
@@ -52,6 +53,7 @@ __all__ = [
     "Lost",
     "PurgeAssignments",
     "Recipient",
+    "RefuseTasks",
     "ResultsReceived",
     "SendProgress",
     "SubmissionReceived",

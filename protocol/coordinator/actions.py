@@ -21,6 +21,7 @@ __all__ = [
     "DeliverFinals",
     "PurgeAssignments",
     "Recipient",
+    "RefuseTasks",
     "SendProgress",
 ]
 
@@ -69,6 +70,14 @@ class DeliverFinals:
 
 
 @dataclass(frozen=True, slots=True)
+class RefuseTasks:
+    """Tell a submitter why some of its tasks were not taken (no final: they are not its)."""
+
+    recipient: Recipient
+    tasks: tuple[tuple[str, str], ...]  # (task id, reason)
+
+
+@dataclass(frozen=True, slots=True)
 class AckSubmission:
     """Every task of submission ``token`` has a stored final: acknowledge it."""
 
@@ -93,4 +102,12 @@ class PurgeAssignments:
     agent_id: str
 
 
-Action = Assign | SendProgress | DeliverFinals | AckSubmission | DeadLetterTask | PurgeAssignments
+Action = (
+    Assign
+    | SendProgress
+    | DeliverFinals
+    | RefuseTasks
+    | AckSubmission
+    | DeadLetterTask
+    | PurgeAssignments
+)

@@ -49,10 +49,18 @@ class HeartbeatReceived:
 
 @dataclass(frozen=True, slots=True)
 class ConnectionClosed:
-    """The broker reported the connection of ``agent_id``'s ``incarnation`` closed."""
+    """The broker reported the connection of ``agent_id``'s ``incarnation`` closed.
+
+    ``verified``: the broker's own record of that connection names the
+    agent's own broker user (per-agent users), so nobody else opened it. An
+    unverified close (a shared login could have opened a connection under
+    any name) only makes the agent suspected: it is declared dead unless it
+    heartbeats again soon.
+    """
 
     agent_id: str
     incarnation: str
+    verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +86,16 @@ class ResultsReceived:
 
 @dataclass(frozen=True, slots=True)
 class AssignmentFailed:
-    """The broker refused an :class:`~.actions.Assign`: ``(task id, attempt)`` pairs."""
+    """An :class:`~.actions.Assign` could not be sent: ``(task id, attempt)`` pairs.
+
+    ``permanent``: sending it again cannot work (the assignment alone is
+    larger than any agent accepts), so the tasks fail instead of retrying.
+    """
 
     agent_id: str
     attempts: tuple[tuple[str, int], ...]
     error: str
+    permanent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

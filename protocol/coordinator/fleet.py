@@ -11,7 +11,8 @@ Rules:
       missed heartbeats (phi-accrual, with a tolerated pause), or the broker's
       connection close of the incarnation the agent announced. A close of any
       other incarnation (an older process, a client, a forged name) changes
-      nothing.
+      nothing; a close the broker cannot attribute to the agent's own user
+      only makes it suspected until its heartbeats confirm or refute it.
     * An agent is schedulable only while its heartbeats say ``alive``, its
       certified role runs tasks and it is not a backup standing idle.
     * Backups (``standby``) take work only while a primary they stand in for
@@ -87,6 +88,8 @@ class FleetView:
         self.backups: dict[str, Heartbeat] = {}  # standby id -> its last heartbeat
         self.started: dict[str, float] = {}  # agent id -> newest process start (outlives a loss)
         self.counters: Counter[str] = Counter()
+        # An unconfirmed close waits for this long for a heartbeat to refute it.
+        self.close_grace = max(1.5 * detector.heartbeat_interval, 0.5)
         self._load_of = load_of
 
     # -- events ------------------------------------------------------------------
@@ -141,11 +144,17 @@ class FleetView:
         self._contribute(agent_id, beat.resources)
         return lost
 
-    def connection_closed(self, agent_id: str, incarnation: str, now: float) -> list[Lost]:
+    def connection_closed(
+        self, agent_id: str, incarnation: str, now: float, *, verified: bool = False
+    ) -> list[Lost]:
         """The broker closed ``agent_id``'s connection of ``incarnation``.
 
-        Only the incarnation the agent announced counts: a late event about an
-        older process must not kill the agent's restarted one.
+        Only the incarnation the agent announced in its signed heartbeats
+        counts: a late event about an older process must not kill the
+        agent's restarted one. A ``verified`` close (the broker's record
+        names the agent's own user) is a death; any other only a suspicion,
+        confirmed when the agent misses its next heartbeats
+        (``close_grace``), cleared when it beats.
         """
         known = self.incarnations.get(agent_id)
         if known is None or known != incarnation:
@@ -156,6 +165,9 @@ class FleetView:
                 known,
             )
             return []
+        if not verified:
+            self.counters["unconfirmed_closes"] += 1
+            return self._lost_in(self.health.suspect(agent_id, now, self.close_grace))
         self.counters["connection_deaths"] += 1
         return self._lost_in(self.health.connection_closed(agent_id, now))
 

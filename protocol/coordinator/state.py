@@ -31,6 +31,7 @@ Invariants (checked by the seeded simulator in ``tests/unit``):
 
 from __future__ import annotations
 
+import heapq
 import logging
 import random
 from collections import Counter
@@ -38,6 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..envelope import pack
 from ..errors import RobeingError
 from ..failure_detector import DetectorConfig
 from ..performance import PerformanceTracker
@@ -59,8 +61,6 @@ from .actions import (
     DeadLetterTask,
     DeliverFinals,
     PurgeAssignments,
-    Recipient,
-    SendProgress,
 )
 from .events import (
     AssignmentFailed,
@@ -75,6 +75,7 @@ from .events import (
     Tick,
 )
 from .fleet import TASK_ROLES, FleetView, Lost
+from .submissions import Submissions
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,12 @@ class CoordinatorConfig:
         sweep_interval: how often reservations of tasks no longer running are freed.
         store_retry: seconds between attempts to store finals that failed to store.
         task_roles: roles that may be given tasks.
+        attempt_timeout: an attempt with no result after this many seconds
+            failed (and is retried): a lost or swallowed assignment ends even
+            when its task has no deadline.
+        max_horizon: the furthest deadline accepted, seconds ahead.
+        max_result_bytes: the largest final result delivered; a larger one
+            fails its task (no receiver would accept the message).
     """
 
     coordinator_id: str
@@ -108,14 +115,9 @@ class CoordinatorConfig:
     sweep_interval: float = 10.0
     store_retry: float = 1.0
     task_roles: frozenset[str] = TASK_ROLES
-
-
-@dataclass(slots=True)
-class _Batch:
-    """One held submission and the root tasks it still waits for."""
-
-    token: int
-    waiting: set[str]
+    attempt_timeout: float = 3600.0
+    max_horizon: float = 30 * 24 * 3600.0
+    max_result_bytes: int = (1 << 20) - (64 << 10)
 
 
 class CoordinatorState:
@@ -147,19 +149,14 @@ class CoordinatorState:
         self.fleet = FleetView(
             config.detector, self.perf, self.graph.assigned_to, config.task_roles
         )
-        self.finals: dict[str, FinalResult] = {}
+        self.submissions = Submissions()
         self.counters: Counter[str] = Counter()
         self._skills = dict(skills or {})
-        self._submitters: dict[str, Recipient] = {}  # root id -> who submitted it
-        self._batches: dict[str, list[_Batch]] = {}  # root id -> held submissions naming it
-        self._watchers: dict[str, list[Recipient]] = {}  # root id -> resubmitters
-        self._progress: dict[str, tuple[int, int]] = {}  # root id -> (done, total)
-        self._unstored: dict[str, FinalResult] = {}  # finals whose store failed
-        self._storing: set[str] = set()  # finals handed to the shell, not yet confirmed
         self._out: list[Action] = []
         self._notices: list[Action] = []
         self._next_sweep = 0.0
         self._next_store_retry = 0.0
+        self._attempts: list[tuple[float, str, int]] = []  # (timeout at, task id, attempt)
 
     # -- the one entry point -----------------------------------------------------
 
@@ -181,13 +178,14 @@ class CoordinatorState:
         elif isinstance(event, Tick):
             self._on_tick(now)
         elif isinstance(event, ConnectionClosed):
-            self._agents_lost(
-                self.fleet.connection_closed(event.agent_id, event.incarnation, now), now
+            lost = self.fleet.connection_closed(
+                event.agent_id, event.incarnation, now, verified=event.verified
             )
+            self._agents_lost(lost, now)
         elif isinstance(event, AssignmentFailed):
             self._on_assignment_failed(event, now)
         elif isinstance(event, FinalsStored):
-            self._on_stored(event.task_ids)
+            self._out += self.submissions.stored(event.task_ids)
         elif isinstance(event, FinalsNotStored):
             self._on_not_stored(event, now)
         return self._advance(now)
@@ -198,56 +196,44 @@ class CoordinatorState:
         if event.epoch < self.epoch:
             raise ValueError(f"epoch {event.epoch} is older than {self.epoch}")
         self.epoch = event.epoch
-        for final in event.finals:
-            self.finals[final.task_id] = final
+        self.submissions.restore(event.finals)
         self.active = True
 
     def _on_submission(self, event: SubmissionReceived, now: float) -> None:
         self.counters["submissions"] += 1
-        sub, submitter = event.submission, event.submitter
-        recipient = (submitter, sub.reply_to or "")
-        new: list[TaskRequest] = []
-        known: list[tuple[FinalResult, tuple[Recipient, ...]]] = []
-        pending: set[str] = set()  # known ids whose final is not stored yet
-        for t in sub.tasks:
-            if t.id in self.finals:  # idempotent resubmission: answer from the store
-                known.append((self.finals[t.id], (recipient,)))
-                if t.id in self._storing or t.id in self._unstored:
-                    pending.add(t.id)
-            elif t.id in self.graph and self.graph.get(t.id).spec.parent is None:
-                # Running: told with its final. (A split's subtask id is taken: refused below.)
-                self._watchers.setdefault(t.id, []).append(recipient)
-                pending.add(t.id)
-            else:
-                new.append(t)
-        if known:
-            self._out.append(DeliverFinals(tuple(known), store=False))
-        batch = _Batch(event.token, pending | {t.id for t in new})
-        if not batch.waiting:
+        intake = self.submissions.intake(
+            event.token, event.submitter, event.submission, self._running_root
+        )
+        if intake.known:
+            self._out.append(DeliverFinals(tuple(intake.known), store=False))
+        if intake.refused is not None:
+            self.counters["refused"] += len(intake.refused.tasks)
+            self._out.append(intake.refused)
+        if intake.ack:
             self._out.append(AckSubmission(event.token))
-            return
-        for task_id in batch.waiting:
-            self._batches.setdefault(task_id, []).append(batch)
-        self._submitters.update((t.id, recipient) for t in new)
-        if not new:
-            return
+        bad = {t.id: why for t in intake.new if (why := self._problems(t, now))}
+        new = [t for t in intake.new if t.id not in bad]
         try:
             self.graph.submit([self._spec(t) for t in new], now=now)
         except (InvalidTask, RobeingError) as exc:
-            finals = [
-                FinalResult(
-                    t.id,
-                    "failed",
-                    error=f"rejected at submit: {exc}",
-                    finished_at=now,
-                    submitter=submitter,
-                )
-                for t in new
-            ]
-            self._deliver(finals, now)
-            return
+            bad.update((t.id, str(exc)) for t in new)
+            new = []
+        if bad:
+            self._deliver(
+                [_rejected(task_id, why, event.submitter, now) for task_id, why in bad.items()]
+            )
         for t in new:
-            self._progress[t.id] = (0, max(1, len(self.graph.get(t.id).children)))
+            self.submissions.started(t.id, len(self.graph.get(t.id).children))
+
+    def _problems(self, t: TaskRequest, now: float) -> str:
+        problems = t.problems()
+        if t.deadline is not None and t.deadline > now + self.config.max_horizon:
+            problems.append(f"deadline more than {self.config.max_horizon / 86400:g} days ahead")
+        return "; ".join(problems)
+
+    def _running_root(self, task_id: str) -> bool:
+        # A split's subtask id is taken but not a task of its own: refused at submit.
+        return task_id in self.graph and self.graph.get(task_id).spec.parent is None
 
     def _spec(self, t: TaskRequest) -> TaskSpec:
         skills = t.skills or ((self._skills[t.type],) if self._skills.get(t.type) else ())
@@ -297,12 +283,10 @@ class CoordinatorState:
             deadline_met=rec.deadline is None or now <= rec.deadline,
         )
         root = rec.spec.parent
-        if root is not None and root in self._progress and res.ok:
-            done, total = self._progress[root]
-            self._progress[root] = (done + 1, total)
-            recipient = self._submitters.get(root)
-            if recipient is not None and recipient[1]:
-                self._notices.append(SendProgress(recipient, root, done + 1, total))
+        if root is not None and res.ok:
+            notice = self.submissions.part_done(root)
+            if notice is not None:
+                self._notices.append(notice)
 
     def _on_assignment_failed(self, event: AssignmentFailed, now: float) -> None:
         log.warning(
@@ -315,41 +299,50 @@ class CoordinatorState:
             if task_id not in self.graph:
                 continue
             outcome = self.graph.fail(
-                task_id, attempt, f"assignment failed: {event.error}", now=now, transient=True
+                task_id,
+                attempt,
+                f"assignment failed: {event.error}",
+                now=now,
+                transient=not event.permanent,
             )
             if not outcome.discarded:
                 self._end_attempt(task_id, event.agent_id)
 
     def _on_tick(self, now: float) -> None:
         self._agents_lost(self.fleet.tick(now), now)
+        self._time_out_attempts(now)
         for task_id in self.graph.expire(now):
             self.fleet.ledger.release_request(task_id)
         if now >= self._next_sweep:
             self._next_sweep = now + self.config.sweep_interval
             self._sweep_reservations()
-        if self._unstored and now >= self._next_store_retry:
-            self._next_store_retry = now + self.config.store_retry
-            retry = [(final, ()) for final in self._unstored.values()]
-            self._storing.update(self._unstored)
-            self._unstored.clear()
-            self._out.append(DeliverFinals(tuple(retry)))
-
-    def _on_stored(self, task_ids: tuple[str, ...]) -> None:
-        for task_id in task_ids:
-            self._storing.discard(task_id)
-            for batch in self._batches.pop(task_id, ()):
-                batch.waiting.discard(task_id)
-                if not batch.waiting:
-                    self._out.append(AckSubmission(batch.token))
+        if now >= self._next_store_retry:
+            retry = self.submissions.retry()
+            if retry is not None:
+                self._next_store_retry = now + self.config.store_retry
+                self._out.append(retry)
 
     def _on_not_stored(self, event: FinalsNotStored, now: float) -> None:
         log.error("could not store %d final result(s): %s", len(event.task_ids), event.error)
-        for task_id in event.task_ids:
-            self._storing.discard(task_id)
-            final = self.finals.get(task_id)
-            if final is not None:
-                self._unstored[task_id] = final
+        self.submissions.not_stored(event.task_ids)
         self._next_store_retry = now + self.config.store_retry
+
+    def _time_out_attempts(self, now: float) -> None:
+        """Fail attempts that went without a result for ``attempt_timeout``."""
+        live = (TaskState.ASSIGNED, TaskState.RUNNING)
+        while self._attempts and self._attempts[0][0] <= now:
+            _, task_id, attempt = heapq.heappop(self._attempts)
+            if task_id not in self.graph:
+                continue
+            rec = self.graph.get(task_id)
+            if rec.attempt != attempt or rec.state not in live:
+                continue
+            agent_id = rec.agent
+            timeout = self.config.attempt_timeout
+            self.graph.fail(task_id, attempt, f"no result within {timeout:g} s", now=now)
+            if agent_id is not None:
+                self._end_attempt(task_id, agent_id)
+            self.counters["attempts_timed_out"] += 1
 
     def _agents_lost(self, lost: list[Lost], now: float) -> None:
         for item in lost:
@@ -394,6 +387,8 @@ class CoordinatorState:
                 )
             )
             priority[a.agent_id] = max(priority.get(a.agent_id, 0), a.priority)
+            timeout_at = now + self.config.attempt_timeout
+            heapq.heappush(self._attempts, (timeout_at, a.task_id, a.attempt))
         finished = [rec for rec in self.graph.pop_finished() if rec.spec.parent is None]
         if finished:
             self._finish(finished, now)
@@ -411,16 +406,20 @@ class CoordinatorState:
         finals = []
         for rec in records:
             state = _FINAL_STATE.get(rec.state, "dead_lettered")
-            submitter = self._submitters.get(rec.id, ("", ""))
+            result, reason = rec.result if state == "succeeded" else None, rec.reason
+            if result is not None and (size := len(pack(result))) > self.config.max_result_bytes:
+                limit = self.config.max_result_bytes
+                state, result = "failed", None
+                reason = f"the result is {size} bytes, over the {limit} bytes a message may hold"
             finals.append(
                 FinalResult(
                     rec.id,
                     state,
-                    rec.result if state == "succeeded" else None,
-                    rec.reason,
+                    result,
+                    reason,
                     rec.attempt,
                     now,
-                    submitter[0],
+                    self.submissions.submitter(rec.id),
                 )
             )
             if state == "dead_lettered":
@@ -429,26 +428,17 @@ class CoordinatorState:
                         rec.id, rec.spec.type, rec.spec.payload, rec.attempt, rec.reason or ""
                     )
                 )
-            self._progress.pop(rec.id, None)
             for child in [*rec.children, rec.id]:
                 self.fleet.ledger.release_request(child)
                 if child in self.graph:
                     self.graph.forget(child)
-        self._deliver(finals, now)
+        self._deliver(finals)
 
-    def _deliver(self, finals: list[FinalResult], now: float) -> None:
+    def _deliver(self, finals: list[FinalResult]) -> None:
         """Record ``finals`` and hand them to the shell to notify and store."""
-        items = []
         for final in finals:
             self.counters[f"final_{final.state}"] += 1
-            self.finals[final.task_id] = final
-            self._storing.add(final.task_id)
-            recipients = [r for r in self._watchers.pop(final.task_id, []) if r[1]]
-            own = self._submitters.pop(final.task_id, None)
-            if own is not None and own[1]:
-                recipients.append(own)
-            items.append((final, tuple(recipients)))
-        self._out.append(DeliverFinals(tuple(items)))
+        self._out.append(self.submissions.finished(finals))
 
     def _end_attempt(self, task_id: str, agent_id: str) -> None:
         self.fleet.ledger.release_request(task_id)
@@ -486,6 +476,12 @@ class CoordinatorState:
             **dict(self.counters),
             **dict(fleet.counters),
         }
+
+
+def _rejected(task_id: str, why: str, submitter: str, now: float) -> FinalResult:
+    return FinalResult(
+        task_id, "failed", error=f"rejected at submit: {why}", finished_at=now, submitter=submitter
+    )
 
 
 def _expiration(msgs: list[AssignMsg], now: float) -> float | None:

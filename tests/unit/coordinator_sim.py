@@ -247,7 +247,7 @@ class Simulation:
         machine, batch = self.machine, self.sc.batches[index]
         if batch.resubmission:
             for t in batch.tasks:
-                if t.id in machine.finals:
+                if t.id in machine.submissions.finals:
                     self.kinds["resubmissions finished"] += 1
                 elif t.id in machine.graph:
                     self.kinds["resubmissions in flight"] += 1
@@ -432,10 +432,15 @@ class Simulation:
         incarnation = f"{agent_id}-i{inc}"
         if 0 < inc >= self.check.newest.get(agent_id, 0):  # the newest the machine knows
             self.kinds["deaths"] += 1
-            self.handle(ConnectionClosed(agent_id, incarnation))
+            # Per-agent broker users make the close verified; a shared login
+            # leaves it a suspicion that the missing heartbeats confirm.
+            verified = self.rng.random() < 0.6
+            self.kinds["unconfirmed closes"] += not verified
+            self.handle(ConnectionClosed(agent_id, incarnation, verified))
             return
         self.kinds["stale-incarnation closes"] += 1
-        feed = lambda: self.handle(ConnectionClosed(agent_id, incarnation))  # noqa: E731
+        verified = self.rng.random() < 0.5
+        feed = lambda: self.handle(ConnectionClosed(agent_id, incarnation, verified))  # noqa: E731
         self.check.unchanged(agent_id, f"a close of {incarnation}", feed)
 
     def on_stale_close(self, agent_id: str) -> None:

@@ -148,7 +148,7 @@ def test_bad_resources_are_a_usage_error_naming_the_problem(tmp_path: Path) -> N
 
 # Every option whose value becomes a Settings field, by command path: option → field.
 # Written out by hand so the test checks each of them, not whatever it happens to find.
-_COORDINATOR = ("acceptable_pause", "dead_after", "max_attempts", "events_vhost")
+_COORDINATOR = ("acceptable_pause", "dead_after", "max_attempts", "attempt_timeout", "events_vhost")
 _CLIENTS = [("send",), ("broadcast",), ("submit",), ("propose",), ("bft", "commit"), ("bft", "log")]
 MIRRORED: dict[tuple[str, ...], dict[str, str]] = {
     (): {"amqp_url": "amqp_url", "keys_dir": "keys_dir"},

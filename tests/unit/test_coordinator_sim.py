@@ -102,8 +102,8 @@ class AcksEarly(CoordinatorState):
 class DropsAFinal(CoordinatorState):
     """Loses the final of every second task of a batch: never told, never stored."""
 
-    def _deliver(self, finals: list[FinalResult], now: float) -> None:
-        super()._deliver([f for f in finals if not f.task_id.endswith("t1")], now)
+    def _deliver(self, finals: list[FinalResult]) -> None:
+        super()._deliver([f for f in finals if not f.task_id.endswith("t1")])
 
 
 class ForgetsStoredFinals(CoordinatorState):
@@ -155,9 +155,11 @@ class TrustsAnyClose(CoordinatorState):
         super().__init__(*args, **kwargs)
         fleet = self.fleet
 
-        def any_close(agent_id: str, incarnation: str, now: float) -> list[Lost]:
+        def any_close(
+            agent_id: str, incarnation: str, now: float, *, verified: bool = False
+        ) -> list[Lost]:
             known = fleet.incarnations.get(agent_id, incarnation)
-            return FleetView.connection_closed(fleet, agent_id, known, now)
+            return FleetView.connection_closed(fleet, agent_id, known, now, verified=True)
 
         fleet.connection_closed = any_close  # type: ignore[method-assign]
 

@@ -26,6 +26,7 @@ from robeing.protocol.coordinator import (
     FinalsStored,
     HeartbeatReceived,
     PurgeAssignments,
+    RefuseTasks,
     ResultsReceived,
     SendProgress,
     SubmissionReceived,
@@ -230,11 +231,40 @@ def test_an_agent_lost_mid_task_gets_its_tasks_reassigned_and_its_queue_purged()
     c.join("w1", incarnation="w1-a")
     c.submit(task("t1"))
     c.join("w2")
-    lost = c.handle(ConnectionClosed("w1", "w1-a"))
+    lost = c.handle(ConnectionClosed("w1", "w1-a", verified=True))
     assert of(PurgeAssignments, lost) == [PurgeAssignments("w1")]
     (assign,) = of(Assign, lost)
     assert (assign.agent_id, assign.messages[0].attempt) == ("w2", 2)
     assert c.result("w1", "t1") == [] and c.m.counters["stale_results"] == 1
+
+
+def test_an_unconfirmed_close_of_an_agent_that_keeps_beating_changes_nothing() -> None:
+    """Given t1 on w1, When a close of w1's incarnation arrives that the broker cannot
+    attribute to w1's own user (a shared login could forge it) and w1 beats again within
+    the grace, Expect w1 only suspected: t1 stays on it, nothing purged or reassigned."""
+    c = Coordinator()
+    c.join("w1", incarnation="w1-a")
+    c.submit(task("t1"))
+    c.join("w2")
+    assert of(Assign, c.handle(ConnectionClosed("w1", "w1-a", verified=False))) == []
+    c.now = 1.0
+    c.join("w1", incarnation="w1-a")
+    assert of(PurgeAssignments, c.tick(2.5)) == [] and c.holder("t1") == "w1"
+    assert c.m.fleet.counters["unconfirmed_closes"] == 1
+
+
+def test_an_unconfirmed_close_becomes_a_death_when_the_heartbeats_stop() -> None:
+    """Given t1 on w1, When an unconfirmed close of w1 arrives and w1 never beats again,
+    Expect it lost once the grace (1.5 heartbeat intervals) has passed: t1 reassigned."""
+    c = Coordinator()
+    c.join("w1", incarnation="w1-a")
+    c.submit(task("t1"))
+    c.join("w2")
+    c.handle(ConnectionClosed("w1", "w1-a", verified=False))
+    assert of(PurgeAssignments, c.tick(1.0)) == []
+    actions = c.tick(1.6)
+    assert of(PurgeAssignments, actions) == [PurgeAssignments("w1")]
+    assert c.holder("t1") == "w2"
 
 
 def test_a_silent_agent_is_lost_and_gets_no_work_until_it_beats_again() -> None:
@@ -257,7 +287,7 @@ def test_a_close_of_another_incarnation_changes_nothing() -> None:
     c = Coordinator()
     c.join("w1", incarnation="w1-b")
     c.submit(task("t1"))
-    assert c.handle(ConnectionClosed("w1", "w1-a")) == []
+    assert c.handle(ConnectionClosed("w1", "w1-a", verified=True)) == []
     assert "w1" in c.m.fleet.registry and c.holder("t1") == "w1"
 
 
@@ -269,7 +299,9 @@ def test_backups_take_work_only_while_a_primary_they_stand_in_for_is_dead() -> N
     c.join("b1", standby=True, backup_for="w1")
     c.submit(task("t1"))
     assert c.holder("t1") == "w1" and c.m.fleet.idle_backups() == ["b1"]
-    assert of(Assign, c.handle(ConnectionClosed("w1", "w1-a"))) == []  # b1 is not active yet
+    assert (
+        of(Assign, c.handle(ConnectionClosed("w1", "w1-a", verified=True))) == []
+    )  # b1 is not active yet
     (assign,) = of(Assign, c.join("b1", standby=True, backup_for="w1"))
     assert assign.agent_id == "b1"
 
@@ -327,12 +359,65 @@ def test_a_refused_assignment_is_retried() -> None:
 
 
 def test_expirations_are_capped_at_the_brokers_limit() -> None:
-    """Given a deadline a century away, When the task is assigned, Expect the message's
-    expiration at RabbitMQ's maximum, not beyond."""
-    c = Coordinator()
+    """Given a coordinator that accepts deadlines a century away, When such a task is
+    assigned, Expect the message's expiration at RabbitMQ's maximum, not beyond."""
+    c = Coordinator(max_horizon=200 * 365 * 86400.0)
     c.join("w1")
     (assign,) = of(Assign, c.submit(task("t1", deadline=100 * 365 * 86400.0)))
     assert assign.expiration_s == MAX_EXPIRATION_S
+
+
+def test_out_of_bounds_fields_fail_their_task_with_the_reason_and_spare_the_others() -> None:
+    """Given one submission with a valid task and five out of bounds (priority 10, agents 0,
+    a NaN deadline, a deadline 60 days ahead, max_attempts 0), When it arrives, Expect each
+    bad one failed at once with its reason, the valid one assigned, and the submission
+    acknowledged once the finals are stored - nothing held forever, nothing lost."""
+    c = Coordinator()
+    c.join("w1")
+    bad = {
+        "p": task("p", priority=10),
+        "a": task("a", agents=0),
+        "n": task("n", deadline=float("nan")),
+        "far": task("far", deadline=60 * 86400.0),
+        "m": task("m", max_attempts=0),
+    }
+    actions = c.submit(task("ok"), *bad.values())
+    finals = c.finals(actions)
+    assert sorted(finals) == sorted(bad) and all(f.state == "failed" for f in finals.values())
+    assert "priority" in finals["p"].error and "agents" in finals["a"].error
+    assert "deadline" in finals["n"].error and "days ahead" in finals["far"].error
+    assert "max_attempts" in finals["m"].error
+    assert [m.task_id for a in of(Assign, actions) for m in a.messages] == ["ok"]
+    assert of(AckSubmission, c.handle(FinalsStored(tuple(bad)))) == []  # "ok" still runs
+    c.result("w1", "ok")
+    assert of(AckSubmission, c.handle(FinalsStored(("ok",)))) == [AckSubmission(1)]
+
+
+def test_an_attempt_without_a_result_times_out_and_is_retried() -> None:
+    """Given a task without a deadline whose assignment vanished (a swallowed message),
+    When attempt_timeout passes, Expect the attempt failed and the task assigned again;
+    the late result of the first attempt is stale."""
+    c = Coordinator(attempt_timeout=60.0)
+    c.join("w1")
+    c.join("w2")
+    first = of(Assign, c.submit(task("t1")))[0].agent_id
+    assigned: list[Assign] = []
+    for second in range(1, 62):  # both agents keep beating: neither is lost
+        c.now = float(second)
+        assigned += of(Assign, c.join("w1") + c.join("w2") + c.tick(float(second)))
+    assert [m.attempt for a in assigned for m in a.messages] == [2]
+    assert c.m.counters["attempts_timed_out"] == 1
+    assert c.result(first, "t1", attempt=1) == [] and c.m.counters["stale_results"] == 1
+
+
+def test_a_result_too_large_for_any_message_fails_its_task_with_the_reason() -> None:
+    """Given a coordinator whose messages hold 1 KiB, When a task's result is 2 KiB,
+    Expect its final failed and saying so, instead of a final nobody could receive."""
+    c = Coordinator(max_result_bytes=1024)
+    c.join("w1")
+    c.submit(task("t1"))
+    finals = c.finals(c.result("w1", "t1", result="x" * 2048))
+    assert finals["t1"].state == "failed" and "over the 1024 bytes" in finals["t1"].error
 
 
 def test_a_split_task_reports_progress_and_one_merged_final() -> None:
@@ -405,7 +490,7 @@ def test_a_backup_stops_taking_work_as_soon_as_its_primary_rejoins() -> None:
     c = Coordinator()
     c.join("w1", incarnation="w1-a")
     c.join("b1", standby=True, backup_for="w1")
-    c.handle(ConnectionClosed("w1", "w1-a"))
+    c.handle(ConnectionClosed("w1", "w1-a", verified=True))
     c.join("b1", standby=True, backup_for="w1")
     assert "b1" in c.m.fleet.registry
     c.join("w1", incarnation="w1-b", started_at=200.0)
@@ -426,7 +511,7 @@ def test_a_heartbeat_of_an_older_process_changes_nothing() -> None:
     assert c.join("w1", incarnation="w1-a", started_at=100.0, capacity=9) == []
     assert c.m.fleet.registry.get("w1").capacity == 1
     assert c.m.fleet.counters["stale_heartbeats"] == 1
-    assert c.handle(ConnectionClosed("w1", "w1-a")) == []
+    assert c.handle(ConnectionClosed("w1", "w1-a", verified=True)) == []
     assert "w1" in c.m.fleet.registry and c.holder("t1") == "w1"
 
 
@@ -435,7 +520,7 @@ def test_a_heartbeat_of_an_older_process_does_not_bring_a_lost_agent_back() -> N
     Expect w1 to stay lost and get no work."""
     c = Coordinator()
     c.join("w1", incarnation="w1-b", started_at=200.0)
-    c.handle(ConnectionClosed("w1", "w1-b"))
+    c.handle(ConnectionClosed("w1", "w1-b", verified=True))
     assert c.join("w1", incarnation="w1-a", started_at=100.0) == []
     assert of(Assign, c.submit(task("t1"))) == [] and c.m.fleet.is_dead("w1")
 
@@ -455,3 +540,27 @@ def test_a_late_result_of_an_earlier_attempt_past_the_deadline_is_stale() -> Non
     assert c.m.graph.get("t1").state is TaskState.ASSIGNED
     assert c.m.fleet.registry.get("w1").load == 1
     assert c.finals(c.tick(10.0))["t1"].state == "expired"
+
+
+# --- task ids belong to their submitter ------------------------------------------------
+
+
+def test_a_task_id_belongs_to_its_submitter() -> None:
+    """Given t1 submitted by alice, When bob submits t1 while it runs and after it finished,
+    Expect bob refused with a reason both times, never told alice's final, and alice's
+    resubmission still answered from the store."""
+    c = Coordinator()
+    c.join("w1")
+    c.submit(task("t1"), who="alice", reply_to="qa")
+    running = c.submit(task("t1"), who="bob", reply_to="qb")
+    (refusal,) = of(RefuseTasks, running)
+    assert refusal.recipient == ("bob", "qb") and "another submitter" in refusal.tasks[0][1]
+    assert of(AckSubmission, running) == [AckSubmission(2)]  # nothing of bob's to wait for
+    done = c.result("w1", "t1")
+    assert [r for d in of(DeliverFinals, done) for _, r in d.finals] == [(("alice", "qa"),)]
+    c.handle(FinalsStored(("t1",)))
+    later = c.submit(task("t1"), who="bob", reply_to="qb")
+    assert of(RefuseTasks, later) and not of(DeliverFinals, later)
+    again = c.submit(task("t1"), who="alice", reply_to="qa2")
+    (answer,) = of(DeliverFinals, again)
+    assert not answer.store and answer.finals[0][1] == (("alice", "qa2"),)

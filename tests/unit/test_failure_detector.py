@@ -10,15 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from robeing.protocol.errors import ConfigError
-from robeing.protocol.failure_detector import (
-    DetectorConfig,
-    Health,
-    HealthMonitor,
-    PhiAccrualDetector,
-    Transition,
-    phi,
-    silence_at_phi,
-)
+from robeing.protocol.failure_detector import DetectorConfig, Health, HealthMonitor, Transition
+from robeing.protocol.phi import PhiAccrualDetector, phi, silence_at_phi
 
 # Default config, derived by hand: a steady 1 s agent has mean 1 s and the
 # std floor 0.1 s; phi = 8 is reached at y = 5.2256 standard deviations past
@@ -349,3 +342,23 @@ def test_status_views_report_phi_and_last_heartbeat() -> None:
     assert (view.agent_id, view.state, view.last_heartbeat) == ("a", Health.ALIVE, last)
     assert view.mean_interval == pytest.approx(1.0, abs=0.02)
     assert monitor.phi("unknown", last) == 0.0
+
+
+def test_suspicion_from_outside_is_refuted_by_a_heartbeat_or_confirmed_by_silence() -> None:
+    """Given a healthy agent, When something not conclusive suspects it (an unconfirmed
+    connection close) with 1.5 s to answer, Expect SUSPECTED at once; a heartbeat in time
+    restores it, and silence past the 1.5 s makes it DEAD even though phi would wait longer."""
+    cfg = DetectorConfig(heartbeat_interval=1.0, acceptable_pause=3.0, dead_after=2.0)
+    mon = HealthMonitor(cfg)
+    mon.heartbeat("a", 0.0)
+    mon.heartbeat("b", 0.0)
+
+    assert [t.new for t in mon.suspect("a", 0.5, within=1.5)] == [Health.SUSPECTED]
+    assert [t.new for t in mon.suspect("b", 0.5, within=1.5)] == [Health.SUSPECTED]
+    assert [t.new for t in mon.heartbeat("a", 1.0)] == [Health.ALIVE]
+
+    assert mon.tick(1.9) == []
+    assert [(t.agent_id, t.new) for t in mon.tick(2.0)] == [("b", Health.DEAD)]
+    assert mon.state("a") is Health.ALIVE
+    assert mon.suspect("b", 3.0, within=1.5) == []  # already dead: nothing to suspect
+    assert mon.suspect("nobody", 3.0, within=1.5) == []

@@ -55,7 +55,10 @@ def test_unknown_role_lists_the_valid_ones() -> None:
         ("coordinator.epoch", ASSIGN),
         ("coordinator.", ASSIGN),
         ("task.result", EXECUTE),
-        ("task.progress", EXECUTE),
+        ("task.progress", ASSIGN),
+        ("task.final", ASSIGN),
+        ("task.finals", ASSIGN),
+        ("task.refused", ASSIGN),
         ("task.submit", SUBMIT),
         ("heartbeat", HEARTBEAT),
         ("vote.cast", VOTE),
@@ -81,8 +84,14 @@ def test_capability_for(message_type: str, capability: str) -> None:
 
 
 ALLOWED = {
-    "coordinator": {"task.assign", "task.cancel", "coordinator.epoch", "task.result"},
-    "specialist": {"task.result", "task.progress", "vote.cast"},
+    "coordinator": {
+        "task.assign",
+        "task.cancel",
+        "coordinator.epoch",
+        "task.result",
+        "task.finals",
+    },
+    "specialist": {"task.result", "vote.cast"},
     "guardian": {"guardian.alert", "guardian.quarantine", "pbft.commit"},
     "worker": {"task.result", "heartbeat", "task.submit"},
     "messenger": {"task.result", "heartbeat"},
@@ -90,11 +99,12 @@ ALLOWED = {
 }
 REFUSED = {
     "coordinator": {"guardian.alert"},
-    "specialist": {"task.assign", "guardian.quarantine"},
+    # Only a coordinator tells a submitter about its tasks: a forged final is refused.
+    "specialist": {"task.assign", "guardian.quarantine", "task.progress", "task.finals"},
     "guardian": {"task.assign", "coordinator.epoch"},
-    "worker": {"task.assign", "task.cancel", "coordinator.epoch", "guardian.alert"},
+    "worker": {"task.assign", "task.cancel", "coordinator.epoch", "guardian.alert", "task.final"},
     "messenger": {"task.assign", "guardian.alert"},
-    "client": {"task.assign", "task.result", "task.progress", "heartbeat", "guardian.alert"},
+    "client": {"task.assign", "task.result", "task.refused", "heartbeat", "guardian.alert"},
 }
 
 

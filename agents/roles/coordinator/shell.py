@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Coroutine
@@ -41,13 +42,14 @@ from ....protocol.coordinator import (
     FinalsStored,
     HeartbeatReceived,
     PurgeAssignments,
+    RefuseTasks,
     ResultsReceived,
     SendProgress,
     SubmissionReceived,
     Tick,
 )
 from ....protocol.envelope import Envelope, pack
-from ....protocol.errors import DecodeError, ProtocolError
+from ....protocol.errors import DecodeError, ProtocolError, TooLarge
 from ....protocol.failure_detector import DetectorConfig
 from ....protocol.heartbeat import Heartbeat
 from ....protocol.taskgraph import SplitStrategy, merge_results, split_list
@@ -85,7 +87,9 @@ class Coordinator:
             dead_after=st.dead_after,
         )
         return CoordinatorState(
-            CoordinatorConfig(self.agent.id, detector, st.max_attempts),
+            CoordinatorConfig(
+                self.agent.id, detector, st.max_attempts, attempt_timeout=st.attempt_timeout
+            ),
             strategies={
                 d.type: SplitStrategy(d.split or split_list, d.merge or merge_results) for d in defs
             },
@@ -183,8 +187,9 @@ class Coordinator:
                 log.warning("malformed result from %s: %s", msg.sender, exc)
         await self._handle(ResultsReceived(msg.sender, tuple(results)))
 
-    def _on_connection_closed(self, agent_id: str, incarnation: str) -> None:
-        self._feed(ConnectionClosed(agent_id, incarnation))
+    def _on_connection_closed(self, agent_id: str, incarnation: str, user: str | None) -> None:
+        # Proof only when the broker saw the agent's own per-agent user open it.
+        self._feed(ConnectionClosed(agent_id, incarnation, verified=user == agent_id))
 
     async def _pump(self) -> None:
         while True:
@@ -246,16 +251,11 @@ class Coordinator:
             if receipt is not None:
                 await receipt.ack()
         elif isinstance(action, SendProgress):
-            submitter, reply_to = action.recipient
-            env = Envelope(
-                "task.progress",
-                {"task_id": action.task_id, "done": action.done, "total": action.total},
-                receiver=submitter,
-            )
-            with contextlib.suppress(Exception):  # progress is a courtesy
-                await agent.send_to_queue(
-                    env, reply_to, persistent=False, confirm=False, mandatory=False
-                )
+            progress = {"task_id": action.task_id, "done": action.done, "total": action.total}
+            await self._tell(action.recipient, "task.progress", progress)
+        elif isinstance(action, RefuseTasks):
+            refused = [{"task_id": task_id, "reason": why} for task_id, why in action.tasks]
+            await self._tell(action.recipient, "task.refused", refused)
         elif isinstance(action, DeadLetterTask):
             body = pack(
                 {
@@ -271,6 +271,19 @@ class Coordinator:
             with contextlib.suppress(Exception):
                 await agent.broker.purge(topo.work_queue(action.agent_id))
 
+    async def _tell(self, recipient: tuple[str, str], message_type: str, payload: Any) -> None:
+        """A courtesy notice to a submitter's reply queue (lost with the submitter)."""
+        submitter, reply_to = recipient
+        if not reply_to:
+            return
+        env = Envelope(message_type, payload, receiver=submitter)
+        try:
+            await self.agent.send_to_queue(
+                env, reply_to, persistent=False, confirm=False, mandatory=False
+            )
+        except Exception as exc:
+            log.debug("could not tell %s (%s): %s", submitter, message_type, exc)
+
     async def _assign(self, action: Assign) -> None:
         env = Envelope(
             "task.assign",
@@ -285,6 +298,15 @@ class Coordinator:
                 expiration_s=action.expiration_s,
                 persistent=False,
             )
+        except TooLarge as exc:
+            if len(action.messages) > 1:  # each may fit alone
+                for m in action.messages:
+                    await self._assign(dataclasses.replace(action, messages=(m,)))
+                return
+            # Its input alone (payload and dependency results) fits in no message.
+            (m,) = action.messages
+            too_big = AssignmentFailed(action.agent_id, ((m.task_id, m.attempt),), str(exc), True)
+            self._feed(too_big)
         except Exception as exc:
             attempts = tuple((m.task_id, m.attempt) for m in action.messages)
             self._feed(AssignmentFailed(action.agent_id, attempts, str(exc)))
