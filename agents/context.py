@@ -169,11 +169,14 @@ class DeadLetter:
         reason: the ``x-robeing-reason`` header, or the broker's own reason
             (``rejected``, ``expired``, ``maxlen``…) for queue dead-lettering.
         source: the queue it was refused from (``?`` when unknown).
+        report: the refusing agent's signed report, unverified (see
+            :mod:`robeing.protocol.rejections`); None when there is none.
     """
 
     body: bytes
     reason: str
     source: str
+    report: bytes | None = None
 
 
 Handler = Callable[[Message], Any]
@@ -308,6 +311,14 @@ class AgentContext(Protocol):
 
     def peer(self, agent_id: str) -> Certificate | None:
         """A valid certificate of ``agent_id`` (learned or from the keys dir), else None."""
+        ...
+
+    def check_signature(self, signer: str, data: bytes, signature: bytes) -> bool:
+        """Whether ``signer``'s certified key signed ``data`` (unknown or revoked: False)."""
+        ...
+
+    def sign_rejection(self, queue: str, body: bytes, reason: str) -> bytes:
+        """Our signed report of refusing ``body`` from ``queue`` (see ``protocol/rejections``)."""
         ...
 
     # -- receiving: the one inbound path --------------------------------------------

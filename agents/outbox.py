@@ -23,7 +23,13 @@ from ..broker import topology as topo
 from ..broker.base import Transport
 from ..protocol.codec import Codec, Opened
 from ..protocol.envelope import BROADCAST, Envelope
-from ..protocol.errors import AckTimeout, UnknownPeer, Unroutable, error_from_data
+from ..protocol.errors import (
+    AckTimeout,
+    CertificateError,
+    UnknownPeer,
+    Unroutable,
+    error_from_data,
+)
 from ..protocol.identity import Certificate
 
 log = logging.getLogger(__name__)
@@ -74,17 +80,34 @@ class Outbox:
 
     # -- outgoing ------------------------------------------------------------
 
+    def peer(self, agent_id: str) -> Certificate | None:
+        """A valid certificate of ``agent_id``: learned from its messages, or the keys dir.
+
+        Unknown, expired and revoked agents (and a keys-dir file holding
+        another agent's certificate) give None.
+        """
+        trust, now = self.codec.trust, self.clock()
+        cert = trust.peer(agent_id)
+        try:
+            if cert is None and self.lookup_peer is not None:
+                raw = self.lookup_peer(agent_id)
+                if raw is not None:
+                    cert = trust.check_certificate(raw, now)
+                    if cert.agent_id != agent_id:
+                        return None
+                    trust.learn(cert)
+            if cert is not None:
+                trust.require_valid(cert, now)
+        except CertificateError:
+            return None
+        return cert
+
     def _ensure_peer(self, agent_id: str) -> Certificate:
-        cert = self.codec.trust.peer(agent_id)
-        if cert is None and self.lookup_peer is not None:
-            raw = self.lookup_peer(agent_id)
-            if raw is not None:
-                cert = self.codec.trust.check_certificate(raw, self.clock())
-                self.codec.trust.learn(cert)
+        cert = self.peer(agent_id)
         if cert is None:
             raise UnknownPeer(
-                f"no certificate known for {agent_id!r}: it has not announced itself "
-                "and is not in the keys directory"
+                f"no valid certificate known for {agent_id!r}: it has not announced itself, "
+                "is not in the keys directory, or is expired or revoked"
             )
         return cert
 

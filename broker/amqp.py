@@ -39,6 +39,7 @@ from tenacity import (
 )
 
 from ..protocol.errors import BrokerError, PublishTimeout, Unroutable
+from ..protocol.rejections import stored_copy
 from . import queues
 from . import topology as topo
 from .base import Consumer, DeliveryHandler
@@ -377,11 +378,14 @@ class AmqpTransport:
         """Publish ``body`` to the dead-letter exchange, the reason in its headers.
 
         The one way robeing dead-letters anything: rejected deliveries and
-        tasks that used up their attempts alike.
+        tasks that used up their attempts alike. A body over
+        :data:`~robeing.protocol.rejections.MAX_STORED` is stored truncated,
+        its original size in ``x-robeing-size``.
 
         Raises:
             BrokerError: the broker did not confirm it.
         """
+        stored = stored_copy(body)
         merged = dict(headers or {})
         merged.update(
             {
@@ -390,8 +394,10 @@ class AmqpTransport:
                 topo.SOURCE_HEADER: source,
             }
         )
+        if len(stored) < len(body):
+            merged[topo.SIZE_HEADER] = len(body)
         await self.publish(
-            topo.DEAD_EXCHANGE, source, body, headers=merged, mandatory=False, retry=retry
+            topo.DEAD_EXCHANGE, source, stored, headers=merged, mandatory=False, retry=retry
         )
 
     async def try_exclusive(self, spec: QueueSpec) -> bool:

@@ -7,8 +7,9 @@ types, so the runtime stays thin and the AMQP details live in
 Delivery outcomes:
     * ``ack()`` — done; the broker forgets the message.
     * ``requeue()`` — hand it back for another consumer (graceful shutdown).
-    * ``dead_letter(reason, detail)`` — publish it to the dead-letter exchange
-      with the reason in headers, then acknowledge; if that publish cannot be
+    * ``dead_letter(reason, detail, report)`` — publish it to the dead-letter
+      exchange with the reason (and the refusing agent's signed report) in
+      headers, then acknowledge; if that publish cannot be
       confirmed, reject without requeue so the queue's own DLX still keeps it.
       Nothing is ever silently dropped.
 
@@ -51,7 +52,9 @@ class Delivery(Protocol):
 
     async def requeue(self) -> None: ...
 
-    async def dead_letter(self, reason: str, detail: str) -> None: ...
+    async def dead_letter(self, reason: str, detail: str, report: bytes | None = None) -> None:
+        """Dead-letter with ``reason`` (and the refusing agent's signed ``report``), then ack."""
+        ...
 
 
 DeliveryHandler = Callable[[Delivery], Awaitable[None]]

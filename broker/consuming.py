@@ -20,6 +20,7 @@ import aiormq.abc
 import aiormq.exceptions
 from pamqp.commands import Basic
 
+from . import topology as topo
 from .base import Consumer
 from .topology import QueueSpec
 
@@ -93,9 +94,12 @@ class AmqpDelivery:
         if not self._no_ack:
             await self._settle(self._channel.basic_nack(self._tag, requeue=True))
 
-    async def dead_letter(self, reason: str, detail: str) -> None:
+    async def dead_letter(self, reason: str, detail: str, report: bytes | None = None) -> None:
+        headers = dict(self.headers)
+        if report is not None:
+            headers[topo.REPORT_HEADER] = bytearray(report)  # AMQP byte array (pamqp: bytearray)
         try:
-            await self._dead_letter(self.body, self.queue, reason, detail, self.headers)
+            await self._dead_letter(self.body, self.queue, reason, detail, headers)
         except Exception as exc:  # the queue's own DLX still catches a rejected message
             log.warning("dead-letter publish failed (%s); rejecting to the queue's DLX", exc)
             if not self._no_ack:

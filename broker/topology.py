@@ -19,7 +19,7 @@ name                        kind      purpose
 ``robeing.coordinator.lock``        exclusive queue; its owner is the active coordinator
 ``robeing.coordinator.epoch``       holds the last coordinator epoch (one message)
 ``robeing.dead``            fanout    dead-letter exchange
-``robeing.dead-letters``    queue     dead letters, reason in ``x-robeing-reason``
+``robeing.dead-letters``    queue     dead letters, reason in ``x-robeing-reason`` (bounded)
 ==========================  ========  ==============================================
 
 Declarations are idempotent; arguments live here only, because RabbitMQ
@@ -49,6 +49,13 @@ EPOCH_QUEUE = "robeing.coordinator.epoch"
 REASON_HEADER = "x-robeing-reason"
 DETAIL_HEADER = "x-robeing-detail"
 SOURCE_HEADER = "x-robeing-queue"
+REPORT_HEADER = "x-robeing-report"  # the refusing agent's signed report (protocol/rejections)
+SIZE_HEADER = "x-robeing-size"  # the original size, when the stored body is truncated
+
+# robeing.dead-letters is bounded so that a flood cannot fill the broker's
+# disk: past either limit the oldest dead letters are dropped (drop-head).
+DEAD_LETTERS_MAX_LENGTH = 100_000
+DEAD_LETTERS_MAX_BYTES = 256 << 20
 
 MAX_PRIORITY = 9
 
@@ -211,7 +218,14 @@ def epoch_spec() -> QueueSpec:
 
 
 def dead_letter_spec() -> QueueSpec:
-    return QueueSpec(DEAD_LETTER_QUEUE)
+    return QueueSpec(
+        DEAD_LETTER_QUEUE,
+        arguments={
+            "x-max-length": DEAD_LETTERS_MAX_LENGTH,
+            "x-max-length-bytes": DEAD_LETTERS_MAX_BYTES,
+            "x-overflow": "drop-head",
+        },
+    )
 
 
 # (exchange name, type) declared by everyone, in dependency order.

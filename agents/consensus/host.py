@@ -66,18 +66,7 @@ def signature_check(agent: AgentContext) -> SignatureCheck:
     Raises:
         Nothing.
     """
-
-    def check(signer: str, data: bytes, signature: bytes) -> bool:
-        cert = agent.peer(signer)
-        if cert is None or len(signature) != 64:
-            return False
-        try:
-            agent.trust.verify(cert, data, signature)
-        except Exception:
-            return False
-        return True
-
-    return check
+    return agent.check_signature
 
 
 class Consensus:

@@ -2,12 +2,18 @@
 
 The guardian watches every dead letter through its own bounded feed (the
 shared ``robeing.dead-letters`` queue keeps the messages themselves for
-operators), counts them by reason, by source queue
-and by claimed sender, and raises a signed ``guardian.alert`` broadcast when
-one sender's rejections cross ``ALERT_THRESHOLD`` within ``ALERT_WINDOW``
-seconds. Its counts travel in its heartbeats and answer ``guardian.report``
-requests. The sender named in a dead letter is only *claimed* (the message
-failed its checks); alerts say so.
+operators). A dead letter proves nothing by itself — anyone allowed to
+dead-letter can publish one — so the guardian trusts only the refusing
+agent's signed report attached to it (:mod:`robeing.protocol.rejections`):
+a report that verifies against its reporter's certificate and matches the
+stored bytes is counted under its reason and queue, and held against the
+sender it blames (a sender whose signature had verified before the
+refusal). Anything else — no report, a forged or mismatched one, a letter
+the broker dead-lettered itself — is counted as unverified and blames
+nobody. When one sender's verified refusals cross ``ALERT_THRESHOLD``
+within ``ALERT_WINDOW`` seconds, the guardian broadcasts a signed
+``guardian.alert`` naming the reporters. Its counts travel in its
+heartbeats and answer ``guardian.report`` requests.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ import time
 from collections import Counter, deque
 from typing import Any
 
-from ...protocol.envelope import split_wire
-from ...protocol.errors import ProtocolError
+from ...protocol.errors import DecodeError
+from ...protocol.rejections import RejectionReport
 from ..context import AgentContext, DeadLetter
 
 log = logging.getLogger(__name__)
@@ -36,33 +42,37 @@ class DeadLetterWatch:
         self.by_reason: Counter[str] = Counter()
         self.by_queue: Counter[str] = Counter()
         self.by_sender: Counter[str] = Counter()
+        self.unverified_by_reason: Counter[str] = Counter()
+        self.reporters: dict[str, set[str]] = {}  # blamed sender -> who reported it
         self._recent: dict[str, deque[float]] = {}
         self._alerted: dict[str, float] = {}
 
     def observe(
-        self, reason: str, queue: str, claimed_sender: str | None, now: float
+        self, reason: str, queue: str, sender: str | None, now: float, reporter: str = ""
     ) -> str | None:
-        """Record one dead letter.
+        """Record one verified refusal (``sender``: whom it blames, if anyone).
 
         Returns:
             The sender to alert about, when it just crossed the threshold.
         """
         self.by_reason[reason] += 1
         self.by_queue[queue] += 1
-        if claimed_sender is None:
+        if sender is None:
             return None
-        self.by_sender[claimed_sender] += 1
-        times = self._recent.setdefault(claimed_sender, deque())
+        self.by_sender[sender] += 1
+        self.reporters.setdefault(sender, set()).add(reporter)
+        times = self._recent.setdefault(sender, deque())
         times.append(now)
         while times and times[0] < now - self.window:
             times.popleft()
-        if (
-            len(times) >= self.threshold
-            and now - self._alerted.get(claimed_sender, -1e18) > self.window
-        ):
-            self._alerted[claimed_sender] = now
-            return claimed_sender
+        if len(times) >= self.threshold and now - self._alerted.get(sender, -1e18) > self.window:
+            self._alerted[sender] = now
+            return sender
         return None
+
+    def unverified(self, reason: str) -> None:
+        """Record a dead letter whose origin cannot be verified (it blames nobody)."""
+        self.unverified_by_reason[reason] += 1
 
     def report(self) -> dict[str, Any]:
         return {
@@ -70,14 +80,9 @@ class DeadLetterWatch:
             "by_reason": dict(self.by_reason),
             "by_queue": dict(self.by_queue),
             "top_senders": dict(self.by_sender.most_common(10)),
+            "unverified": sum(self.unverified_by_reason.values()),
+            "unverified_by_reason": dict(self.unverified_by_reason),
         }
-
-
-def _claimed_sender(body: bytes) -> str | None:
-    try:
-        return str(split_wire(body).fields["sender"])
-    except (ProtocolError, KeyError):
-        return None
 
 
 class Guardian:
@@ -92,28 +97,47 @@ class Guardian:
 
     async def on_dead_letter(self, letter: DeadLetter) -> None:
         watch = self.watch
-        sender = _claimed_sender(letter.body)
-        offender = watch.observe(letter.reason, letter.source, sender, time.time())
+        report = self._verified(letter)
+        if report is None:
+            watch.unverified(letter.reason)
+            return
+        offender = watch.observe(
+            report.reason, report.queue, report.sender, time.time(), report.reporter
+        )
         if offender is None:
             return
+        reporters = sorted(watch.reporters.get(offender, ()))
         log.warning(
-            "agent %s (claimed) has %d+ rejected messages in %.0fs",
+            "agent %s has %d+ refused messages in %.0fs (reported by %s)",
             offender,
             watch.threshold,
             watch.window,
+            ", ".join(reporters),
         )
         try:
             await self.agent.broadcast(
                 "guardian.alert",
                 {
-                    "claimed_sender": offender,
-                    "reason": letter.reason,
+                    "sender": offender,
+                    "reason": report.reason,
                     "count": watch.by_sender[offender],
                     "window_s": watch.window,
+                    "reporters": reporters,
                 },
             )
         except Exception as exc:
             log.warning("could not broadcast alert: %s", exc)
+
+    def _verified(self, letter: DeadLetter) -> RejectionReport | None:
+        """The letter's report if it verifies and is about these bytes, else None."""
+        if letter.report is None:
+            return None
+        try:
+            report = RejectionReport.verify(letter.report, self.agent.check_signature)
+        except DecodeError as exc:
+            log.debug("unverifiable dead-letter report: %s", exc)
+            return None
+        return report if report.matches(letter.body) else None
 
 
 def install(agent: AgentContext) -> Guardian:

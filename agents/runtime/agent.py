@@ -41,7 +41,7 @@ from ...broker.events import ClosedConnection, ConnectionWatcher
 from ...broker.topology import QueueSpec
 from ...protocol.codec import Codec, Opened
 from ...protocol.envelope import Envelope
-from ...protocol.errors import CertificateError, ConfigError
+from ...protocol.errors import ConfigError
 from ...protocol.identity import Certificate, Identity, TrustStore
 from ...protocol.replay import ReplayWindow
 from ...protocol.roles import Role, get_role
@@ -406,20 +406,20 @@ class Agent:
         )
 
     def peer(self, agent_id: str) -> Certificate | None:
-        trust, now = self.codec.trust, self._clock()
-        cert = trust.peer(agent_id)
-        lookup = self.outbox.lookup_peer
+        return self.outbox.peer(agent_id)
+
+    def check_signature(self, signer: str, data: bytes, signature: bytes) -> bool:
+        cert = self.peer(signer)
+        if cert is None or len(signature) != 64:
+            return False
         try:
-            if cert is None and lookup is not None and (raw := lookup(agent_id)) is not None:
-                cert = trust.check_certificate(raw, now)
-                if cert.agent_id != agent_id:
-                    return None
-                trust.learn(cert)
-            if cert is not None:
-                trust.require_valid(cert, now)
-        except CertificateError:
-            return None
-        return cert
+            self.codec.trust.verify(cert, data, signature)
+        except Exception:
+            return False
+        return True
+
+    def sign_rejection(self, queue: str, body: bytes, reason: str) -> bytes:
+        return self._inbound.report(queue, body, reason, None)
 
     # -- receiving: the one inbound path -------------------------------------------------
 

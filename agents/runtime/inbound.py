@@ -39,8 +39,10 @@ from typing import Any
 from ...broker import topology as topo
 from ...broker.base import Delivery
 from ...protocol.codec import Codec, Opened
-from ...protocol.envelope import BROADCAST
+from ...protocol.envelope import BROADCAST, split_wire
 from ...protocol.errors import Duplicate, ProtocolError, Reject, Retry, error_to_data
+from ...protocol.evidence import ed25519_signer
+from ...protocol.rejections import RejectionReport, stored_copy
 from ..app import Middleware, call_handler
 from ..context import AgentContext, DeadLetter, Handler, Message
 from ..outbox import ACK, REPLY, Outbox
@@ -102,8 +104,8 @@ class Settlement:
     async def requeue(self) -> None:
         await self._done().requeue()
 
-    async def dead_letter(self, reason: str, detail: str) -> None:
-        await self._done().dead_letter(reason, detail)
+    async def dead_letter(self, reason: str, detail: str, report: bytes | None = None) -> None:
+        await self._done().dead_letter(reason, detail, report)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +153,7 @@ class Inbound:
         self.middleware = middleware
         self.answer_handlers: dict[str, Handler] = {}
         self.unsettled: dict[str, Settlement] = {}  # message id -> its settlement
+        self._sign = ed25519_signer(codec.identity.signing_key)
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
@@ -182,7 +185,7 @@ class Inbound:
                 self.stats.rejected[exc.reason] += 1
                 await delivery.ack()
             else:
-                await self.reject(delivery, exc.reason, str(exc))
+                await self.reject(delivery, exc.reason, str(exc), _claimed_sender(delivery.body))
             return
         env = opened.envelope
         if route.answers:
@@ -268,17 +271,31 @@ class Inbound:
                 await self.outbox.answer(opened, error=error_to_data(exc))
             except Exception as send_exc:
                 log.warning("could not report failure to %s: %s", opened.envelope.sender, send_exc)
-        await self.reject(delivery, reason, str(exc))
+        await self.reject(delivery, reason, str(exc), opened.envelope.sender)
 
-    async def reject(self, delivery: Delivery, reason: str, detail: str) -> None:
-        """Dead-letter ``delivery`` with ``reason``; count and log it once."""
+    async def reject(
+        self, delivery: Delivery, reason: str, detail: str, sender: str | None = None
+    ) -> None:
+        """Dead-letter ``delivery`` with ``reason`` and our signed report; count, log once.
+
+        ``sender``: who sent it, as far as we know (the report blames it only
+        when its signature had verified: see :mod:`robeing.protocol.rejections`).
+        """
         self.stats.reject(reason, detail, delivery.queue)
         for mw in self.middleware:
             try:
                 mw.on_rejected(self.context, reason, detail)
             except Exception:
                 log.exception("middleware %r failed in on_rejected", mw)
-        await delivery.dead_letter(reason, detail)
+        await delivery.dead_letter(
+            reason, detail, self.report(delivery.queue, delivery.body, reason, sender)
+        )
+
+    def report(self, queue: str, body: bytes, reason: str, sender: str | None) -> bytes:
+        """Our signed report of refusing ``body`` (as the dead-letter queue will store it)."""
+        return RejectionReport.of(
+            self.context.id, queue, body, stored_copy(body), reason, sender, self.context.clock()
+        ).sign(self._sign)
 
     def _middleware(self, hook: str, *args: Any) -> None:
         for mw in self.middleware:
@@ -304,10 +321,12 @@ class Inbound:
 
         async def on_dead_letter(delivery: Delivery) -> None:
             headers = delivery.headers
+            report = headers.get(topo.REPORT_HEADER)
             letter = DeadLetter(
                 delivery.body,
                 str(headers.get(topo.REASON_HEADER) or _death_reason(headers)),
                 str(headers.get(topo.SOURCE_HEADER, "?")),
+                bytes(report) if isinstance(report, bytes | bytearray) else None,
             )
             try:
                 result = handler(letter)
@@ -318,6 +337,15 @@ class Inbound:
             await delivery.ack()
 
         return on_dead_letter
+
+
+def _claimed_sender(body: bytes) -> str | None:
+    """The sender an envelope claims, if it parses that far (a claim, not a proof)."""
+    try:
+        sender = split_wire(body).fields.get("sender")
+    except ProtocolError:
+        return None
+    return sender if isinstance(sender, str) else None
 
 
 def _death_reason(headers: Mapping[str, Any]) -> str:

@@ -265,8 +265,15 @@ class Coordinator:
                     "attempts": action.attempts,
                 }
             )
+            report = agent.sign_rejection(topo.TASK_QUEUE, body, "max_attempts")
             with contextlib.suppress(Exception):
-                await agent.broker.dead_letter(body, topo.TASK_QUEUE, "max_attempts", action.reason)
+                await agent.broker.dead_letter(
+                    body,
+                    topo.TASK_QUEUE,
+                    "max_attempts",
+                    action.reason,
+                    {topo.REPORT_HEADER: bytearray(report)},
+                )
         elif isinstance(action, PurgeAssignments):
             with contextlib.suppress(Exception):
                 await agent.broker.purge(topo.work_queue(action.agent_id))
