@@ -172,6 +172,7 @@ MIRRORED: dict[tuple[str, ...], dict[str, str]] = {
         name: name for name in ("agent_id", "app", "heartbeat_interval", *_COORDINATOR)
     },
     **{client: {"as_id": "agent_id"} for client in _CLIENTS},
+    ("broker", "users"): {"events_vhost": "events_vhost"},
 }
 
 # Options named after a Settings field that deliberately do not take its default.
