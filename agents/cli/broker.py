@@ -122,7 +122,7 @@ def users(
     <keys>/broker/<id>.password, made here when missing and never replaced)
     and may touch only what it owns. Without --apply, prints RabbitMQ
     definitions to import (users, permissions, topic permissions, the shared
-    topology, and the admin of --admin-url if it has a password). Revoked
+    topology, and the admin of --admin-url if given with a password). Revoked
     identities get no user. The vhost is AMQP_URL's.
     """
     store = Keystore(common.keys_dir)
@@ -137,15 +137,20 @@ def users(
             "(or give --pool ROLE=PREFIX)"
         )
     vhost = vhost_of(common.amqp_url)
+    # The admin is in the definitions only when named on purpose: AMQP_URL's
+    # login (guest:guest by default) must not become a boot-time administrator.
+    explicit_admin = admin_url is not None
     admin_url = admin_url or common.amqp_url
     admin = urlsplit(admin_url)
     admin_name = unquote(admin.username) if admin.username else None
+    if not (apply or explicit_admin):
+        admin_name = None
     plan = plan_users(agents, vhost, events_vhost, pool_list, admin_name)
     passwords: dict[str, str] = {}
     rows: list[dict[str, Any]] = []
     for user in plan:
         if user.role == "admin":
-            if admin.password:
+            if explicit_admin and admin.password:
                 passwords[user.name] = unquote(admin.password)
             continue
         password, made = store.ensure_broker_password(user.name)

@@ -55,14 +55,17 @@ def test_definitions_have_a_user_per_identity_and_no_password(keys: Keystore) ->
     assert keys.broker_password("worker-2") is None
 
 
-def test_the_admin_of_the_url_is_in_the_definitions(keys: Keystore) -> None:
-    """Given an admin URL with a password, Expect that admin with full permissions."""
+def test_the_admin_is_in_the_definitions_only_when_named(keys: Keystore) -> None:
+    """Given --admin-url with a password, Expect that admin with full permissions; given
+    only an AMQP_URL with a login, Expect no admin (guest must not become one at boot)."""
     result = broker_users(keys, "--admin-url", "amqp://ops:s3cret@rabbit/")
+    plain = broker_users(keys, url="amqp://guest:guest@rabbit/prod")
 
     doc = json.loads(result.output)
     admin = next(u for u in doc["users"] if u["name"] == "ops")
     assert admin["tags"] == ["administrator"]
     assert "s3cret" not in result.output
+    assert "guest" not in [u["name"] for u in json.loads(plain.output)["users"]]
 
 
 def test_out_writes_a_private_file_and_reports_the_passwords_it_made(
