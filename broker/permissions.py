@@ -49,9 +49,10 @@ worker, specialist, messenger, guardian
     guardian also binds its watch queue to robeing.dead.
 client
     Its reply and listener queues; publishes like an agent but no
-    heartbeats; reads the results stream (records are encrypted to their
-    submitter). Tagged ``management`` so ``robeing status`` can read queue
-    depths (names and counts, never messages it may not read).
+    heartbeats; reads the results stream to fetch results (every record of
+    it, so records are to be encrypted to their submitter). Tagged
+    ``management`` so ``robeing status`` can read queue depths (names and
+    counts, never messages it may not read).
 
 A :class:`Pool` is one user for every agent of a role whose id starts with a
 prefix, for fleets whose ids are not known in advance (the pods of a
