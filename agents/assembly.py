@@ -47,6 +47,7 @@ def build_agent(
     if not throwaway_identity:
         return assemble(Agent.from_settings(settings), app)
     store = Keystore(settings.keys_dir)
+    settings = store.with_broker_login(settings)
     identity = Identity.create(Authority.generate(), settings.agent_id, settings.role, time.time())
     return assemble(Agent(settings, identity, store.trust_store()), app)
 

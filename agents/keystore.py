@@ -9,6 +9,8 @@ Layout of a keys directory::
     cluster.key           optional 32-byte key (hex) that encrypts broadcasts
     agents/<id>.key       an agent's signing key (hex), mode 0600
     agents/<id>.cert      its certificate (binary, authority-signed)
+    broker/<user>.password  the broker password of an agent (or pool) user,
+                          mode 0600, made by ``robeing broker users``
 
 Certificates in ``agents/`` double as a directory of peers: a sender finds
 the receiver's public key there when it has not yet heard from it.
@@ -17,11 +19,14 @@ the receiver's public key there when it has not yet heard from it.
 from __future__ import annotations
 
 import os
+import secrets
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import nacl.signing
 
+from ..broker.management import has_credentials, with_credentials
 from ..protocol.errors import CertificateError, ConfigError
 from ..protocol.identity import (
     DEFAULT_CERT_TTL,
@@ -32,13 +37,21 @@ from ..protocol.identity import (
     TrustStore,
     verify_key_from_bytes,
 )
-from .settings import check_agent_id
+from .settings import Settings, check_agent_id
 
 
 def _write_secret(path: Path, data: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)  # the mode argument only applies when the file is created
+    with os.fdopen(fd, "w") as fh:
+        fh.write(data)
+
+
+def _create_secret(path: Path, data: str) -> None:
+    """Write a new secret file; FileExistsError if there is one (never overwritten)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(data)
 
@@ -210,3 +223,59 @@ class Keystore:
             except CertificateError:
                 continue
         return certs
+
+    # -- broker passwords ------------------------------------------------------
+    def broker_password_path(self, user: str) -> Path:
+        return self.root / "broker" / f"{check_agent_id(user)}.password"
+
+    def broker_password(self, user: str) -> str | None:
+        """The broker password of ``user`` (an agent id, or a pool's user), if there is one.
+
+        Raises:
+            ConfigError: the file exists but is empty.
+        """
+        path = self.broker_password_path(user)
+        try:
+            password = path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        if not password:
+            raise ConfigError(f"{path} is empty: delete it and run `robeing broker users`")
+        return password
+
+    def ensure_broker_password(self, user: str) -> tuple[str, bool]:
+        """``user``'s broker password, made (random, mode 0600) if it has none.
+
+        An existing password is never replaced: the broker user and the agent
+        holding the file must keep agreeing.
+
+        Returns:
+            The password, and whether it was made now.
+        """
+        existing = self.broker_password(user)
+        if existing is not None:
+            return existing, False
+        password = secrets.token_urlsafe(32)
+        try:
+            _create_secret(self.broker_password_path(user), password)
+        except FileExistsError:  # made meanwhile by another process: theirs wins
+            return self.broker_password(user) or password, False
+        return password, True
+
+    def broker_url(self, amqp_url: str, agent_id: str) -> str:
+        """The URL ``agent_id`` connects with.
+
+        A URL that names a user is used as given. Otherwise, if this keys
+        directory holds the agent's broker password, the agent logs in as
+        itself: ``<agent id>:<password>``. Otherwise the URL is used as given
+        (and the client library's default login applies).
+        """
+        if has_credentials(amqp_url):
+            return amqp_url
+        password = self.broker_password(agent_id)
+        return amqp_url if password is None else with_credentials(amqp_url, agent_id, password)
+
+    def with_broker_login(self, settings: Settings) -> Settings:
+        """``settings`` with the AMQP URL its agent connects with (:meth:`broker_url`)."""
+        url = self.broker_url(settings.amqp_url, settings.agent_id)
+        return settings if url == settings.amqp_url else replace(settings, amqp_url=url)

@@ -1,20 +1,24 @@
 """A small client for the RabbitMQ management HTTP API.
 
 Used by the test fixtures (a fresh vhost per session), by ``robeing status``
-(queue depths, consumers, dead letters) and by checks that consumers came
-back after a broker restart. The management plugin is enabled by
-``deploy/local-broker.sh`` and by the broker definitions in ``deploy/``.
+(queue depths, consumers, dead letters), by checks that consumers came back
+after a broker restart, and by ``robeing broker users | setup`` (users,
+permissions and the shared topology; see :mod:`.permissions`). The
+management plugin is enabled by ``deploy/local-broker.sh`` and by the broker
+definitions in ``deploy/``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
 from ..protocol.errors import BrokerError
+from .permissions import HASHING_ALGORITHM, BrokerUser
+from .topology import QueueSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +27,7 @@ class ManagementSettings:
 
     base_url: str = "http://127.0.0.1:15672"
     username: str = "guest"
-    password: str = "guest"
+    password: str = field(default="guest", repr=False)
 
     @staticmethod
     def from_amqp_url(amqp_url: str, port: int = 15672, scheme: str = "http") -> ManagementSettings:
@@ -46,6 +50,19 @@ def with_vhost(amqp_url: str, vhost: str) -> str:
     """``amqp_url`` pointing at ``vhost`` instead."""
     parts = urlsplit(amqp_url)
     return parts._replace(path="/" + quote(vhost, safe="")).geturl()
+
+
+def has_credentials(amqp_url: str) -> bool:
+    """Whether ``amqp_url`` names a user (``amqp://user[:password]@host/``)."""
+    return bool(urlsplit(amqp_url).username)
+
+
+def with_credentials(amqp_url: str, username: str, password: str) -> str:
+    """``amqp_url`` logging in as ``username`` with ``password`` (both percent-encoded)."""
+    parts = urlsplit(amqp_url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    creds = f"{quote(username, safe='')}:{quote(password, safe='')}"
+    return parts._replace(netloc=f"{creds}@{host}").geturl()
 
 
 class Management:
@@ -73,13 +90,16 @@ class Management:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _request(self, method: str, path: str, **kw: Any) -> Any:
+    async def _request(self, method: str, path: str, *, missing_ok: bool = False, **kw: Any) -> Any:
+        """Call the API; with ``missing_ok`` a 404 answers None instead of raising."""
         try:
             resp = await self._client.request(method, path, **kw)
         except httpx.HTTPError as exc:
             raise BrokerError(
                 f"management API at {self.settings.base_url} unreachable: {exc}"
             ) from exc
+        if resp.status_code == 404 and missing_ok:
+            return None
         if resp.status_code >= 400:
             raise BrokerError(
                 f"management API {method} {path}: {resp.status_code} {resp.text[:200]}"
@@ -101,11 +121,7 @@ class Management:
         await self._request("PUT", f"/permissions/{self._vh(vhost)}/{who}", json=perms)
 
     async def delete_vhost(self, vhost: str) -> None:
-        try:
-            await self._request("DELETE", f"/vhosts/{self._vh(vhost)}")
-        except BrokerError as exc:
-            if " 404 " not in str(exc):
-                raise
+        await self._request("DELETE", f"/vhosts/{self._vh(vhost)}", missing_ok=True)
 
     async def queues(self, vhost: str) -> list[dict[str, Any]]:
         return await self._request("GET", f"/queues/{self._vh(vhost)}")
@@ -136,3 +152,77 @@ class Management:
         }
         path = f"/queues/{self._vh(vhost)}/{quote(queue, safe='')}/get"
         return await self._request("POST", path, json=body)
+
+    # -- users and their permissions (robeing broker users) -------------------------
+
+    async def user(self, name: str) -> dict[str, Any] | None:
+        """The user ``name`` as the API shows it (None if there is none)."""
+        return await self._request("GET", f"/users/{quote(name, safe='')}", missing_ok=True)
+
+    async def put_user(self, user: BrokerUser, password_hash: str) -> None:
+        """Create or update ``user``: password, tags, permissions, topic permissions.
+
+        Args:
+            user: what :func:`~robeing.broker.permissions.plan_users` built.
+            password_hash: :func:`~robeing.broker.permissions.hash_password` of
+                its password (the password itself never leaves this machine).
+        """
+        who = quote(user.name, safe="")
+        body = {
+            "password_hash": password_hash,
+            "hashing_algorithm": HASHING_ALGORITHM,
+            "tags": ",".join(user.tags),
+        }
+        await self._request("PUT", f"/users/{who}", json=body)
+        for perm in user.permissions:
+            grant = {"configure": perm.configure, "write": perm.write, "read": perm.read}
+            await self._request("PUT", f"/permissions/{self._vh(perm.vhost)}/{who}", json=grant)
+        for topic in user.topic_permissions:
+            grant = {"exchange": topic.exchange, "write": topic.write, "read": topic.read}
+            path = f"/topic-permissions/{self._vh(topic.vhost)}/{who}"
+            await self._request("PUT", path, json=grant)
+
+    async def delete_user(self, name: str, reason: str = "user deleted by robeing") -> int:
+        """Delete user ``name``, then close its open connections.
+
+        Deleting first means a closed connection cannot log in again.
+
+        Returns:
+            How many connections were closed.
+        """
+        await self._request("DELETE", f"/users/{quote(name, safe='')}", missing_ok=True)
+        conns = await self._request("GET", "/connections", params={"columns": "name,user"})
+        closed = 0
+        for conn in conns or []:
+            if conn.get("user") == name:
+                path = f"/connections/{quote(conn['name'], safe='')}"
+                await self._request("DELETE", path, missing_ok=True, headers={"X-Reason": reason})
+                closed += 1
+        return closed
+
+    # -- the shared topology (robeing broker setup) ---------------------------------
+
+    async def declare_exchange(self, vhost: str, name: str, kind: str) -> None:
+        """Declare a durable exchange of type ``kind`` (idempotent)."""
+        body = {"type": kind, "durable": True, "auto_delete": False, "internal": False}
+        path = f"/exchanges/{self._vh(vhost)}/{quote(name, safe='')}"
+        await self._request("PUT", path, json=body)
+
+    async def declare_queue(self, vhost: str, spec: QueueSpec) -> None:
+        """Declare ``spec`` (idempotent; an exclusive queue cannot be declared here).
+
+        Raises:
+            BrokerError: also when the queue exists with other arguments.
+        """
+        body = {
+            "durable": spec.durable,
+            "auto_delete": spec.auto_delete,
+            "arguments": dict(spec.arguments or {}),
+        }
+        path = f"/queues/{self._vh(vhost)}/{quote(spec.name, safe='')}"
+        await self._request("PUT", path, json=body)
+
+    async def bind_queue(self, vhost: str, exchange: str, queue: str, routing_key: str) -> None:
+        """Bind ``queue`` to ``exchange`` with ``routing_key`` (idempotent)."""
+        path = f"/bindings/{self._vh(vhost)}/e/{quote(exchange, safe='')}/q/{quote(queue, safe='')}"
+        await self._request("POST", path, json={"routing_key": routing_key, "arguments": {}})

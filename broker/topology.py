@@ -76,6 +76,16 @@ def reply_queue(agent_id: str, instance: str) -> str:
     return f"robeing.reply.{agent_id}.{instance}"
 
 
+def listen_queue(agent_id: str, tag: str) -> str:
+    """A temporary status listener's queue (bound to ``heartbeat.#``)."""
+    return f"robeing.listen.{agent_id}.{tag}"
+
+
+def watch_queue(agent_id: str, instance: str) -> str:
+    """A guardian's feed of every dead letter (bound to the dead-letter exchange)."""
+    return f"robeing.watch.{agent_id}.{instance}.dead-letters"
+
+
 def is_reply_queue(queue: str, agent_id: str | None = None) -> bool:
     """Whether ``queue`` is a reply queue (of ``agent_id``, when given)."""
     prefix = f"robeing.reply.{agent_id}." if agent_id else "robeing.reply."
@@ -235,4 +245,27 @@ EXCHANGES: tuple[tuple[str, str], ...] = (
     (BROADCAST_EXCHANGE, "fanout"),
     (EVENTS_EXCHANGE, "topic"),
     (REPLY_EXCHANGE, "direct"),
+)
+
+
+# Binding keys of the coordinator's queues on the events exchange.
+TASK_BINDING = "task.#"
+HEARTBEAT_BINDING = "heartbeat.#"
+
+
+def shared_queues(settings: TopologySettings) -> tuple[QueueSpec, ...]:
+    """The queues a coordinator declares for everyone (and broker definitions import)."""
+    return (
+        dead_letter_spec(),
+        task_queue_spec(settings),
+        heartbeat_queue_spec(settings),
+        results_spec(settings),
+    )
+
+
+# (exchange, queue, routing key) of the shared queues' bindings.
+SHARED_BINDINGS: tuple[tuple[str, str, str], ...] = (
+    (DEAD_EXCHANGE, DEAD_LETTER_QUEUE, ""),
+    (EVENTS_EXCHANGE, TASK_QUEUE, TASK_BINDING),
+    (EVENTS_EXCHANGE, HEARTBEAT_QUEUE, HEARTBEAT_BINDING),
 )

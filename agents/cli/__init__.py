@@ -11,8 +11,9 @@ This module builds the top-level group and its global options and adds each
 verb group's commands: :mod:`.keys`, :mod:`.agent` (``agent``,
 ``coordinator``), :mod:`.messaging` (``send``, ``broadcast``), :mod:`.tasks`
 (``submit``, ``result``), :mod:`.status`, :mod:`.up`, :mod:`.consensus`
-(``propose``, ``bft``). It is the only module that imports them; they import
-:mod:`.common` and :mod:`.options`, never this one.
+(``propose``, ``bft``), :mod:`.broker` (``broker users``, ``broker setup``).
+It is the only module that imports them; they import :mod:`.common` and
+:mod:`.options`, never this one.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import click
 
 from .. import logs
 from ..settings import Settings
-from . import agent, consensus, keys, messaging, status, tasks, up
+from . import agent, broker, consensus, keys, messaging, status, tasks, up
 from .common import Common, RobeingGroup
 from .options import default_of
 
@@ -92,6 +93,7 @@ cli.add_command(status.status)
 cli.add_command(up.up)
 cli.add_command(consensus.propose)
 cli.add_command(consensus.bft)
+cli.add_command(broker.broker)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -203,7 +203,9 @@ async def _probe(common: Common, target: Settings) -> int:
 
     if target.generated_id:
         raise ConfigError("--check needs --id of the agent to probe")
-    async with Client(common.client_settings(), listen_only=True) as client:
+    # As the agent itself: its broker user owns listener queues named after it,
+    # where a client id of the probe's own would need a broker user of its own.
+    async with Client(common.client_settings(target.agent_id), listen_only=True) as client:
         live = await client.live_agents(max(3 * target.heartbeat_interval, 1.5))
     ok = target.agent_id in live
     click.echo(f"{target.agent_id}: {'alive' if ok else 'not seen'}")

@@ -38,7 +38,11 @@ def keys_init(common: Common, force: bool, cluster_key: bool) -> None:
 @click.option("--ttl-days", type=click.FloatRange(min=0.001), default=365.0, show_default=True)
 @pass_common
 def keys_issue(common: Common, agent_id: str, role: str, ttl_days: float) -> None:
-    """Issue a key pair and certificate for an agent."""
+    """Issue a key pair and certificate for an agent.
+
+    `robeing broker users` then makes the matching broker user, which lets
+    the agent touch only what it owns on the broker.
+    """
     from ..keystore import Keystore
 
     ident = Keystore(common.keys_dir).issue(agent_id, role, ttl_days * 86400)

@@ -21,6 +21,7 @@ from ...broker import topology as topo
 from ...broker.management import Management, ManagementSettings, vhost_of
 from ...protocol.errors import BrokerError
 from ..client import AgentStatus, Client
+from ..keystore import Keystore
 from ..settings import Settings
 from .common import Common, pass_common, run
 from .options import json_option
@@ -49,9 +50,8 @@ async def queue_health(settings: Settings) -> dict[str, Any]:
     """
     vhost = vhost_of(settings.amqp_url)
     try:
-        async with Management(
-            ManagementSettings.from_amqp_url(settings.amqp_url), timeout=3
-        ) as mgmt:
+        url = Keystore(settings.keys_dir).broker_url(settings.amqp_url, settings.agent_id)
+        async with Management(ManagementSettings.from_amqp_url(url), timeout=3) as mgmt:
             out: dict[str, Any] = {}
             for name in (topo.DEAD_LETTER_QUEUE, topo.TASK_QUEUE):
                 q = await mgmt.queue(vhost, name)

@@ -132,6 +132,7 @@ class Agent:
             ConfigError: keys missing or invalid.
         """
         keystore = Keystore(settings.keys_dir)
+        settings = keystore.with_broker_login(settings)
         identity = keystore.load_identity(settings.agent_id, settings.role, settings.auto_issue)
         return cls(
             settings,

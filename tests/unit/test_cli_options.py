@@ -146,6 +146,37 @@ def test_bad_resources_are_a_usage_error_naming_the_problem(tmp_path: Path) -> N
     assert "--resources" in result.output and "gpu=1" in result.output
 
 
+def test_the_probe_listens_as_the_probed_agent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Given `agent --check --id w-1`, expect the probe's client to be w-1 itself: under
+    per-agent broker users only w-1's own login may make queues named after w-1."""
+    import robeing.agents.client as client_module
+
+    seen: list[Settings] = []
+
+    class FakeClient:
+        def __init__(self, settings: Settings, listen_only: bool = False) -> None:
+            seen.append(settings)
+
+        async def __aenter__(self) -> FakeClient:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+        async def live_agents(self, seconds: float) -> dict[str, object]:
+            return {"w-1": object()}
+
+    monkeypatch.setattr(client_module, "Client", FakeClient)
+    result = CliRunner().invoke(
+        cli, ["--keys-dir", str(tmp_path), "agent", "--id", "w-1", "--check"]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert [(s.role, s.agent_id) for s in seen] == [("client", "w-1")]
+
+
 # Every option whose value becomes a Settings field, by command path: option → field.
 # Written out by hand so the test checks each of them, not whatever it happens to find.
 _COORDINATOR = ("acceptable_pause", "dead_after", "max_attempts", "attempt_timeout", "events_vhost")
@@ -172,6 +203,7 @@ MIRRORED: dict[tuple[str, ...], dict[str, str]] = {
         name: name for name in ("agent_id", "app", "heartbeat_interval", *_COORDINATOR)
     },
     **{client: {"as_id": "agent_id"} for client in _CLIENTS},
+    ("broker", "users"): {"events_vhost": "events_vhost"},
 }
 
 # Options named after a Settings field that deliberately do not take its default.

@@ -390,3 +390,81 @@ def test_peer_certificate_of_unknown_or_invalid_id(store: Keystore) -> None:
     """Given no such agent, or an invalid id, Expect None rather than an error."""
     assert store.peer_certificate("ghost") is None
     assert store.peer_certificate("bad id") is None
+
+
+# -- broker passwords and the login an agent connects with -------------------------
+
+
+def test_a_broker_password_is_made_once_private_and_never_replaced(store: Keystore) -> None:
+    """Given no password for worker-1, When ensured twice, Expect one random password in
+    broker/worker-1.password, mode 0600, made the first time and kept the second."""
+    first, made = store.ensure_broker_password("worker-1")
+    again, made_again = store.ensure_broker_password("worker-1")
+
+    assert (made, made_again) == (True, False)
+    assert first == again and len(first) >= 40
+    path = store.root / "broker" / "worker-1.password"
+    assert mode(path) == 0o600
+    assert store.ensure_broker_password("worker-2")[0] != first
+
+
+def test_an_empty_password_file_is_a_config_error(store: Keystore) -> None:
+    path = store.broker_password_path("worker-1")
+    path.parent.mkdir(parents=True)
+    path.write_text("\n")
+
+    with pytest.raises(ConfigError, match="empty"):
+        store.broker_password("worker-1")
+
+
+@pytest.mark.parametrize(
+    "url, expect",
+    [
+        # a URL that names a user is used as given
+        ("amqp://guest:guest@rabbit:5672/prod", "amqp://guest:guest@rabbit:5672/prod"),
+        ("amqp://someone@rabbit/", "amqp://someone@rabbit/"),
+        # no user: the agent logs in as itself
+        ("amqp://rabbit:5672/prod", "amqp://node%3A1:PW@rabbit:5672/prod"),
+    ],
+)
+def test_broker_url_uses_the_agents_own_login_only_when_the_url_names_none(
+    store: Keystore, url: str, expect: str
+) -> None:
+    password, _ = store.ensure_broker_password("node:1")
+
+    assert store.broker_url(url, "node:1") == expect.replace("PW", password)
+
+
+def test_broker_url_without_a_password_file_is_the_url_as_given(store: Keystore) -> None:
+    assert store.broker_url("amqp://rabbit/", "worker-1") == "amqp://rabbit/"
+
+
+def test_settings_with_the_broker_login_and_errors_without_the_password(store: Keystore) -> None:
+    """Given worker-1's password and an AMQP_URL without a user, Expect its settings to
+    log in as worker-1, and the broker's error messages to leave the password out."""
+    from robeing.broker.amqp import _safe
+
+    password, _ = store.ensure_broker_password("worker-1")
+    settings = Settings(agent_id="worker-1", amqp_url="amqp://rabbit/prod", keys_dir=store.root)
+
+    url = store.with_broker_login(settings).amqp_url
+
+    assert url == f"amqp://worker-1:{password}@rabbit/prod"
+    assert password not in _safe(url) and "worker-1@rabbit" in _safe(url)
+    other = Settings(agent_id="worker-2", amqp_url="amqp://rabbit/prod", keys_dir=store.root)
+    assert store.with_broker_login(other) is other
+
+
+def test_an_agent_connects_with_its_own_login(store: Keystore) -> None:
+    """Given worker-1's identity and broker password and an AMQP_URL without a user,
+    When the runtime is built from settings, Expect its transport to log in as worker-1."""
+    from robeing.agents.runtime import Agent
+
+    store.issue("worker-1", "worker")
+    password, _ = store.ensure_broker_password("worker-1")
+
+    agent = Agent.from_settings(
+        Settings(agent_id="worker-1", amqp_url="amqp://rabbit:5672/prod", keys_dir=store.root)
+    )
+
+    assert agent.transport.url == f"amqp://worker-1:{password}@rabbit:5672/prod"  # type: ignore[attr-defined]
