@@ -248,9 +248,11 @@ async def read_stream(
     channel = await connection.channel()
     try:
         await channel.set_qos(prefetch_count=1000)
-        queue = await channel.declare_queue(
-            spec.name, durable=True, arguments=spec.arguments, robust=False
-        )
+        try:
+            # Passive: the stream is its coordinator's; readers only check it exists.
+            queue = await channel.declare_queue(spec.name, passive=True, robust=False)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return 0  # no coordinator has stored anything yet
         seen = 0
         last = asyncio.get_running_loop().time()
 

@@ -71,19 +71,11 @@ async def declare_topology(
 async def _declare_shared(ch: Channel, topology: TopologySettings, owner: bool) -> None:
     for name, kind in topo.EXCHANGES:
         await ch.declare_exchange(name, kind, durable=True)
-    specs: list[tuple[QueueSpec, str | None, str]] = [
-        (topo.dead_letter_spec(), topo.DEAD_EXCHANGE, "")
-    ]
-    if owner:
-        specs += [
-            (topo.task_queue_spec(topology), topo.EVENTS_EXCHANGE, "task.#"),
-            (topo.heartbeat_queue_spec(topology), topo.EVENTS_EXCHANGE, "heartbeat.#"),
-            (topo.results_spec(topology), None, ""),
-        ]
-    for spec, exchange, key in specs:
-        queue = await declare(ch, spec)
-        if exchange is not None:
-            await queue.bind(exchange, routing_key=key)
+    specs = topo.shared_queues(topology) if owner else (topo.dead_letter_spec(),)
+    declared = {spec.name: await declare(ch, spec) for spec in specs}
+    for exchange, queue, key in topo.SHARED_BINDINGS:
+        if queue in declared:
+            await declared[queue].bind(exchange, routing_key=key)
 
 
 async def _check_exchanges(ch: Channel) -> None:

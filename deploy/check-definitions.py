@@ -41,14 +41,21 @@ def die(message: str) -> NoReturn:
 def expected_topology() -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], set[tuple]]:
     """Exchanges and queues by name, and bindings, as robeing declares them."""
     try:
+        from robeing.broker import queues as queues_module
         from robeing.broker import topology as topo
-        from robeing.broker.amqp import AmqpTransport
     except ImportError as exc:
         die(f"cannot import robeing ({exc}); run with the Python where robeing is installed")
 
     exchanges: dict[str, dict[str, Any]] = {}
     queues: dict[str, dict[str, Any]] = {}
     bindings: set[tuple] = set()
+
+    class Queue:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def bind(self, exchange: str, routing_key: str = "", **_: Any) -> None:
+            bindings.add((exchange, self.name, "queue", routing_key))
 
     class Channel:
         """Stands in for an aio-pika channel; keeps aio-pika's defaults."""
@@ -73,32 +80,43 @@ def expected_topology() -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, 
                 "arguments": dict(arguments or {}),
             }
 
-    class Tracer(AmqpTransport):
-        def _channel(self) -> Any:
+        async def declare_queue(
+            self,
+            name: str,
+            *,
+            durable: bool = False,
+            exclusive: bool = False,
+            auto_delete: bool = False,
+            arguments: dict[str, Any] | None = None,
+            **_: Any,
+        ) -> Queue:
+            if exclusive:
+                die(f"the topology declares exclusive queue {name!r}; cannot be predefined")
+            queues[name] = {
+                "durable": durable,
+                "auto_delete": auto_delete,
+                "arguments": dict(arguments or {}),
+            }
+            return Queue(name)
+
+        async def close(self) -> None:
+            pass
+
+    class Connection:
+        async def channel(self) -> Channel:
             return Channel()
 
-        async def declare_queue(self, spec: topo.QueueSpec) -> None:
-            if spec.exclusive:
-                die(
-                    f"declare_topology declares exclusive queue {spec.name!r}; cannot be predefined"
-                )
-            queues[spec.name] = {
-                "durable": spec.durable,
-                "auto_delete": spec.auto_delete,
-                "arguments": dict(spec.arguments or {}),
-            }
-
-        async def bind(self, queue: str, exchange: str, routing_key: str = "") -> None:
-            bindings.add((exchange, queue, "queue", routing_key))
-
-    # The defaults an agent runs with (Settings.topology).
-    tracer = Tracer("amqp://localhost/", "check-definitions", topo.TopologySettings())
+    # What a coordinator declares, with the defaults an agent runs with (Settings.topology).
     try:
-        asyncio.run(tracer.declare_topology())
+        asyncio.run(
+            queues_module.declare_topology(
+                Connection(), topo.TopologySettings(), owner=True, where="check-definitions"
+            )
+        )
     except SystemExit:
         raise
-    except Exception as exc:  # the transport changed shape: say so, do not guess
-        die(f"cannot trace AmqpTransport.declare_topology ({type(exc).__name__}: {exc})")
+    except Exception as exc:  # the declaration changed shape: say so, do not guess
+        die(f"cannot trace robeing.broker.queues.declare_topology ({type(exc).__name__}: {exc})")
 
     # Cross-check the trace against the module's own data.
     for name, kind in topo.EXCHANGES:
