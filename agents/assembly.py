@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from ..protocol.errors import ConfigError
 from ..protocol.identity import Authority, Identity
 from . import builtins
 from .app import App
@@ -44,12 +45,41 @@ def build_agent(
     Raises:
         ConfigError: keys missing or invalid, or a handler registered twice.
     """
-    if not throwaway_identity:
-        return assemble(Agent.from_settings(settings), app)
+    return assemble(runtime_from_keys(settings, throwaway_identity), app)
+
+
+def runtime_from_keys(settings: Settings, throwaway_identity: bool = False) -> Agent:
+    """A bare runtime (no role installed) with its identity and login from the keys dir.
+
+    A coordinator also loads the coordinators' group key.
+
+    Raises:
+        ConfigError: keys missing or invalid.
+    """
     store = Keystore(settings.keys_dir)
     settings = store.with_broker_login(settings)
-    identity = Identity.create(Authority.generate(), settings.agent_id, settings.role, time.time())
-    return assemble(Agent(settings, identity, store.trust_store()), app)
+    if throwaway_identity:
+        identity = Identity.create(
+            Authority.generate(), settings.agent_id, settings.role, time.time()
+        )
+        return Agent(settings, identity, store.trust_store())
+    identity = store.load_identity(settings.agent_id, settings.role, settings.auto_issue)
+    group = None
+    if settings.role == "coordinator":
+        group = store.group_identity(issue=settings.auto_issue)
+        if group is None:
+            raise ConfigError(
+                f"no coordinators' group key in {settings.keys_dir} (coordinators.key): "
+                "copy it from where `robeing keys init` ran"
+            )
+    return Agent(
+        settings,
+        identity,
+        store.trust_store(),
+        lookup_peer=store.peer_certificate,
+        cluster_key=store.cluster_key(),
+        group=group,
+    )
 
 
 def assemble(agent: Agent, app: App | None = None) -> Agent:

@@ -24,6 +24,7 @@ from ..broker import topology as topo
 from ..protocol.codec import Opened
 from ..protocol.envelope import Envelope, new_id
 from ..protocol.errors import ConfigError, DecodeError
+from ..protocol.records import COORDINATORS
 from ..protocol.resources import InvalidResources, Resources
 from ..protocol.taskmsgs import MAX_TASKS, FinalResult, Submission, TaskRequest
 from .assembly import build_agent
@@ -239,8 +240,12 @@ class Client:
 
     async def _publish(self, requests: tuple[TaskRequest, ...]) -> None:
         submission = Submission(requests, self._agent.reply_queue)
+        # Encrypted to the coordinators' group key: only a coordinator reads it.
         env = Envelope(
-            "task.submit", submission.to_data(), priority=max(r.priority for r in requests)
+            "task.submit",
+            submission.to_data(),
+            receiver=COORDINATORS,
+            priority=max(r.priority for r in requests),
         )
         skill = requests[0].skills[0] if requests[0].skills else None
         await self._agent.publish_event(topo.task_routing_key(skill), env)
@@ -253,7 +258,7 @@ class Client:
             if final.task_id == task_id:
                 found.append(final)
 
-        await read_finals(self._agent.broker, self.settings.topology, since_s, on_final)
+        await read_finals(self._agent, since_s, on_final)
         return found[-1] if found else None
 
     async def __aenter__(self) -> Client:

@@ -42,6 +42,7 @@ from ..protocol.roles import Role
 
 if TYPE_CHECKING:
     from ..protocol.codec import Opened
+    from ..protocol.records import GroupKeys
     from .app import TaskDef
     from .settings import Settings
 
@@ -224,6 +225,19 @@ class AgentContext(Protocol):
 
     @property
     def task_defs(self) -> Mapping[str, TaskDef]: ...
+
+    @property
+    def coordinator_keys(self) -> GroupKeys | None:
+        """The coordinators' group keys (coordinators only; see ``protocol/records``)."""
+        ...
+
+    def open_stored(self, data: bytes) -> Opened:
+        """Verify a record stored on the broker (signature, certificate, role; no window).
+
+        Raises:
+            ProtocolError: it is not an authentic record.
+        """
+        ...
 
     @property
     def state(self) -> str:

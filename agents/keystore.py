@@ -37,6 +37,7 @@ from ..protocol.identity import (
     TrustStore,
     verify_key_from_bytes,
 )
+from ..protocol.records import COORDINATORS
 from .settings import Settings, check_agent_id
 
 
@@ -90,6 +91,16 @@ class Keystore:
     def cluster_key_path(self) -> Path:
         return self.root / "cluster.key"
 
+    @property
+    def group_key(self) -> Path:
+        """The coordinators' group key: coordinators only (see protocol/records.py)."""
+        return self.root / "coordinators.key"
+
+    @property
+    def group_cert(self) -> Path:
+        """Its certificate: everyone, to encrypt submissions to the coordinators."""
+        return self.root / "coordinators.cert"
+
     def _agent(self, agent_id: str, suffix: str) -> Path:
         return self.root / "agents" / f"{check_agent_id(agent_id)}.{suffix}"
 
@@ -113,7 +124,38 @@ class Keystore:
         _atomic_write(self.crl_path, authority.revocation_list(0).raw)
         if cluster_key:
             _write_secret(self.cluster_key_path, os.urandom(32).hex())
+        if force:
+            self.group_key.unlink(missing_ok=True)
+        self.issue_group()
         return bytes(authority.verify_key)
+
+    # -- the coordinators' group identity ------------------------------------------
+    def issue_group(self, ttl: float = DEFAULT_CERT_TTL) -> Identity:
+        """Create the coordinators' group identity (shared by every coordinator)."""
+        identity = Identity.create(self.authority(), COORDINATORS, "coordinator", time.time(), ttl)
+        _write_secret(self.group_key, identity.signing_key.encode().hex())
+        _atomic_write(self.group_cert, identity.certificate.raw)
+        return identity
+
+    def group_identity(self, issue: bool = True) -> Identity | None:
+        """The coordinators' group identity, if this keys dir holds its key.
+
+        Created when missing and the authority key is at hand (development);
+        a keys dir without it (a worker's, a client's) gives None.
+
+        Raises:
+            ConfigError: the files are there but invalid.
+        """
+        if not self.group_key.exists() or not self.group_cert.exists():
+            if issue and self.has_authority_key():
+                return self.issue_group()
+            return None
+        try:
+            key = nacl.signing.SigningKey(bytes.fromhex(self.group_key.read_text().strip()))
+            cert = Certificate.parse(self.group_cert.read_bytes(), self.authority_verify_key())
+            return Identity(key, cert)
+        except (ValueError, CertificateError, ConfigError) as exc:
+            raise ConfigError(f"the coordinators' group key in {self.root}: {exc}") from exc
 
     def has_authority_key(self) -> bool:
         return self.authority_key.exists()
@@ -188,6 +230,13 @@ class Keystore:
         return Identity(key, cert)
 
     def peer_certificate(self, agent_id: str) -> bytes | None:
+        if agent_id == COORDINATORS:
+            if not self.group_cert.exists() and self.has_authority_key():
+                self.issue_group()  # development: the first use creates it
+            try:
+                return self.group_cert.read_bytes()
+            except FileNotFoundError:
+                return None
         try:
             return self._agent(agent_id, "cert").read_bytes()
         except (FileNotFoundError, ConfigError):

@@ -102,7 +102,7 @@ class Outbox:
             return None
         return cert
 
-    def _ensure_peer(self, agent_id: str) -> Certificate:
+    def peer_or_raise(self, agent_id: str) -> Certificate:
         cert = self.peer(agent_id)
         if cert is None:
             raise UnknownPeer(
@@ -135,7 +135,7 @@ class Outbox:
             RobeingError: the receiver's handler failed (rebuilt from data).
         """
         if encrypt is not False:
-            self._ensure_peer(receiver)
+            self.peer_or_raise(receiver)
         env = Envelope(
             message_type,
             payload,
@@ -165,7 +165,7 @@ class Outbox:
             The same as :meth:`send`.
         """
         if encrypt is not False:
-            self._ensure_peer(receiver)
+            self.peer_or_raise(receiver)
         env = Envelope(
             message_type,
             payload,
@@ -239,7 +239,7 @@ class Outbox:
             UnknownPeer: no certificate for the receiver.
             Unroutable: ``mandatory`` and the queue does not exist.
         """
-        self._ensure_peer(env.receiver)
+        self.peer_or_raise(env.receiver)
         body = self.codec.seal(env, self.clock())
         exchange, key = topo.route_to_queue(queue)
         await self.transport.publish(
@@ -299,7 +299,7 @@ class Outbox:
         encrypt = None if result is not None else False
         if encrypt is None:
             try:
-                self._ensure_peer(env.sender)
+                self.peer_or_raise(env.sender)
             except UnknownPeer:
                 encrypt = False
         body = self.codec.seal(ack, self.clock(), encrypt)

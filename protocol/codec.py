@@ -56,6 +56,7 @@ from .errors import (
     UnknownSender,
 )
 from .identity import Certificate, Identity, TrustStore
+from .records import COORDINATORS
 from .replay import ReplayWindow, SeenIds
 from .roles import check_allowed
 
@@ -85,6 +86,9 @@ class Codec:
         limits: decoding limits for untrusted bytes.
         cluster_key: optional 32-byte key; broadcasts are then encrypted.
         age_exempt_types: message types exempt from the age bound.
+        group: the coordinators' group identity, held by coordinators only:
+            envelopes addressed to :data:`~robeing.protocol.records.COORDINATORS`
+            are accepted and decrypted with it.
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class Codec:
         limits: Limits = DEFAULT_LIMITS,
         cluster_key: bytes | None = None,
         age_exempt_types: Iterable[str] = AGE_EXEMPT_TYPES,
+        group: Identity | None = None,
     ) -> None:
         self.identity = identity
         self.trust = trust
@@ -106,6 +111,8 @@ class Codec:
         self._key_id = identity.certificate.key_id
         self._sign = identity.signing_key.sign
         self._boxes: dict[str, tuple[bytes, nacl.public.Box]] = {}
+        self.group = group
+        self._group_boxes: dict[str, tuple[bytes, nacl.public.Box]] = {}
         if cluster_key is not None and len(cluster_key) != 32:
             raise ConfigError("the cluster key must be 32 bytes")
         self._secret = nacl.secret.SecretBox(cluster_key) if cluster_key else None
@@ -171,6 +178,20 @@ class Codec:
         self._boxes[peer_id] = (cert.verify_key, box)
         return box
 
+    def _group_box(self, peer_id: str, now: float) -> nacl.public.Box:
+        """The Box between the coordinators' group key and a peer (a submitter)."""
+        assert self.group is not None
+        cert = self.trust.peer(peer_id)
+        if cert is None:
+            raise UnknownPeer(f"no certificate known for agent {peer_id!r}")
+        cached = self._group_boxes.get(peer_id)
+        if cached is not None and cached[0] == cert.verify_key:
+            return cached[1]
+        peer_vk = nacl.signing.VerifyKey(cert.verify_key)
+        box = nacl.public.Box(self.group.box_key, peer_vk.to_curve25519_public_key())
+        self._group_boxes[peer_id] = (cert.verify_key, box)
+        return box
+
     # -- receiving -----------------------------------------------------------
 
     def open(self, data: bytes, now: float, redelivered: bool = False) -> Opened:
@@ -221,18 +242,49 @@ class Codec:
         check_allowed(cert.role, msg_type)
         receiver = fields["receiver"]
         me = self.identity.agent_id
-        if receiver != me and receiver != "*":
+        to_group = receiver == COORDINATORS and self.group is not None
+        if receiver != me and receiver != "*" and not to_group:
             raise NotAllowed(f"message for {receiver!r} delivered to {me!r}")
         self.trust.learn(cert)
-        payload = self._payload(fields, sender, now)
+        payload = self._payload(fields, sender, now, to_group)
         return Opened(envelope_from_fields(fields, payload), cert, len(data))
 
-    def _payload(self, fields: dict[str, Any], sender: str, now: float) -> Any:
+    def open_stored(self, data: bytes, now: float) -> Opened:
+        """Verify a record a process stored on the broker (not a message in transit).
+
+        The checks of :meth:`open` that make sense for something read back
+        much later: size, decoding, a valid certificate, the signature, the
+        role allowed to write this type. No time window and no replay cache
+        (a record is read again on every reload); its payload is not
+        encrypted to anyone (records carry their own encryption).
+
+        Raises:
+            ProtocolError: the record is not an authentic, well-formed envelope.
+        """
+        raw = split_wire(data, self.limits)
+        fields = raw.fields
+        try:
+            cert = self.trust.check_certificate(fields["cert"], now)
+        except CertificateError as exc:
+            if type(exc) is CertificateError:
+                raise UnknownSender(f"writer {fields['sender']!r}: {exc}") from exc
+            raise
+        if cert.agent_id != fields["sender"]:
+            raise UnknownSender(f"certificate of {cert.agent_id!r} used by {fields['sender']!r}")
+        self.trust.verify(cert, raw.body, raw.signature)
+        check_allowed(cert.role, fields["type"])
+        if fields["encryption"] != ENC_NONE:
+            raise DecodeError("a stored record's envelope is not encrypted to anyone")
+        return Opened(envelope_from_fields(fields, fields["payload"]), cert, len(data))
+
+    def _payload(self, fields: dict[str, Any], sender: str, now: float, to_group: bool) -> Any:
         encryption = fields["encryption"]
         if encryption == ENC_NONE:
             return fields["payload"]
         try:
-            if encryption == ENC_BOX:
+            if encryption == ENC_BOX and to_group:
+                plain = self._group_box(sender, now).decrypt(fields["ciphertext"])
+            elif encryption == ENC_BOX:
                 plain = self._box(sender, now).decrypt(fields["ciphertext"])
             elif self._secret is None:
                 raise DecryptError("broadcast encrypted with a cluster key we do not have")

@@ -103,6 +103,7 @@ TYPE_CAPABILITY: dict[str, str] = {
     "task.final": ASSIGN,
     "task.finals": ASSIGN,
     "task.refused": ASSIGN,
+    "task.record": ASSIGN,  # a results-stream record (protocol/records.py)
     "task.submit": SUBMIT,
     "heartbeat": HEARTBEAT,
     "vote.": VOTE,

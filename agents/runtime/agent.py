@@ -43,11 +43,11 @@ from ...protocol.codec import Codec, Opened
 from ...protocol.envelope import Envelope
 from ...protocol.errors import ConfigError
 from ...protocol.identity import Certificate, Identity, TrustStore
+from ...protocol.records import GroupKeys
 from ...protocol.replay import ReplayWindow
 from ...protocol.roles import Role, get_role
 from ..app import App, Middleware, TaskDef, call_hook
 from ..context import DeadLetter, Handler, Hook
-from ..keystore import Keystore
 from ..outbox import Outbox
 from ..settings import Settings
 from ..stats import Stats
@@ -70,6 +70,7 @@ class Agent:
         lookup_peer: finds peers' certificates when not yet announced.
         cluster_key: optional broadcast encryption key.
         clock: wall clock, injectable for tests.
+        group: the coordinators' group identity (coordinators only).
     """
 
     def __init__(
@@ -81,6 +82,7 @@ class Agent:
         lookup_peer: Callable[[str], bytes | None] | None = None,
         cluster_key: bytes | None = None,
         clock: Callable[[], float] = time.time,
+        group: Identity | None = None,
     ) -> None:
         self._settings = settings
         self._identity = identity
@@ -91,7 +93,9 @@ class Agent:
             trust,
             ReplayWindow(settings.max_age, settings.max_skew),
             cluster_key=cluster_key,
+            group=group,
         )
+        self._group_keys = GroupKeys.of(group) if group is not None else None
         self._instance = os.urandom(4).hex()
         # The instance lets the coordinator tie a broker "connection closed"
         # event to one incarnation of the agent (see broker/events.py).
@@ -123,24 +127,6 @@ class Agent:
         # Why run() returned: "stopped", or "lost_lead" for a coordinator whose
         # connection (and so its lock) died; serve() then starts afresh.
         self.exit_reason = "stopped"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Agent:
-        """A bare agent (no role installed) with its identity from the keys dir.
-
-        Raises:
-            ConfigError: keys missing or invalid.
-        """
-        keystore = Keystore(settings.keys_dir)
-        settings = keystore.with_broker_login(settings)
-        identity = keystore.load_identity(settings.agent_id, settings.role, settings.auto_issue)
-        return cls(
-            settings,
-            identity,
-            keystore.trust_store(),
-            lookup_peer=keystore.peer_certificate,
-            cluster_key=keystore.cluster_key(),
-        )
 
     # -- the context's read-only surface ------------------------------------------
 
@@ -179,6 +165,13 @@ class Agent:
     @property
     def task_defs(self) -> Mapping[str, TaskDef]:
         return self._task_defs
+
+    @property
+    def coordinator_keys(self) -> GroupKeys | None:
+        return self._group_keys
+
+    def open_stored(self, data: bytes) -> Opened:
+        return self.codec.open_stored(data, self._clock())
 
     @property
     def state(self) -> str:
@@ -380,6 +373,8 @@ class Agent:
         await self.outbox.publish_to_queue(envelope, queue, **kw)
 
     def seal(self, envelope: Envelope, encrypt: bool | None = None) -> bytes:
+        if encrypt is not False and not envelope.is_broadcast:
+            self.outbox.peer_or_raise(envelope.receiver)  # learn its key (keys dir) or raise
         return self.codec.seal(envelope, self._clock(), encrypt)
 
     async def publish_event(

@@ -191,8 +191,8 @@ class Inbound:
         if route.answers:
             await self._answer(delivery, opened)
             return
-        if env.sender == self.context.id and env.receiver == BROADCAST:
-            await delivery.ack()  # our own broadcast
+        if env.sender == self.context.id and env.receiver == BROADCAST and not route.observer:
+            await delivery.ack()  # our own broadcast (an observer sees everything)
             return
         fn = route.handlers.get(env.type)
         if fn is None:

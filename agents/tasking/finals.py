@@ -1,5 +1,10 @@
 """Final results: stored in the results stream in batches, announced, and read back.
 
+Records are signed by the coordinator that wrote them and each submitter's
+finals are encrypted to that submitter and to the coordinators
+(:mod:`robeing.protocol.records`): reading the stream reads nobody else's
+results, and a record nobody signed is never served.
+
 A coordinator finishing many tasks at once would otherwise pay two publishes
 per task (the durable record in ``robeing.results`` and the notice to the
 submitter) — on this project's benchmark machine each publish costs a socket
@@ -15,19 +20,25 @@ batch gets the error and nothing is acknowledged.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from ...broker import topology as topo
-from ...broker.base import BrokerOps
 from ...protocol.coordinator import Recipient
-from ...protocol.envelope import Envelope, pack, unpack
-from ...protocol.errors import ProtocolError
+from ...protocol.envelope import Envelope
+from ...protocol.errors import ConfigError, DecodeError, ProtocolError, TooLarge
+from ...protocol.records import (
+    COORDINATORS,
+    RECORD_TYPE,
+    open_for_group,
+    open_for_submitter,
+    seal_entries,
+)
 from ...protocol.taskmsgs import FinalResult
 from ..batching import Coalescer
 from ..context import AgentContext
@@ -35,44 +46,70 @@ from ..context import AgentContext
 log = logging.getLogger(__name__)
 
 
-def finals_from_record(body: bytes) -> list[FinalResult]:
-    """Parse a results-stream record: one final (a map) or a batch (a list).
+@dataclass
+class RecordsRead:
+    """What reading the results stream found.
 
-    Anything malformed is skipped.
+    Attributes:
+        records: stream records read.
+        invalid: records that are not authentic (unsigned, forged, written by
+            a non-coordinator, malformed): ignored, never served.
     """
-    try:
-        data = unpack(body)
-    except ProtocolError:
-        return []
-    items = data if isinstance(data, list) else [data]
-    out = []
-    for item in items:
-        with contextlib.suppress(ProtocolError):
-            out.append(FinalResult.from_data(item))
-    return out
+
+    records: int = 0
+    invalid: int = 0
 
 
 async def read_finals(
-    broker: BrokerOps,
-    topology: topo.TopologySettings,
+    agent: AgentContext,
     since_s: float,
     on_final: Callable[[FinalResult], None],
-) -> int:
-    """Read the finals stored in the last ``since_s`` seconds, oldest first.
+) -> RecordsRead:
+    """Read the finals stored in the last ``since_s`` seconds that ``agent`` may read.
 
-    The one reader of the results stream: the coordinator reloads finals
-    through it, ``robeing result`` looks a task up through it.
+    The one reader of the results stream: a coordinator reads every final
+    (with the coordinators' keys) to answer resubmissions after a failover;
+    anyone else reads only the finals of tasks it submitted (``robeing
+    result``). Each record's signature is checked first (a coordinator wrote
+    it); anything that does not check out is counted and skipped.
 
     Returns:
-        How many stream records were read.
+        How many records were read, and how many were not authentic.
     """
     since = datetime.fromtimestamp(time.time() - since_s, tz=UTC)
+    found = RecordsRead()
+    group = agent.coordinator_keys
+    group_cert = None if group is not None else agent.peer(COORDINATORS)
 
     def on_body(body: bytes) -> None:
-        for final in finals_from_record(body):
-            on_final(final)
+        found.records += 1
+        try:
+            opened = agent.open_stored(body)
+            if opened.envelope.type != RECORD_TYPE:
+                raise DecodeError(f"a {opened.envelope.type!r} is not a results record")
+        except ProtocolError as exc:
+            found.invalid += 1
+            log.debug("results record ignored: %s", exc)
+            return
+        payload = opened.envelope.payload
+        if group is not None:
+            items = open_for_group(payload, group)
+        elif group_cert is not None:
+            items = open_for_submitter(
+                payload, agent.id, agent.identity.box_key, group_cert.verify_key
+            )
+        else:
+            items = []
+        for item in items:
+            try:
+                on_final(FinalResult.from_data(item))
+            except ProtocolError:
+                found.invalid += 1
 
-    return await broker.read_stream(topo.results_spec(topology), since, on_body)
+    await agent.broker.read_stream(topo.results_spec(agent.settings.topology), since, on_body)
+    if found.invalid:
+        log.warning("ignored %d results record(s) that are not authentic", found.invalid)
+    return found
 
 
 Item = tuple[FinalResult, Sequence[Recipient]]
@@ -108,8 +145,28 @@ class FinalsOutbox:
 
     async def _flush(self, _key: None, batch: list[Item]) -> None:
         await self._announce(_by_recipient(batch))
-        record = pack([final.to_data() for final, _ in batch])
-        await self.agent.broker.publish("", topo.RESULTS_STREAM, record)
+        await self._store([final for final, _ in batch])
+
+    async def _store(self, finals: list[FinalResult]) -> None:
+        """One signed record, each submitter's finals encrypted to it and to the coordinators."""
+        group = self.agent.coordinator_keys
+        if group is None:
+            raise ConfigError("storing results needs the coordinators' group key")
+        by_submitter: dict[str, list[Any]] = defaultdict(list)
+        for final in finals:
+            by_submitter[final.submitter].append(final.to_data())
+        keys = {s: cert.verify_key if (cert := self.agent.peer(s)) else None for s in by_submitter}
+        record = Envelope(RECORD_TYPE, seal_entries(by_submitter, keys, group))
+        try:
+            body = self.agent.seal(record, encrypt=False)
+        except TooLarge:
+            if len(finals) == 1:
+                raise
+            half = len(finals) // 2  # each final fits (the coordinator checks results)
+            await self._store(finals[:half])
+            await self._store(finals[half:])
+            return
+        await self.agent.broker.publish("", topo.RESULTS_STREAM, body)
 
     async def _announce(self, by_recipient: dict[Recipient, list[dict[str, Any]]]) -> None:
         for (submitter, reply_to), finals in by_recipient.items():

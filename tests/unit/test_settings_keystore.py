@@ -458,12 +458,12 @@ def test_settings_with_the_broker_login_and_errors_without_the_password(store: K
 def test_an_agent_connects_with_its_own_login(store: Keystore) -> None:
     """Given worker-1's identity and broker password and an AMQP_URL without a user,
     When the runtime is built from settings, Expect its transport to log in as worker-1."""
-    from robeing.agents.runtime import Agent
+    from robeing.agents.assembly import runtime_from_keys
 
     store.issue("worker-1", "worker")
     password, _ = store.ensure_broker_password("worker-1")
 
-    agent = Agent.from_settings(
+    agent = runtime_from_keys(
         Settings(agent_id="worker-1", amqp_url="amqp://rabbit:5672/prod", keys_dir=store.root)
     )
 

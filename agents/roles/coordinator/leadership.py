@@ -14,11 +14,14 @@ again as a standby with a fresh state.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 from ....broker import topology as topo
+from ....protocol.envelope import Envelope
+from ....protocol.errors import DecodeError, ProtocolError
+from ....protocol.fields import count, need
+from ....protocol.records import EPOCH_TYPE, MAX_EPOCH
 from ...context import AgentContext
 
 log = logging.getLogger(__name__)
@@ -43,13 +46,34 @@ async def take_the_lead(agent: AgentContext) -> int:
 
 
 async def next_epoch(agent: AgentContext) -> int:
-    """An epoch newer than any before it, recorded for the next coordinator."""
+    """An epoch newer than any before it, recorded (signed) for the next coordinator.
+
+    The epoch queue holds the last epoch as a signed ``coordinator.epoch``
+    record naming the coordinator and its incarnation. A record that does
+    not verify, or holds no plausible epoch, is ignored and reported: the
+    wall clock in milliseconds still gives an epoch newer than any real one.
+    """
     broker, last = agent.broker, 0
     await broker.declare_queue(topo.epoch_spec())
     raw = await broker.peek(topo.EPOCH_QUEUE)
     if raw is not None:
-        with contextlib.suppress(ValueError):
-            last = int(raw.decode())
+        try:
+            last = read_epoch(agent, raw)
+        except ProtocolError as exc:
+            log.error("ignoring the epoch queue's record, which is not authentic: %s", exc)
     epoch = max(last + 1, int(time.time() * 1000))
-    await broker.publish("", topo.EPOCH_QUEUE, str(epoch).encode())
+    claim = {"epoch": epoch, "coordinator": agent.id, "incarnation": agent.incarnation}
+    await broker.publish("", topo.EPOCH_QUEUE, agent.seal(Envelope(EPOCH_TYPE, claim), False))
     return epoch
+
+
+def read_epoch(agent: AgentContext, raw: bytes) -> int:
+    """The epoch in a stored epoch record.
+
+    Raises:
+        ProtocolError: not a coordinator's signed record of a plausible epoch.
+    """
+    opened = agent.open_stored(raw)
+    if opened.envelope.type != EPOCH_TYPE:
+        raise DecodeError(f"a {opened.envelope.type!r} is not an epoch record")
+    return count(need(opened.envelope.payload, "epoch", int), "epoch", low=1, high=MAX_EPOCH)

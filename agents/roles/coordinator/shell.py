@@ -74,6 +74,7 @@ class Coordinator:
         self.serving = False
         self.finals_out = FinalsOutbox(agent)
         self._held: dict[int, Receipt] = {}  # token -> deferred submission
+        self.invalid_records = 0  # results records that did not verify at the last load
         self._tokens = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
@@ -113,12 +114,18 @@ class Coordinator:
             self.agent.request_stop()
 
     async def _become_active(self) -> None:
-        agent, broker, topology = self.agent, self.agent.broker, self.agent.settings.topology
+        agent, topology = self.agent, self.agent.settings.topology
         epoch = await take_the_lead(agent)
         agent.on_reconnect(self._on_reconnect)
         finals: list[Any] = []
-        n = await read_finals(broker, topology, RESULTS_WINDOW_S, finals.append)
-        log.info("loaded %d final results (%d records) from the results stream", len(finals), n)
+        read = await read_finals(agent, RESULTS_WINDOW_S, finals.append)
+        log.info(
+            "loaded %d final results (%d records, %d not authentic) from the results stream",
+            len(finals),
+            read.records,
+            read.invalid,
+        )
+        self.invalid_records = read.invalid
         self._feed(BecameActive(epoch, tuple(finals)))
         await agent.watch_connections(self._on_connection_closed)
         await agent.consume(
@@ -324,4 +331,11 @@ class Coordinator:
         """What the coordinator announces in its heartbeats (read by ``robeing status``)."""
         if self.state is None:
             return {"coordinator": {"active": False}}
-        return {"coordinator": {**self.state.report(time.time()), "active": self.serving}}
+        report = self.state.report(time.time())
+        return {
+            "coordinator": {
+                **report,
+                "active": self.serving,
+                "invalid_records": self.invalid_records,
+            }
+        }
