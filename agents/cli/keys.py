@@ -1,8 +1,10 @@
 """``robeing keys``: the cluster authority and the agent identities it certifies.
 
-``init`` creates the authority in the keys directory, ``issue`` certifies an
-agent, ``revoke`` adds one to the signed revocation list (and announces the
-new list to live agents), ``list`` shows what was issued.
+``init`` creates the authority in the keys directory (and the coordinators'
+group identity), ``issue`` certifies an agent, ``group`` (re)creates the
+coordinators' group identity, ``revoke`` adds one to the signed revocation
+list (and announces the new list to live agents), ``list`` shows what was
+issued.
 """
 
 from __future__ import annotations
@@ -30,6 +32,25 @@ def keys_init(common: Common, force: bool, cluster_key: bool) -> None:
 
     pub = Keystore(common.keys_dir).init(force=force, cluster_key=cluster_key)
     click.echo(f"authority created in {common.keys_dir} (public key {pub.hex()[:16]}…)")
+
+
+@keys.command("group")
+@click.option("--force", is_flag=True, help="Replace an existing one (rotate it).")
+@pass_common
+def keys_group(common: Common, force: bool) -> None:
+    """Create the coordinators' group identity (coordinators.key / .cert).
+
+    Submissions are encrypted to it and results records readable with it:
+    give coordinators.key to coordinators only, coordinators.cert to everyone.
+    """
+    from ..keystore import Keystore
+
+    store = Keystore(common.keys_dir)
+    if store.group_cert.exists() and not force:
+        click.echo(f"the coordinators' group identity exists in {common.keys_dir}")
+        return
+    cert = store.issue_group().certificate
+    click.echo(f"coordinators' group identity created (key {cert.key_id})")
 
 
 @keys.command("issue")
