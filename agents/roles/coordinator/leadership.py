@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from ....broker import topology as topo
 from ....protocol.envelope import Envelope
@@ -23,26 +24,64 @@ from ....protocol.errors import DecodeError, ProtocolError
 from ....protocol.fields import count, need
 from ....protocol.records import EPOCH_TYPE, MAX_EPOCH
 from ...context import AgentContext
+from ...heartbeats import listen_heartbeats
 
 log = logging.getLogger(__name__)
 
 LOCK_RETRY_S = 0.25  # how often a standby tries to take the lead
+CLAIM_CHECK_S = 10.0  # how often a standby checks who holds the lock
 
 
 async def take_the_lead(agent: AgentContext) -> int:
     """Wait (as a standby) until we own the lock; returns our new epoch.
+
+    A standby that has waited :data:`CLAIM_CHECK_S` checks the lock's claim:
+    the signed epoch record names the coordinator that took the lead, which
+    must be heartbeating as the active one. If it is not, something else
+    holds the lock (under per-agent broker users only coordinators may
+    declare it): that is logged as an error, every :data:`CLAIM_CHECK_S`,
+    for an operator to act on.
 
     Raises:
         BrokerError: the broker refused an operation.
     """
     broker = agent.broker
     standby_logged = False
+    next_check = time.monotonic() + CLAIM_CHECK_S
     while not await broker.try_exclusive(topo.lock_spec()):
         if not standby_logged:
             log.info("another coordinator is active; %s waits as standby", agent.id)
             standby_logged = True
+        if time.monotonic() >= next_check:
+            await _check_claim(agent)
+            next_check = time.monotonic() + CLAIM_CHECK_S
         await asyncio.sleep(LOCK_RETRY_S)
     return await next_epoch(agent)
+
+
+async def _check_claim(agent: AgentContext) -> None:
+    """Log an error when the lock's holder is not the coordinator its signed claim names."""
+    claimant = None
+    raw = await agent.broker.peek(topo.EPOCH_QUEUE)
+    if raw is not None:
+        try:
+            claimant = read_claim(agent, raw).get("coordinator")
+        except ProtocolError:
+            claimant = None
+    live = await listen_heartbeats(agent, max(2.5 * agent.settings.heartbeat_interval, 1.5))
+    status = live.get(claimant) if isinstance(claimant, str) else None
+    report = status.extra.get("coordinator") if status is not None else None
+    if isinstance(report, dict) and report.get("active"):
+        return
+    log.error(
+        "robeing.coordinator.lock is held, but %s: some other connection holds the lock and "
+        "keeps every coordinator standby (find the owner of the exclusive queue "
+        "robeing.coordinator.lock in the management UI; under per-agent broker users only "
+        "coordinators may declare it)",
+        f"the coordinator that claimed it last ({claimant}) is not active"
+        if claimant
+        else "no coordinator has made a valid claim to it",
+    )
 
 
 async def next_epoch(agent: AgentContext) -> int:
@@ -73,7 +112,19 @@ def read_epoch(agent: AgentContext, raw: bytes) -> int:
     Raises:
         ProtocolError: not a coordinator's signed record of a plausible epoch.
     """
+    claim = read_claim(agent, raw)
+    return count(need(claim, "epoch", int), "epoch", low=1, high=MAX_EPOCH)
+
+
+def read_claim(agent: AgentContext, raw: bytes) -> dict[str, Any]:
+    """The signed claim in an epoch record: epoch, coordinator, incarnation.
+
+    Raises:
+        ProtocolError: not a coordinator's signed epoch record.
+    """
     opened = agent.open_stored(raw)
-    if opened.envelope.type != EPOCH_TYPE:
+    if opened.envelope.type != EPOCH_TYPE or not isinstance(opened.envelope.payload, dict):
         raise DecodeError(f"a {opened.envelope.type!r} is not an epoch record")
-    return count(need(opened.envelope.payload, "epoch", int), "epoch", low=1, high=MAX_EPOCH)
+    if opened.envelope.payload.get("coordinator") != opened.envelope.sender:
+        raise DecodeError("an epoch record claimed for another coordinator")
+    return opened.envelope.payload
