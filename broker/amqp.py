@@ -418,6 +418,10 @@ class AmqpTransport:
         """The first message of ``queue``, left in place (None if empty)."""
         return await queues.peek(self._connection(), queue)
 
+    async def consumer_count(self, queue: str) -> int:
+        """How many consumers ``queue`` has."""
+        return await queues.consumer_count(self._connection(), queue)
+
     async def purge(self, queue: str) -> int:
         """Drop every ready message of ``queue``; returns how many."""
         return await queues.purge(self._connection(), queue)

@@ -119,6 +119,8 @@ class BrokerOps(Protocol):
 
     async def purge(self, queue: str) -> int: ...
 
+    async def consumer_count(self, queue: str) -> int: ...
+
     async def read_stream(
         self,
         spec: QueueSpec,

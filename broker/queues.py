@@ -173,6 +173,19 @@ async def purge(conn: Connection, queue: str) -> int:
     return counts[0] if counts else 0
 
 
+async def consumer_count(conn: Connection, queue: str) -> int:
+    """How many consumers ``queue`` has (a passive declaration: no permission needed)."""
+    counts: list[int] = []
+
+    async def check(ch: Channel) -> None:
+        q = await ch.declare_queue(queue, passive=True)
+        result = q.declaration_result
+        counts.append(int(getattr(result, "consumer_count", 0) or 0))
+
+    await on_own_channel(conn, check)
+    return counts[0] if counts else 0
+
+
 @contextlib.contextmanager
 def explain_mismatch(queue: str) -> Iterator[None]:
     """Turn RabbitMQ's PRECONDITION_FAILED on a declaration into a clear error."""

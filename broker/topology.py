@@ -165,12 +165,17 @@ def reply_spec(agent_id: str, instance: str) -> QueueSpec:
 
 
 def task_queue_spec(settings: TopologySettings) -> QueueSpec:
+    # Single active consumer: a quorum queue ignores the exclusive flag of a
+    # consumer, so without it anyone allowed to read could take a share of the
+    # submissions while the coordinator consumes; with it other consumers wait
+    # idle and basic.get is refused.
     return QueueSpec(
         TASK_QUEUE,
         arguments={
             "x-queue-type": "quorum",
             "x-delivery-limit": settings.task_delivery_limit,
             "x-dead-letter-exchange": DEAD_EXCHANGE,
+            "x-single-active-consumer": True,
         },
     )
 
@@ -185,6 +190,7 @@ def heartbeat_queue_spec(settings: TopologySettings) -> QueueSpec:
             "x-message-ttl": settings.heartbeat_ttl_ms,
             "x-max-length": settings.heartbeat_max_length,
             "x-overflow": "drop-head",
+            "x-single-active-consumer": True,
         },
     )
 

@@ -128,3 +128,28 @@ def read_claim(agent: AgentContext, raw: bytes) -> dict[str, Any]:
     if opened.envelope.payload.get("coordinator") != opened.envelope.sender:
         raise DecodeError("an epoch record claimed for another coordinator")
     return opened.envelope.payload
+
+
+async def foreign_consumers(agent: AgentContext) -> dict[str, int]:
+    """Other consumers on the active coordinator's queues, logged as an error when any.
+
+    The queues have a single active consumer: one attached after us waits idle,
+    one attached before us takes what is ours. Under per-agent broker users
+    only coordinators may read them.
+    """
+    out: dict[str, int] = {}
+    for queue in (topo.TASK_QUEUE, topo.HEARTBEAT_QUEUE):
+        try:
+            others = await agent.broker.consumer_count(queue) - 1
+        except Exception as exc:
+            log.debug("could not count the consumers of %s: %s", queue, exc)
+            continue
+        out[queue] = others
+        if others > 0:
+            log.error(
+                "%s has %d consumer(s) besides the active coordinator: another process is "
+                "attached to it; find it in the management UI",
+                queue,
+                others,
+            )
+    return out

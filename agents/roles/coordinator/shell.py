@@ -56,13 +56,14 @@ from ....protocol.taskgraph import SplitStrategy, merge_results, split_list
 from ....protocol.taskmsgs import ResultMsg, Submission
 from ...context import AgentContext, Message, Receipt
 from ...tasking.finals import FinalsOutbox, read_finals
-from .leadership import take_the_lead
+from .leadership import foreign_consumers, take_the_lead
 
 log = logging.getLogger(__name__)
 
 SUBMISSION_PREFETCH = 10_000
 RESULTS_WINDOW_S = 24 * 3600.0
 TICK_S = 0.1
+CONSUMER_CHECK_S = 10.0  # how often we look for other consumers on our queues
 
 
 class Coordinator:
@@ -75,6 +76,7 @@ class Coordinator:
         self.finals_out = FinalsOutbox(agent)
         self._held: dict[int, Receipt] = {}  # token -> deferred submission
         self.invalid_records = 0  # results records that did not verify at the last load
+        self.foreign_consumers: dict[str, int] = {}  # our queue -> other consumers on it
         self._tokens = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
@@ -199,12 +201,16 @@ class Coordinator:
         self._feed(ConnectionClosed(agent_id, incarnation, verified=user == agent_id))
 
     async def _pump(self) -> None:
+        next_check = 0.0
         while True:
             await asyncio.sleep(TICK_S)
             try:
                 self._feed(Tick())
             except Exception:
                 log.exception("coordinator tick failed")
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + CONSUMER_CHECK_S
+                self.foreign_consumers = await foreign_consumers(self.agent)
 
     # -- performing actions -------------------------------------------------------------
 
@@ -337,5 +343,6 @@ class Coordinator:
                 **report,
                 "active": self.serving,
                 "invalid_records": self.invalid_records,
+                "foreign_consumers": sum(self.foreign_consumers.values()),
             }
         }
