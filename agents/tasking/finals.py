@@ -170,16 +170,25 @@ class FinalsOutbox:
 
     async def _announce(self, by_recipient: dict[Recipient, list[dict[str, Any]]]) -> None:
         for (submitter, reply_to), finals in by_recipient.items():
-            if not reply_to:
-                continue
-            env = Envelope("task.finals", finals, receiver=submitter)
-            try:
-                await self.agent.send_to_queue(
-                    env, reply_to, persistent=False, confirm=False, mandatory=False
-                )
-                self.messages += 1
-            except Exception as exc:  # the submitter resubmits after reconnecting
-                log.debug("could not notify %s: %s", submitter, exc)
+            if reply_to:
+                await self._notify(submitter, reply_to, finals)
+
+    async def _notify(self, submitter: str, reply_to: str, finals: list[dict[str, Any]]) -> None:
+        env = Envelope("task.finals", finals, receiver=submitter)
+        try:
+            await self.agent.send_to_queue(
+                env, reply_to, persistent=False, confirm=False, mandatory=False
+            )
+            self.messages += 1
+        except TooLarge:
+            if len(finals) == 1:  # cannot happen: the coordinator bounds a final's result
+                log.error("a final for %s does not fit in a message", submitter)
+                return
+            half = len(finals) // 2  # each fits, together they may not
+            await self._notify(submitter, reply_to, finals[:half])
+            await self._notify(submitter, reply_to, finals[half:])
+        except Exception as exc:  # the submitter resubmits after reconnecting
+            log.debug("could not notify %s: %s", submitter, exc)
 
 
 def _by_recipient(items: Sequence[Item]) -> dict[Recipient, list[dict[str, Any]]]:

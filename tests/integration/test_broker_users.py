@@ -279,12 +279,23 @@ async def test_known_limit_an_exchange_binding_carries_any_heartbeat_key(fleet: 
         await allowed(conn, forge)
 
         async def received(ch: aio_pika.abc.AbstractChannel) -> bool:
+            # The queue has a single active consumer, so basic.get is refused: consume.
             q = await ch.get_queue(topo.HEARTBEAT_QUEUE, ensure=False)
-            while (msg := await q.get(fail=False, timeout=5)) is not None:
+            found = asyncio.Event()
+
+            async def on(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
                 await msg.ack()
                 if msg.routing_key == forged:
-                    return True
-            return False
+                    found.set()
+
+            tag = await q.consume(on)
+            try:
+                await asyncio.wait_for(found.wait(), 5)
+            except TimeoutError:
+                return False
+            finally:
+                await q.cancel(tag)
+            return True
 
         assert await allowed(coordinator, received)
     finally:
