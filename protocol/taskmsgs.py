@@ -27,7 +27,7 @@ from .errors import DecodeError
 from .fields import need, strings
 from .resources import InvalidResources, Resources
 
-TERMINAL_STATES = ("succeeded", "failed", "expired", "dead_lettered")
+TERMINAL_STATES = ("succeeded", "failed", "expired", "dead_lettered", "cancelled")
 
 # Bounds of what a task may ask for. Every field read from the wire is held to
 # them before it reaches a loop bound, a broker argument or the task graph.

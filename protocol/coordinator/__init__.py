@@ -2,7 +2,8 @@
 
 * :class:`CoordinatorState` — feed it :mod:`events <.events>` with
   :meth:`~CoordinatorState.handle`, perform the :mod:`actions <.actions>` it returns;
-* :class:`FleetView` — health and capacity of the agents it schedules on.
+* :class:`FleetView` — health and capacity of the agents it schedules on;
+* :mod:`.queries` — what a task waits for, for ``robeing task show|list``.
 
 The I/O shell that hosts it is ``robeing.agents.roles.coordinator``.
 """
@@ -11,6 +12,8 @@ from .actions import (
     AckSubmission,
     Action,
     Assign,
+    CancelAnswered,
+    CancelAttempts,
     DeadLetterTask,
     DeliverFinals,
     PurgeAssignments,
@@ -21,6 +24,7 @@ from .actions import (
 from .events import (
     AssignmentFailed,
     BecameActive,
+    CancelRequested,
     ConnectionClosed,
     Event,
     FinalsNotStored,
@@ -40,6 +44,9 @@ __all__ = [
     "Assign",
     "AssignmentFailed",
     "BecameActive",
+    "CancelAnswered",
+    "CancelAttempts",
+    "CancelRequested",
     "ConnectionClosed",
     "CoordinatorConfig",
     "CoordinatorState",

@@ -16,6 +16,7 @@ from ..taskmsgs import FinalResult, ResultMsg, Submission
 __all__ = [
     "AssignmentFailed",
     "BecameActive",
+    "CancelRequested",
     "ConnectionClosed",
     "Event",
     "FinalsNotStored",
@@ -114,6 +115,17 @@ class FinalsNotStored:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelRequested:
+    """``requester`` (the envelope's verified sender) asks to cancel its task ``task_id``.
+
+    The machine answers with one :class:`~.actions.CancelAnswered`.
+    """
+
+    requester: str
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time passed: detect silent agents, expire tasks, retry, dispatch."""
 
@@ -127,5 +139,6 @@ Event = (
     | AssignmentFailed
     | FinalsStored
     | FinalsNotStored
+    | CancelRequested
     | Tick
 )

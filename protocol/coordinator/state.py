@@ -26,7 +26,7 @@ Invariants (checked by the seeded simulator in ``tests/unit``):
       an accepted task is never acknowledged without its result on record.
       A resubmission waits too, for each task it names whose final is unstored.
     * Every submitted task ends: it succeeds, fails, dead-letters after its
-      attempts, or expires at its deadline.
+      attempts, expires at its deadline, or is cancelled (:mod:`.cancels`).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from ..taskgraph import (
     TaskState,
 )
 from ..taskmsgs import AssignMsg, FinalResult, ResultMsg, TaskRequest
+from . import queries
 from .actions import (
     AckSubmission,
     Action,
@@ -62,9 +63,11 @@ from .actions import (
     DeliverFinals,
     PurgeAssignments,
 )
+from .cancels import cancel
 from .events import (
     AssignmentFailed,
     BecameActive,
+    CancelRequested,
     ConnectionClosed,
     Event,
     FinalsNotStored,
@@ -81,12 +84,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CoordinatorConfig", "CoordinatorState"]
 
-_FINAL_STATE = {
-    TaskState.SUCCEEDED: "succeeded",
-    TaskState.FAILED: "failed",
-    TaskState.EXPIRED: "expired",
-    TaskState.DEAD_LETTERED: "dead_lettered",
-}
 MAX_EXPIRATION_S = (2**32 - 1) / 1000  # RabbitMQ refuses longer per-message TTLs
 
 
@@ -188,6 +185,8 @@ class CoordinatorState:
             self._out += self.submissions.stored(event.task_ids)
         elif isinstance(event, FinalsNotStored):
             self._on_not_stored(event, now)
+        elif isinstance(event, CancelRequested):
+            self._out += cancel(self, event, now)
         return self._advance(now)
 
     # -- events ---------------------------------------------------------------------
@@ -211,10 +210,11 @@ class CoordinatorState:
             self._out.append(intake.refused)
         if intake.ack:
             self._out.append(AckSubmission(event.token))
-        bad = {t.id: why for t in intake.new if (why := self._problems(t, now))}
+        bad = {t.id: why for t in intake.new if (why := self._problems(t, event.submitter, now))}
         new = [t for t in intake.new if t.id not in bad]
+        ended = self.submissions.ended(new, self.graph)  # finished tasks depended on
         try:
-            self.graph.submit([self._spec(t) for t in new], now=now)
+            self.graph.submit([self._spec(t) for t in new], now=now, finished=ended)
         except (InvalidTask, RobeingError) as exc:
             bad.update((t.id, str(exc)) for t in new)
             new = []
@@ -225,10 +225,11 @@ class CoordinatorState:
         for t in new:
             self.submissions.started(t.id, len(self.graph.get(t.id).children))
 
-    def _problems(self, t: TaskRequest, now: float) -> str:
+    def _problems(self, t: TaskRequest, submitter: str, now: float) -> str:
         problems = t.problems()
         if t.deadline is not None and t.deadline > now + self.config.max_horizon:
             problems.append(f"deadline more than {self.config.max_horizon / 86400:g} days ahead")
+        problems += self.submissions.foreign_dependencies(t, submitter)
         return "; ".join(problems)
 
     def _running_root(self, task_id: str) -> bool:
@@ -405,8 +406,10 @@ class CoordinatorState:
     def _finish(self, records: list[TaskRecord], now: float) -> None:
         finals = []
         for rec in records:
-            state = _FINAL_STATE.get(rec.state, "dead_lettered")
-            result, reason = rec.result if state == "succeeded" else None, rec.reason
+            state = rec.state.value
+            attempts = self.graph.attempts(rec.id)
+            result = rec.result if state == "succeeded" else None
+            reason = queries.final_reason(self, rec, attempts, now)
             if result is not None and (size := len(pack(result))) > self.config.max_result_bytes:
                 limit = self.config.max_result_bytes
                 state, result = "failed", None
@@ -417,7 +420,7 @@ class CoordinatorState:
                     state,
                     result,
                     reason,
-                    rec.attempt,
+                    attempts,
                     now,
                     self.submissions.submitter(rec.id),
                 )
@@ -467,6 +470,7 @@ class CoordinatorState:
             "agents": len(fleet.registry),
             "health": fleet.health_report(now),
             "in_flight": {k: v for k, v in in_flight.items() if v},
+            "waiting": queries.waiting_counts(self, now),
             "backups_idle": fleet.idle_backups(),
             "resources": {
                 "capacity": ledger.capacity().to_mapping(),

@@ -12,13 +12,16 @@ Rules:
       its final stored (a resubmission waits for an unstored final too).
     * Finals are remembered by task id for idempotent resubmissions; a final
       whose store failed is stored again later.
+    * A task may depend only on its submitter's own tasks; a finished one,
+      forgotten by the task graph, is stood in for by its final.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 
+from ..taskgraph import Finished, TaskState
 from ..taskmsgs import FinalResult, Submission, TaskRequest
 from .actions import AckSubmission, DeliverFinals, Recipient, RefuseTasks, SendProgress
 
@@ -113,6 +116,23 @@ class Submissions:
             return running[0]
         final = self.finals.get(task_id)
         return final.submitter if final is not None and final.submitter else None
+
+    def foreign_dependencies(self, task: TaskRequest, submitter: str) -> list[str]:
+        """Problems of ``task``'s dependencies on tasks of other submitters."""
+        return [
+            f"depends on task {dep!r} of another submitter"
+            for dep in task.depends_on
+            if self.owner(dep) not in (None, submitter)
+        ]
+
+    def ended(self, tasks: Iterable[TaskRequest], running: Container[str]) -> dict[str, Finished]:
+        """Finished tasks, no longer ``running``, that ``tasks`` depend on, from their finals."""
+        return {
+            dep: Finished(TaskState(final.state), final.result, final.error)
+            for t in tasks
+            for dep in t.depends_on
+            if dep not in running and (final := self.finals.get(dep)) is not None
+        }
 
     def started(self, task_id: str, parts: int) -> None:
         """``task_id`` runs as ``parts`` subtasks (1 when not split)."""
