@@ -105,6 +105,9 @@ def route_to_queue(queue: str) -> tuple[str, str]:
     return "", queue
 
 
+CONTROL_ROUTING_KEY = "task.control"  # questions to the active coordinator (task.query…)
+
+
 def task_routing_key(specialization: str | None) -> str:
     return f"task.{specialization or 'any'}"
 

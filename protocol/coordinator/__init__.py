@@ -8,6 +8,7 @@
 The I/O shell that hosts it is ``robeing.agents.roles.coordinator``.
 """
 
+from . import queries
 from .actions import (
     AckSubmission,
     Action,
@@ -65,4 +66,5 @@ __all__ = [
     "SendProgress",
     "SubmissionReceived",
     "Tick",
+    "queries",
 ]

@@ -32,6 +32,9 @@ from ....protocol.coordinator import (
     Assign,
     AssignmentFailed,
     BecameActive,
+    CancelAnswered,
+    CancelAttempts,
+    CancelRequested,
     ConnectionClosed,
     CoordinatorConfig,
     CoordinatorState,
@@ -47,13 +50,14 @@ from ....protocol.coordinator import (
     SendProgress,
     SubmissionReceived,
     Tick,
+    queries,
 )
 from ....protocol.envelope import Envelope, pack
 from ....protocol.errors import DecodeError, ProtocolError, TooLarge
 from ....protocol.failure_detector import DetectorConfig
 from ....protocol.heartbeat import Heartbeat
 from ....protocol.taskgraph import SplitStrategy, merge_results, split_list
-from ....protocol.taskmsgs import ResultMsg, Submission
+from ....protocol.taskmsgs import ResultMsg, Submission, TaskQuery
 from ...context import AgentContext, Message, Receipt
 from ...tasking.finals import FinalsOutbox, read_finals
 from .leadership import foreign_consumers, take_the_lead
@@ -140,7 +144,11 @@ class Coordinator:
         )
         await agent.consume(
             topo.task_queue_spec(topology),
-            {"task.submit": self._on_submit},
+            {
+                "task.submit": self._on_submit,
+                "task.revoke": self._on_revoke,
+                "task.query": self._on_query,
+            },
             prefetch=SUBMISSION_PREFETCH,
             load=False,
             exclusive=True,
@@ -178,12 +186,51 @@ class Coordinator:
             return
         self._feed(HeartbeatReceived(msg.sender, msg.sender_role, beat))
 
-    async def _on_submit(self, msg: Message) -> None:
-        """Hold a ``task.submit`` until its finals are stored (malformed: dead-lettered)."""
+    async def _on_submit(self, msg: Message) -> dict[str, Any] | None:
+        """Hold a ``task.submit`` until its finals are stored (malformed: dead-lettered).
+
+        A submitter that asks (``requires_ack``) is answered at once with what
+        became of each task (:func:`~robeing.protocol.coordinator.queries.intake_answer`).
+        """
         submission = Submission.from_data(msg.payload)
         self._tokens += 1
         self._held[self._tokens] = msg.defer()
         await self._handle(SubmissionReceived(self._tokens, msg.sender, submission))
+        if not msg.envelope.requires_ack or self.state is None:
+            return None
+        ids = [t.id for t in submission.tasks]
+        return queries.intake_answer(self.state, ids, time.time())
+
+    async def _on_revoke(self, msg: Message) -> dict[str, Any]:
+        """``task.revoke``: cancel the sender's task; the answer says what happened."""
+        query = TaskQuery.from_data(msg.payload)
+        if query.task_id is None:
+            raise DecodeError("task.revoke needs a task_id")
+        answer: CancelAnswered | None = None
+        for action in self._actions(CancelRequested(msg.sender, query.task_id)):
+            if isinstance(action, CancelAnswered):
+                answer = action
+            else:
+                self._spawn(self._perform(action))
+        assert answer is not None, "the machine answers every cancel request"
+        return {"task_id": answer.task_id, "outcome": answer.outcome, "detail": answer.detail}
+
+    def _on_query(self, msg: Message) -> dict[str, Any]:
+        """``task.query``: one of the sender's tasks, or a list (never payloads or results)."""
+        query = TaskQuery.from_data(msg.payload)
+        assert self.state is not None, "the machine is built at start"
+        now = time.time()
+        if query.task_id is not None:
+            return queries.describe(self.state, msg.sender, query.task_id, now)
+        rows = queries.list_tasks(
+            self.state,
+            msg.sender,
+            now,
+            states=query.states,
+            everyone=query.everyone,
+            limit=query.limit,
+        )
+        return {"tasks": rows}
 
     async def on_result(self, msg: Message) -> None:
         """``task.result`` from an agent: one result or a batch."""
@@ -290,6 +337,19 @@ class Coordinator:
         elif isinstance(action, PurgeAssignments):
             with contextlib.suppress(Exception):
                 await agent.broker.purge(topo.work_queue(action.agent_id))
+        elif isinstance(action, CancelAttempts):
+            await self._tell_agent(action)
+
+    async def _tell_agent(self, action: CancelAttempts) -> None:
+        """Ask an agent to stop cancelled attempts (a courtesy: their results are stale)."""
+        assert self.state is not None
+        payload = {"epoch": self.state.epoch, "attempts": [list(a) for a in action.attempts]}
+        try:
+            await self.agent.send(
+                action.agent_id, "task.cancel", payload, priority=9, persistent=False
+            )
+        except Exception as exc:
+            log.debug("could not tell %s to stop cancelled tasks: %s", action.agent_id, exc)
 
     async def _tell(self, recipient: tuple[str, str], message_type: str, payload: Any) -> None:
         """A courtesy notice to a submitter's reply queue (lost with the submitter)."""
