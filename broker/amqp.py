@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -392,6 +393,7 @@ class AmqpTransport:
                 topo.REASON_HEADER: reason,
                 topo.DETAIL_HEADER: detail[:500],
                 topo.SOURCE_HEADER: source,
+                topo.AT_HEADER: time.time(),
             }
         )
         if len(stored) < len(body):
@@ -425,6 +427,10 @@ class AmqpTransport:
     async def purge(self, queue: str) -> int:
         """Drop every ready message of ``queue``; returns how many."""
         return await queues.purge(self._connection(), queue)
+
+    async def hold(self, queue: str, limit: int) -> queues.Held:
+        """Take up to ``limit`` messages of ``queue`` unsettled (see :class:`.queues.Held`)."""
+        return await queues.hold(self._connection(), queue, limit)
 
     async def read_stream(
         self,

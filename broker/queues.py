@@ -16,7 +16,9 @@ touches the coordinator's queues.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import aio_pika.abc
 import aiormq.exceptions
@@ -171,6 +173,64 @@ async def purge(conn: Connection, queue: str) -> int:
 
     await on_own_channel(conn, drop)
     return counts[0] if counts else 0
+
+
+@dataclass(frozen=True, slots=True)
+class HeldMessage:
+    """A message taken from a queue and not settled yet."""
+
+    body: bytes
+    headers: Mapping[str, Any]
+    tag: int
+
+
+class Held:
+    """Messages taken from a queue on a channel of their own, settled one by one.
+
+    :meth:`remove` acknowledges one (it leaves the queue); :meth:`close`
+    closes the channel, and the broker puts every message not removed back
+    in its place. Nothing is lost if the process dies in between.
+    """
+
+    def __init__(self, channel: Channel, messages: list[HeldMessage]) -> None:
+        self._channel = channel
+        self.messages = messages
+
+    async def remove(self, message: HeldMessage) -> None:
+        underlay = await self._channel.get_underlay_channel()
+        await underlay.basic_ack(message.tag)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._channel.close()
+
+    async def __aenter__(self) -> Held:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def hold(conn: Connection, queue: str, limit: int) -> Held:
+    """Take up to ``limit`` messages of ``queue``, oldest first, without settling them.
+
+    Raises:
+        BrokerError: the queue does not exist or may not be read.
+    """
+    channel = await conn.channel()
+    try:
+        q = await channel.get_queue(queue, ensure=False)
+        messages: list[HeldMessage] = []
+        while len(messages) < limit:
+            msg = await q.get(no_ack=False, fail=False)
+            if msg is None:
+                break
+            messages.append(HeldMessage(msg.body, msg.headers or {}, msg.delivery_tag or 0))
+    except aiormq.exceptions.AMQPError as exc:
+        with contextlib.suppress(Exception):
+            await channel.close()
+        raise BrokerError(f"cannot read {queue}: {exc}") from exc
+    return Held(channel, messages)
 
 
 async def consumer_count(conn: Connection, queue: str) -> int:

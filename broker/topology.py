@@ -51,9 +51,12 @@ DETAIL_HEADER = "x-robeing-detail"
 SOURCE_HEADER = "x-robeing-queue"
 REPORT_HEADER = "x-robeing-report"  # the refusing agent's signed report (protocol/rejections)
 SIZE_HEADER = "x-robeing-size"  # the original size, when the stored body is truncated
+AT_HEADER = "x-robeing-at"  # when it was dead-lettered (the refusing process's clock)
 
 # robeing.dead-letters is bounded so that a flood cannot fill the broker's
-# disk: past either limit the oldest dead letters are dropped (drop-head).
+# disk: past either limit the oldest dead letters are dropped (drop-head),
+# silently (the queue has no dead-letter exchange of its own). Operators
+# list, replay and purge them with `robeing dead-letters`.
 DEAD_LETTERS_MAX_LENGTH = 100_000
 DEAD_LETTERS_MAX_BYTES = 256 << 20
 

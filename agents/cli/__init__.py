@@ -11,8 +11,9 @@ This module builds the top-level group and its global options and adds each
 verb group's commands: :mod:`.keys`, :mod:`.agent` (``agent``,
 ``coordinator``), :mod:`.messaging` (``send``, ``broadcast``), :mod:`.tasks`
 (``submit``, ``result``), :mod:`.tasks_admin` (``task show|list|cancel``,
-``cancel``), :mod:`.status`, :mod:`.up`, :mod:`.consensus` (``propose``,
-``bft``), :mod:`.broker` (``broker users``, ``broker setup``).
+``cancel``), :mod:`.dead_letters` (``dead-letters list|show|replay|purge``),
+:mod:`.status`, :mod:`.up`, :mod:`.consensus` (``propose``, ``bft``),
+:mod:`.broker` (``broker users``, ``broker setup``).
 It is the only module that imports them; they import :mod:`.common` and
 :mod:`.options`, never this one.
 """
@@ -25,7 +26,18 @@ import click
 
 from .. import logs
 from ..settings import Settings
-from . import agent, broker, consensus, keys, messaging, status, tasks, tasks_admin, up
+from . import (
+    agent,
+    broker,
+    consensus,
+    dead_letters,
+    keys,
+    messaging,
+    status,
+    tasks,
+    tasks_admin,
+    up,
+)
 from .common import EXIT_CODES_HELP, Common, RobeingGroup
 from .options import default_of
 
@@ -93,6 +105,7 @@ cli.add_command(tasks.submit)
 cli.add_command(tasks.result)
 cli.add_command(tasks_admin.task)
 cli.add_command(tasks_admin.cancel)
+cli.add_command(dead_letters.dead_letters)
 cli.add_command(status.status)
 cli.add_command(up.up)
 cli.add_command(consensus.propose)

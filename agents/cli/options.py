@@ -86,6 +86,11 @@ def as_option() -> Callable[[F], F]:
     )
 
 
+def admin_url_option(help: str) -> Callable[[F], F]:
+    """The broker admin's AMQP URL (``ROBEING_ADMIN_URL``; None: use ``AMQP_URL``)."""
+    return env_option("--admin-url", envvar="ROBEING_ADMIN_URL", default=None, help=help)
+
+
 def payload_option() -> Callable[[F], F]:
     return click.option("--payload", default=None, help="JSON, or @file with JSON.")
 

@@ -266,6 +266,9 @@ class Inbound:
         self, delivery: Delivery, opened: Opened, reason: str, exc: BaseException
     ) -> None:
         self.stats.failed += 1
+        # Refused, not accepted: a replay of the dead letter once the cause is
+        # fixed (robeing dead-letters replay) must not be taken for a duplicate.
+        self.codec.seen.discard(opened.envelope.id)
         if opened.envelope.requires_ack:
             try:
                 await self.outbox.answer(opened, error=error_to_data(exc))

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from agentproc import eventually
 from clitools import RunCli
 
 from robeing.agents import Client, Settings
@@ -51,15 +50,6 @@ async def fleet(spawn, watcher, tmp_path: Path, unique_id: Callable[[str], str])
     await coord.terminate(20)
 
 
-async def until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value or time.monotonic() > deadline:
-            return value
-        await asyncio.sleep(0.2)
-
-
 async def test_cancelling_a_running_task_stops_it_and_its_dependants(
     fleet: dict, client: Client
 ) -> None:
@@ -74,7 +64,7 @@ async def test_cancelling_a_running_task_stops_it_and_its_dependants(
     async def running() -> bool:
         return (await client.task("adm-sleepy"))["kind"] == "running"
 
-    assert await until(running), await client.task("adm-sleepy")
+    assert await eventually(running), await client.task("adm-sleepy")
     await asyncio.sleep(0.5)  # the handler has started
     answer = await client.cancel("adm-sleepy")
     assert answer == {
@@ -92,7 +82,7 @@ async def test_cancelling_a_running_task_stops_it_and_its_dependants(
     async def stopped() -> bool:
         return "stopped 1 cancelled task attempt(s)" in fleet["worker"].log()
 
-    assert await until(stopped, 10), fleet["worker"].log()[-2000:]
+    assert await eventually(stopped, 10), fleet["worker"].log()[-2000:]
     lines = "".join(p.read_text() for p in fleet["out"].glob("*.tasks")).splitlines()
     assert "start adm-sleepy 1" in lines and "done adm-sleepy 1" not in lines
 
