@@ -61,6 +61,34 @@ DeliveryHandler = Callable[[Delivery], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
+class HeldMessage:
+    """A message taken from a queue and not settled yet (see :class:`Held`)."""
+
+    body: bytes
+    headers: Mapping[str, Any]
+    tag: int
+
+
+class Held(Protocol):
+    """Messages taken from a queue without settling them (``BrokerOps.hold``).
+
+    ``remove`` acknowledges one (it leaves the queue); ``close`` (or leaving
+    the ``async with``) hands every other back to its place in the queue.
+    Nothing is lost if the process dies in between.
+    """
+
+    messages: list[HeldMessage]
+
+    async def remove(self, message: HeldMessage) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Held: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
 class Consumer:
     """A registered consumer, as reported by :meth:`Transport.consumers`."""
 
@@ -118,6 +146,14 @@ class BrokerOps(Protocol):
     async def delete_if_empty(self, queue: str) -> bool: ...
 
     async def purge(self, queue: str) -> int: ...
+
+    async def hold(self, queue: str, limit: int) -> Held:
+        """Take up to ``limit`` messages of ``queue``, oldest first, unsettled.
+
+        Raises:
+            BrokerError: the queue does not exist or may not be read.
+        """
+        ...
 
     async def consumer_count(self, queue: str) -> int: ...
 

@@ -16,15 +16,14 @@ touches the coordinator's queues.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
 
 import aio_pika.abc
 import aiormq.exceptions
 
 from ..protocol.errors import BrokerError
 from . import topology as topo
+from .base import HeldMessage
 from .topology import QueueSpec, TopologySettings
 
 Connection = aio_pika.abc.AbstractRobustConnection
@@ -175,21 +174,10 @@ async def purge(conn: Connection, queue: str) -> int:
     return counts[0] if counts else 0
 
 
-@dataclass(frozen=True, slots=True)
-class HeldMessage:
-    """A message taken from a queue and not settled yet."""
-
-    body: bytes
-    headers: Mapping[str, Any]
-    tag: int
-
-
 class Held:
-    """Messages taken from a queue on a channel of their own, settled one by one.
+    """Messages taken from a queue on a channel of their own (implements ``base.Held``).
 
-    :meth:`remove` acknowledges one (it leaves the queue); :meth:`close`
-    closes the channel, and the broker puts every message not removed back
-    in its place. Nothing is lost if the process dies in between.
+    Closing the channel hands every message not removed back to its place.
     """
 
     def __init__(self, channel: Channel, messages: list[HeldMessage]) -> None:

@@ -13,9 +13,11 @@ oldest letters are dropped, so a flood of garbage cannot fill the broker's disk.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -23,11 +25,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ...broker import topology as topo
-from ...broker.amqp import AmqpTransport
-from ...broker.queues import Held, HeldMessage
+from ...broker.base import Held, HeldMessage
 from ...protocol.deadletters import Headers, Letter, describe, replay_problem
 from ...protocol.errors import ProtocolError, Unroutable
 from ...protocol.replay import ReplayWindow
+from ..client import Client
 from ..keystore import Keystore
 from ..settings import Settings
 from .common import EXIT_CODES_HELP, CliError, Common, emit_json, pass_common, run
@@ -60,11 +62,13 @@ def parse_duration(text: str) -> float:
 
 
 class Box:
-    """The dead-letter queue, held open for one command."""
+    """The dead-letter queue, held open for one command (as a listen-only client)."""
 
     def __init__(self, common: Common, admin_url: str | None) -> None:
-        url = admin_url or common.amqp_url
-        self.transport = AmqpTransport(url, "robeing dead-letters (operator)")
+        settings = common.client_settings(f"dead-letters-{os.getpid()}")
+        settings = replace(settings, amqp_url=admin_url or common.amqp_url)
+        self.client = Client(settings, listen_only=True)
+        self.broker = self.client.agent.broker
         store = Keystore(common.keys_dir)
         self.trust = store.trust_store()
         self._peer = store.peer_certificate
@@ -85,12 +89,16 @@ class Box:
     def read(self, message: HeldMessage) -> Letter:
         return describe(message.body, message.headers, NAMES, self.check_report)
 
+    async def open(self) -> None:
+        await self.client.__aenter__()
+
     async def scan(self, limit: int = SCAN_MAX) -> Held:
-        await self.transport.connect()
-        return await self.transport.hold(topo.DEAD_LETTER_QUEUE, limit)
+        await self.open()
+        return await self.broker.hold(topo.DEAD_LETTER_QUEUE, limit)
 
     async def close(self) -> None:
-        await self.transport.close()
+        if self.client.agent.state == "alive":
+            await self.client.__aexit__(None, None, None)
 
 
 def _box_command(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -237,7 +245,7 @@ async def _replay_one(box: Box, held: Held, message: HeldMessage) -> dict[str, A
         return {"id": letter.id, "replayed": False, "why": problem}
     exchange, key = topo.route_to_queue(letter.source)
     try:
-        await box.transport.publish(exchange, key, message.body, priority=letter.priority)
+        await box.broker.publish(exchange, key, message.body, priority=letter.priority)
     except Unroutable:
         return {"id": letter.id, "replayed": False, "why": f"queue {letter.source} is gone"}
     await held.remove(message)  # only once the broker confirmed the copy
@@ -268,8 +276,8 @@ def purge(
         box = Box(common, admin_url)
         try:
             if everything and not reasons and age is None:
-                await box.transport.connect()
-                return await box.transport.purge(topo.DEAD_LETTER_QUEUE)
+                await box.open()
+                return await box.broker.purge(topo.DEAD_LETTER_QUEUE)
             now, removed = time.time(), 0
             async with await box.scan() as held:
                 for message in held.messages:
