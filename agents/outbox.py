@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -72,6 +73,7 @@ class Outbox:
         # message id -> (the agent that must answer, its waiter)
         self._pending: dict[str, tuple[str, asyncio.Future[Opened]]] = {}
         self.sent = 0
+        self.sent_types: Counter[str] = Counter()  # messages published, by type
         transport.add_return_listener(self._on_return)
 
     def _on_return(self, message_id: str, routing_key: str) -> None:
@@ -264,6 +266,7 @@ class Outbox:
         except Unroutable:
             raise Unroutable(f"no agent {env.receiver!r} (its queue does not exist)") from None
         self.sent += 1
+        self.sent_types[env.type] += 1
 
     async def publish_to_queue(
         self,
@@ -298,6 +301,7 @@ class Outbox:
             expiration_s=expiration_s,
         )
         self.sent += 1
+        self.sent_types[env.type] += 1
 
     async def broadcast(
         self, message_type: str, payload: Any = None, *, priority: int = 5, answers: bool = False
@@ -322,6 +326,7 @@ class Outbox:
             topo.BROADCAST_EXCHANGE, "", body, priority=priority, mandatory=False
         )
         self.sent += 1
+        self.sent_types[message_type] += 1
         return env.id
 
     async def answer(

@@ -93,6 +93,8 @@ class Settings:
         resources: what this agent contributes to the resource pool (cpu,
             memory, storage, bandwidth); tasks that ask for resources run
             only on agents with that much free. ``None``: contributes nothing.
+        metrics_port: serve Prometheus metrics on this TCP port (``/metrics``;
+            0: any free port); None: no metrics.
         generated_id: set when ``agent_id`` was generated (``<role>-<host>-<pid>``):
             such an agent deletes its queues on a clean stop if they are empty,
             since no later process will ever use them.
@@ -125,6 +127,7 @@ class Settings:
     bft_groups: tuple[GroupSpec, ...] = ()
     events_vhost: str = "/"
     resources: Resources | None = None
+    metrics_port: int | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -147,6 +150,8 @@ class Settings:
         for spec in self.specializations:
             if not _ID_RE.match(spec):
                 raise ConfigError(f"invalid specialization {spec!r}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics port must be 0 to 65535, got {self.metrics_port}")
 
     @property
     def connection_name(self) -> str:

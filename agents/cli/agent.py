@@ -27,6 +27,7 @@ from .options import (
     default_of,
     env_option,
     heartbeat_interval_option,
+    metrics_port_option,
 )
 
 
@@ -113,6 +114,7 @@ from .options import (
     help="What this agent contributes to the resource pool, e.g. "
     "cpu=2,memory=4GiB,storage=20GB,bandwidth=100MB (bytes; bandwidth per second).",
 )
+@metrics_port_option()
 @coordinator_options
 @pass_common
 def agent(
@@ -131,6 +133,7 @@ def agent(
     bft_groups: str | None,
     bft_timeout: float,
     resources: Resources | None,
+    metrics_port: int | None,
     **coordinator: Any,
 ) -> None:
     """Run an agent process until SIGTERM or Ctrl-C."""
@@ -151,6 +154,7 @@ def agent(
         backup_for=backup_for,
         bft_groups=parse_groups(bft_groups, view_change_timeout=bft_timeout),
         resources=resources,
+        metrics_port=metrics_port,
         **coordinator,  # the Settings fields of the same names
     )
     if check:
@@ -168,6 +172,7 @@ def agent(
     "lead anyway and takes over when the active one dies.",
 )
 @heartbeat_interval_option("The agents' heartbeat interval (and ours).")
+@metrics_port_option()
 @coordinator_options
 @pass_common
 def coordinator(
@@ -176,6 +181,7 @@ def coordinator(
     agent_id: str,
     standby: bool,
     heartbeat_interval: float,
+    metrics_port: int | None,
     **coordinator: Any,
 ) -> None:
     """Run a coordinator (same as `robeing agent --role coordinator`)."""
@@ -184,6 +190,7 @@ def coordinator(
         agent_id=agent_id,
         app=app,
         heartbeat_interval=heartbeat_interval,
+        metrics_port=metrics_port,
         **coordinator,  # the Settings fields of the same names
     )
     _serve(common, settings)

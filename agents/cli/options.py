@@ -120,6 +120,16 @@ def heartbeat_interval_option(help: str | None = None) -> Callable[[F], F]:
     )
 
 
+def metrics_port_option() -> Callable[[F], F]:
+    return env_option(
+        "--metrics-port",
+        envvar="ROBEING_METRICS_PORT",
+        type=click.IntRange(0, 65535),
+        default=default_of(Settings, "metrics_port"),
+        help="Serve Prometheus metrics on this port at /metrics (0: any free port).",
+    )
+
+
 # What only a coordinator uses; `robeing agent --role coordinator` and
 # `robeing coordinator` both take them. Each parameter is named after the
 # Settings field it sets.

@@ -35,7 +35,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any
 
 from tenacity import (
@@ -56,6 +56,7 @@ from ..app import TaskContext, TaskDef
 from ..batching import Coalescer
 from ..context import AgentContext, Message
 from ..logs import task_id_var
+from ..stats import MAX_TYPES, Latency
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class TaskExecutor:
         self.executed = 0
         self.stale = 0
         self.cancelled = 0
+        self.outcomes: Counter[tuple[str, str]] = Counter()  # (task type, outcome)
+        self.durations: dict[str, Latency] = {}  # by task type
         self.reporter = ResultReporter(agent)
         self._running: dict[tuple[str, int], asyncio.Future[ResultMsg]] = {}
         self._stopped: OrderedDict[tuple[str, int], None] = OrderedDict()
@@ -164,9 +167,19 @@ class TaskExecutor:
         token = task_id_var.set(msg.task_id)
         try:
             async with self.agent.working():
-                return await self.execute(msg)
+                res = await self.execute(msg)
         finally:
             task_id_var.reset(token)
+        self._record(msg.type, res)
+        return res
+
+    def _record(self, task_type: str, res: ResultMsg) -> None:
+        """Count an attempt's outcome and time it (served as metrics)."""
+        if task_type not in self.durations and len(self.durations) >= MAX_TYPES:
+            task_type = "other"
+        outcome = "succeeded" if res.ok else "retry" if res.transient else "failed"
+        self.outcomes[(task_type, outcome)] += 1
+        self.durations.setdefault(task_type, Latency()).observe(res.duration)
 
     async def execute(self, msg: AssignMsg) -> ResultMsg:
         """Run one attempt and describe its outcome (never raises)."""

@@ -9,24 +9,22 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from agentproc import eventually
 from clitools import RunCli
 
-from robeing.agents import Client, Settings
+from robeing.agents import Client
 from robeing.broker import topology as topo
 
 pytestmark = pytest.mark.broker
 
 
 @pytest.fixture
-async def client(amqp_url: str, keys_dir: Path) -> AsyncIterator[Client]:
-    settings = Settings(role="client", agent_id="dl-client", amqp_url=amqp_url, keys_dir=keys_dir)
-    async with Client(settings) as c:
-        yield c
+async def client(client_named: Callable[[str], Awaitable[Client]]) -> Client:
+    return await client_named("dl-client")
 
 
 async def letters(run_cli: RunCli, cli: dict, *args: str) -> list[dict]:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from agentproc import eventually
 from clitools import RunCli
 
-from robeing.agents import Client, Settings
+from robeing.agents import Client
 from robeing.protocol.taskmsgs import TaskRequest
 
 pytestmark = pytest.mark.broker
@@ -26,12 +26,8 @@ APP = ("--app", "apps.sample_app")
 
 
 @pytest.fixture
-async def client(amqp_url: str, keys_dir: Path) -> AsyncIterator[Client]:
-    settings = Settings(
-        role="client", agent_id="admin-client", amqp_url=amqp_url, keys_dir=keys_dir
-    )
-    async with Client(settings) as c:
-        yield c
+async def client(client_named: Callable[[str], Awaitable[Client]]) -> Client:
+    return await client_named("admin-client")
 
 
 @pytest.fixture

@@ -196,11 +196,13 @@ MIRRORED: dict[tuple[str, ...], dict[str, str]] = {
             "standby",
             "backup_for",
             "resources",
+            "metrics_port",
             *_COORDINATOR,
         )
     },
     ("coordinator",): {
-        name: name for name in ("agent_id", "app", "heartbeat_interval", *_COORDINATOR)
+        name: name
+        for name in ("agent_id", "app", "heartbeat_interval", "metrics_port", *_COORDINATOR)
     },
     **{client: {"as_id": "agent_id"} for client in _CLIENTS},
     ("broker", "users"): {"events_vhost": "events_vhost"},

@@ -59,6 +59,7 @@ from ....protocol.heartbeat import Heartbeat
 from ....protocol.taskgraph import SplitStrategy, merge_results, split_list
 from ....protocol.taskmsgs import ResultMsg, Submission, TaskQuery
 from ...context import AgentContext, Message, Receipt
+from ...stats import Latency
 from ...tasking.finals import FinalsOutbox, read_finals
 from .leadership import foreign_consumers, take_the_lead
 
@@ -82,6 +83,7 @@ class Coordinator:
         self.invalid_records = 0  # results records that did not verify at the last load
         self.foreign_consumers: dict[str, int] = {}  # our queue -> other consumers on it
         self._tokens = 0
+        self.decisions = Latency()  # time the machine takes per event
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
 
@@ -263,7 +265,10 @@ class Coordinator:
 
     def _actions(self, event: Event) -> list[Action]:
         assert self.state is not None, "the machine is built at start"
-        return self.state.handle(event, time.time())
+        started = time.perf_counter()
+        actions = self.state.handle(event, time.time())
+        self.decisions.observe(time.perf_counter() - started)
+        return actions
 
     async def _handle(self, event: Event) -> None:
         """From a handler: a single action runs in the handler's task.
@@ -404,5 +409,6 @@ class Coordinator:
                 "active": self.serving,
                 "invalid_records": self.invalid_records,
                 "foreign_consumers": sum(self.foreign_consumers.values()),
+                "decisions": self.decisions.to_data(),
             }
         }
