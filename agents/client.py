@@ -5,7 +5,7 @@ sends and broadcasts signed messages, asks agents for replies, and watches
 heartbeats to list live agents. The CLI's ``send``, ``broadcast`` and
 ``status`` are thin wrappers around it::
 
-    async with Client(Settings(role="client")) as client:
+    async with Client() as client:      # Settings.from_env(role="client"): AMQP_URL, ROBEING_KEYS…
         ack = await client.send("worker-1", "greet", {"hi": 1}, requires_ack=True)
         agents = await client.live_agents()
 
@@ -75,14 +75,15 @@ class Client:
     """A client identity connected to the broker.
 
     Args:
-        settings: role must be ``client`` (the default here).
+        settings: role must be ``client``; default: the same environment
+            variables as the CLI (:meth:`Settings.from_env`).
         listen_only: use a throwaway in-memory identity: enough to verify
             heartbeats and read results (status, probes), needs no key files
             and writes none, but cannot send messages others would accept.
     """
 
     def __init__(self, settings: Settings | None = None, listen_only: bool = False) -> None:
-        settings = settings or Settings(role="client")
+        settings = settings or Settings.from_env(role="client")
         if settings.role != "client":
             settings = replace(settings, role="client", agent_id="")
         self.settings = settings

@@ -1,8 +1,10 @@
 """Typed settings: built once at the entry point (CLI or Python) and passed down.
 
-Nothing below the CLI reads ``os.environ``; the CLI maps each option to its
-environment variable (the seed's ``AGENT_ROLE``, ``SPECIALIZATION``,
-``CLUSTER_ID``, ``AGENT_COUNT`` and ``AMQP_URL`` keep working).
+Nothing below the entry point reads ``os.environ``; the CLI maps each option
+to its environment variable (the seed's ``AGENT_ROLE``, ``SPECIALIZATION``,
+``CLUSTER_ID``, ``AGENT_COUNT`` and ``AMQP_URL`` keep working), and Python
+programs read the same variables with :meth:`Settings.from_env` (what
+``Client()`` does without settings).
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ from __future__ import annotations
 import os
 import re
 import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..broker.topology import TopologySettings
 from ..protocol.errors import ConfigError
-from ..protocol.pbft import GroupSpec
-from ..protocol.resources import Resources
+from ..protocol.pbft import GroupSpec, parse_groups
+from ..protocol.resources import InvalidResources, Resources, parse_resources
 from ..protocol.roles import AGENT_ROLES, ROLES
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
@@ -140,6 +144,11 @@ class Settings:
             raise ConfigError("heartbeat interval must be positive")
         if self.concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
+        if ";" in self.amqp_url:
+            raise ConfigError(
+                "AMQP_URL holds several URLs separated by ';': give one broker URL, "
+                "e.g. amqp://user:password@host:5672/vhost"
+            )
         if not self.amqp_url.startswith(("amqp://", "amqps://")):
             raise ConfigError(
                 f"AMQP_URL must start with amqp:// or amqps://, got {self.amqp_url!r}"
@@ -153,6 +162,31 @@ class Settings:
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics port must be 0 to 65535, got {self.metrics_port}")
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from the environment variables the CLI reads (``ENVIRONMENT``).
+
+        ``overrides`` (field values) win over the environment. A client
+        (``role="client"``) takes its id from ``ROBEING_CLIENT_ID``, not ``AGENT_ID``.
+
+        Raises:
+            ConfigError: a variable holds a value its field cannot take (says which).
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, (target, convert) in ENVIRONMENT.items():
+            raw = env.get(name)
+            if raw is None or raw == "" or target in values:
+                continue
+            try:
+                values[target] = convert(raw)
+            except (ValueError, InvalidResources, ConfigError) as exc:
+                raise ConfigError(f"{name}={raw!r}: {exc}") from None
+        values.update(overrides)
+        if values.get("role") == "client" and "agent_id" not in overrides:
+            values["agent_id"] = env.get("ROBEING_CLIENT_ID", "")
+        return cls(**values)
+
     @property
     def connection_name(self) -> str:
         """Readable in the management UI: role, id and specializations."""
@@ -163,3 +197,43 @@ class Settings:
             f"robeing {self.role} {self.agent_id} [{specs}] cluster={self.cluster_id} "
             f"vhost={vhost_of(self.amqp_url)}"
         )
+
+
+def _flag(raw: str) -> bool:
+    if raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _skills(raw: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(raw.replace(",", " ").split()))
+
+
+# Environment variable -> (Settings field, how to read it): the names the CLI's
+# options read (tests/unit/test_cli_options.py keeps the two lists equal).
+# The first of AGENT_ROLE and ROLE (the original deployment's) that is set wins.
+ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "AMQP_URL": ("amqp_url", str),
+    "ROBEING_KEYS": ("keys_dir", Path),
+    "AGENT_ROLE": ("role", str.lower),
+    "ROLE": ("role", str.lower),
+    "AGENT_ID": ("agent_id", str),
+    "SPECIALIZATION": ("specializations", _skills),
+    "CLUSTER_ID": ("cluster_id", str),
+    "ROBEING_APP": ("app", str),
+    "ROBEING_CONCURRENCY": ("concurrency", int),
+    "ROBEING_HEARTBEAT_INTERVAL": ("heartbeat_interval", float),
+    "ROBEING_GRACE_PERIOD": ("grace_period", float),
+    "ROBEING_STANDBY": ("standby", _flag),
+    "ROBEING_BACKUP_FOR": ("backup_for", str),
+    "ROBEING_BFT_GROUP": ("bft_groups", parse_groups),
+    "ROBEING_RESOURCES": ("resources", parse_resources),
+    "ROBEING_METRICS_PORT": ("metrics_port", int),
+    "ROBEING_ACCEPTABLE_PAUSE": ("acceptable_pause", float),
+    "ROBEING_DEAD_AFTER": ("dead_after", float),
+    "ROBEING_MAX_ATTEMPTS": ("max_attempts", int),
+    "ROBEING_ATTEMPT_TIMEOUT": ("attempt_timeout", float),
+    "ROBEING_EVENTS_VHOST": ("events_vhost", str),
+}

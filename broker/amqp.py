@@ -45,6 +45,7 @@ from . import queues
 from . import topology as topo
 from .base import Consumer, DeliveryHandler
 from .consuming import REFUSED, RETRYABLE, AmqpDelivery, ConsumerSet, Subscription, read_stream
+from .management import vhost_of
 from .topology import QueueSpec, TopologySettings
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,12 @@ class AmqpTransport:
                     )
         except aiormq.exceptions.ProbableAuthenticationError as exc:
             raise BrokerError(f"broker at {_safe(self.url)} refused the credentials") from exc
+        except aiormq.exceptions.InvalidFrameError as exc:
+            # The broker closed the connection instead of opening the vhost.
+            raise BrokerError(
+                f"broker at {_safe(self.url)} refused vhost {vhost_of(self.url)!r}: it does not "
+                "exist, or this user may not use it"
+            ) from exc
         except Exception as exc:
             raise BrokerError(f"cannot reach the broker at {_safe(self.url)}: {exc}") from exc
         self._conn = conn

@@ -4,10 +4,18 @@ Both build the process's :class:`~robeing.agents.settings.Settings` from
 options and environment variables (what Compose and Kubernetes set) and
 serve it until SIGTERM or Ctrl-C; ``agent --check`` instead reports whether
 an agent with the given id is heartbeating, as a health probe's exit code.
+
+The original deployment's values work: ``AGENT_ROLE=WORKER`` or
+``ROLE=COORDINATOR`` (any case), ``SPECIALIZATION``, ``CLUSTER_ID``;
+``COORDINATOR_URL`` and ``AGENT_COUNT`` are accepted and logged as not
+needed (agents reach the coordinator through the broker; ``AGENT_COUNT`` is
+the number of workers ``robeing up`` starts).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from typing import Any
 
@@ -18,11 +26,12 @@ from ...protocol.pbft import GroupSpec, parse_groups
 from ...protocol.resources import Resources
 from ...protocol.roles import AGENT_ROLES
 from ..settings import Settings
-from .common import Common, pass_common, run, split_list
+from .common import EXIT_CODES_HELP, Common, pass_common, run, split_list
 from .options import (
     RESOURCES,
     agent_id_option,
     app_option,
+    cluster_id_option,
     coordinator_options,
     default_of,
     env_option,
@@ -30,14 +39,22 @@ from .options import (
     metrics_port_option,
 )
 
+log = logging.getLogger(__name__)
 
-@click.command()
+# The original deployment's variables that robeing does not need, and why.
+_NOT_NEEDED = {
+    "COORDINATOR_URL": "agents reach the coordinator through the broker (AMQP_URL)",
+    "AGENT_COUNT": "it is the number of workers `robeing up` starts",
+}
+
+
+@click.command(epilog=EXIT_CODES_HELP)
 @click.option(
     "--role",
-    envvar="AGENT_ROLE",
+    envvar=["AGENT_ROLE", "ROLE"],
     show_envvar=True,
     default=None,
-    type=click.Choice(AGENT_ROLES),
+    type=click.Choice(AGENT_ROLES, case_sensitive=False),
     help="What this agent does (required, except with --check).",
 )
 @agent_id_option("Unique id (default: <role>-<host>-<pid>).")
@@ -49,12 +66,7 @@ from .options import (
     default=default_of(Settings, "specializations"),
     help="Skill offered; repeat or comma-separate.",
 )
-@env_option(
-    "--cluster-id",
-    envvar="CLUSTER_ID",
-    default=default_of(Settings, "cluster_id"),
-    show_default=True,
-)
+@cluster_id_option()
 @app_option("Module (or module:attr) holding your App with handlers.")
 @env_option(
     "--concurrency",
@@ -139,7 +151,7 @@ def agent(
     """Run an agent process until SIGTERM or Ctrl-C."""
     if role is None:
         if not check:
-            raise click.UsageError("Missing option '--role' (or AGENT_ROLE).")
+            raise click.UsageError("Missing option '--role' (or AGENT_ROLE, or ROLE).")
         role = "worker"  # a probe needs only the id
     settings = common.settings(
         role=role,
@@ -162,14 +174,17 @@ def agent(
     _serve(common, settings)
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES_HELP)
 @app_option("Module with your App (needed for its tasks' split and merge).")
 @agent_id_option("Unique id (default: coordinator-<host>-<pid>).")
-@click.option(
+@cluster_id_option()
+@env_option(
     "--standby",
+    envvar="ROBEING_STANDBY",
     is_flag=True,
-    help="Label this coordinator a standby; every coordinator waits for the "
-    "lead anyway and takes over when the active one dies.",
+    default=default_of(Settings, "standby"),
+    help="Start as a standby: leave the lead to coordinators started without it "
+    "(a standby tries for the lock only after them), and take over when none is active.",
 )
 @heartbeat_interval_option("The agents' heartbeat interval (and ours).")
 @metrics_port_option()
@@ -179,6 +194,7 @@ def coordinator(
     common: Common,
     app: str | None,
     agent_id: str,
+    cluster_id: str,
     standby: bool,
     heartbeat_interval: float,
     metrics_port: int | None,
@@ -188,6 +204,8 @@ def coordinator(
     settings = common.settings(
         role="coordinator",
         agent_id=agent_id,
+        cluster_id=cluster_id,
+        standby=standby,
         app=app,
         heartbeat_interval=heartbeat_interval,
         metrics_port=metrics_port,
@@ -199,9 +217,15 @@ def coordinator(
 def _serve(common: Common, settings: Settings) -> None:
     """Run ``settings``' agent (with its ``--app``) until SIGTERM or Ctrl-C."""
     common.configure_logging(settings.agent_id, settings.role)
+    for name, why in _NOT_NEEDED.items():
+        if os.environ.get(name):
+            log.info("%s is set but not needed: %s", name, why)
     from ..app import load_app
     from ..assembly import serve
 
+    # Like `celery -A`: an --app module next to where the command runs is found.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     run(serve(settings, load_app(settings.app) if settings.app else None))
 
 

@@ -109,6 +109,16 @@ def agent_id_option(help: str) -> Callable[[F], F]:
     )
 
 
+def cluster_id_option() -> Callable[[F], F]:
+    return env_option(
+        "--cluster-id",
+        envvar="CLUSTER_ID",
+        default=default_of(Settings, "cluster_id"),
+        show_default=True,
+        help="The cluster this agent belongs to.",
+    )
+
+
 def heartbeat_interval_option(help: str | None = None) -> Callable[[F], F]:
     return env_option(
         "--heartbeat-interval",

@@ -202,7 +202,15 @@ MIRRORED: dict[tuple[str, ...], dict[str, str]] = {
     },
     ("coordinator",): {
         name: name
-        for name in ("agent_id", "app", "heartbeat_interval", "metrics_port", *_COORDINATOR)
+        for name in (
+            "agent_id",
+            "app",
+            "cluster_id",
+            "standby",
+            "heartbeat_interval",
+            "metrics_port",
+            *_COORDINATOR,
+        )
     },
     **{client: {"as_id": "agent_id"} for client in _CLIENTS},
     ("broker", "users"): {"events_vhost": "events_vhost"},
@@ -212,7 +220,6 @@ MIRRORED: dict[tuple[str, ...], dict[str, str]] = {
 NOT_MIRRORED: dict[tuple[str, ...], str] = {
     ("agent", "role"): "required (except with --check): there is no default role",
     ("agent", "bft_groups"): "text, parsed into Settings.bft_groups",
-    ("coordinator", "standby"): "a label only: it does not set Settings.standby",
     ("submit", "max_attempts"): "per task; unset leaves the coordinator's own",
     ("submit", "resources"): "what a task needs, not what an agent contributes",
     ("keys", "issue", "agent_id"): "required: the identity to issue",
