@@ -236,4 +236,8 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ROBEING_MAX_ATTEMPTS": ("max_attempts", int),
     "ROBEING_ATTEMPT_TIMEOUT": ("attempt_timeout", float),
     "ROBEING_EVENTS_VHOST": ("events_vhost", str),
+    "ROBEING_QUEUE_EXPIRY": (
+        "topology",
+        lambda raw: TopologySettings(agent_queue_expiry_s=float(raw)),
+    ),
 }

@@ -24,7 +24,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..protocol.errors import BrokerError
 from .topology import QueueSpec
+
+
+class QueueMismatch(BrokerError):
+    """A queue exists with other arguments than the declaration's (RabbitMQ refuses it)."""
 
 
 class Delivery(Protocol):

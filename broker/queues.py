@@ -23,7 +23,7 @@ import aiormq.exceptions
 
 from ..protocol.errors import BrokerError
 from . import topology as topo
-from .base import HeldMessage
+from .base import HeldMessage, QueueMismatch
 from .topology import QueueSpec, TopologySettings
 
 Connection = aio_pika.abc.AbstractRobustConnection
@@ -240,7 +240,7 @@ def explain_mismatch(queue: str) -> Iterator[None]:
     try:
         yield
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
-        raise BrokerError(
+        raise QueueMismatch(
             f"queue {queue!r} already exists with different arguments (an older robeing "
             f"made it?): {exc}; delete it (rabbitmqctl delete_queue {queue}) or use a new vhost"
         ) from exc

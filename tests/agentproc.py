@@ -36,8 +36,10 @@ class AgentProcess:
         args: list[str],
         log_dir: Path,
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.agent_id = agent_id
+        self.cwd = cwd
         command = ["coordinator"] if role == "coordinator" else ["agent", "--role", role]
         self.argv = [
             sys.executable, "-m", "robeing.agents", *command, "--id", agent_id,
@@ -69,6 +71,7 @@ class AgentProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            cwd=self.cwd,
         )
 
     @property

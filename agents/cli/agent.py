@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from ...broker.topology import TopologySettings
 from ...protocol.errors import ConfigError
 from ...protocol.pbft import GroupSpec, parse_groups
 from ...protocol.resources import Resources
@@ -37,6 +38,7 @@ from .options import (
     env_option,
     heartbeat_interval_option,
     metrics_port_option,
+    queue_expiry_option,
 )
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,7 @@ _NOT_NEEDED = {
     "cpu=2,memory=4GiB,storage=20GB,bandwidth=100MB (bytes; bandwidth per second).",
 )
 @metrics_port_option()
+@queue_expiry_option()
 @coordinator_options
 @pass_common
 def agent(
@@ -146,6 +149,7 @@ def agent(
     bft_timeout: float,
     resources: Resources | None,
     metrics_port: int | None,
+    queue_expiry: float,
     **coordinator: Any,
 ) -> None:
     """Run an agent process until SIGTERM or Ctrl-C."""
@@ -167,6 +171,7 @@ def agent(
         bft_groups=parse_groups(bft_groups, view_change_timeout=bft_timeout),
         resources=resources,
         metrics_port=metrics_port,
+        topology=TopologySettings(agent_queue_expiry_s=queue_expiry),
         **coordinator,  # the Settings fields of the same names
     )
     if check:
@@ -188,6 +193,7 @@ def agent(
 )
 @heartbeat_interval_option("The agents' heartbeat interval (and ours).")
 @metrics_port_option()
+@queue_expiry_option()
 @coordinator_options
 @pass_common
 def coordinator(
@@ -198,6 +204,7 @@ def coordinator(
     standby: bool,
     heartbeat_interval: float,
     metrics_port: int | None,
+    queue_expiry: float,
     **coordinator: Any,
 ) -> None:
     """Run a coordinator (same as `robeing agent --role coordinator`)."""
@@ -209,6 +216,7 @@ def coordinator(
         app=app,
         heartbeat_interval=heartbeat_interval,
         metrics_port=metrics_port,
+        topology=TopologySettings(agent_queue_expiry_s=queue_expiry),
         **coordinator,  # the Settings fields of the same names
     )
     _serve(common, settings)

@@ -74,7 +74,14 @@ def _cli_error(exc: RobeingError) -> CliError:
 
 
 class RobeingGroup(click.Group):
-    """Turns robeing's errors into one-line messages with meaningful exit codes."""
+    """Turns robeing's errors into one-line messages with meaningful exit codes.
+
+    Every command added to it (and to its subgroups) shows the exit codes in ``--help``.
+    """
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        _with_exit_codes(cmd)
+        super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -83,6 +90,14 @@ class RobeingGroup(click.Group):
             raise _cli_error(exc) from None
         except KeyboardInterrupt:
             raise click.exceptions.Exit(130) from None
+
+
+def _with_exit_codes(cmd: click.Command) -> None:
+    if not cmd.epilog:
+        cmd.epilog = EXIT_CODES_HELP
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _with_exit_codes(sub)
 
 
 @dataclass

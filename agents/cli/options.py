@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
+from ...broker.topology import TopologySettings
 from ...protocol.resources import InvalidResources, Resources, parse_resources
 from ..settings import Settings
 
@@ -127,6 +128,19 @@ def heartbeat_interval_option(help: str | None = None) -> Callable[[F], F]:
         type=click.FloatRange(min=0.05),
         show_default=True,
         help=help,
+    )
+
+
+def queue_expiry_option() -> Callable[[F], F]:
+    """Sets ``Settings.topology`` (its agent queue expiry; the rest stays as it is)."""
+    return env_option(
+        "--queue-expiry",
+        envvar="ROBEING_QUEUE_EXPIRY",
+        type=click.FloatRange(min=0),
+        default=default_of(TopologySettings, "agent_queue_expiry_s"),
+        show_default=True,
+        help="Seconds an agent's inbox and work queue outlive it unused before the broker "
+        "deletes them, messages and all (0: never).",
     )
 
 
