@@ -188,8 +188,8 @@ def agent(
     envvar="ROBEING_STANDBY",
     is_flag=True,
     default=default_of(Settings, "standby"),
-    help="Start as a standby: leave the lead to coordinators started without it "
-    "(a standby tries for the lock only after them), and take over when none is active.",
+    help="Start as a standby: leave the lead to coordinators started with it (a standby "
+    "first tries for the lock after a 2 s head start), then take over as soon as none is active.",
 )
 @heartbeat_interval_option("The agents' heartbeat interval (and ours).")
 @metrics_port_option()

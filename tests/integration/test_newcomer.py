@@ -208,3 +208,21 @@ async def test_a_bad_broker_url_is_one_line(
     assert result.code == code, result.describe()
     assert len(result.err_lines) == 1 and says in result.err, result.describe()
     assert "Connection.Close object" not in result.err
+
+
+async def test_a_standby_coordinator_leaves_the_lead_then_takes_over(
+    spawn, watcher: HeartbeatWatcher, unique_id: Callable[[str], str]
+) -> None:
+    """Given a coordinator started with --standby and, just after it, one without, Expect the
+    one without to lead; When it is killed, Expect the standby to take over."""
+    standby_id, primary_id = unique_id("sb-standby"), unique_id("sb-primary")
+    standby = await spawn("coordinator", standby_id, "--standby", wait=False)
+    primary = await spawn("coordinator", primary_id, wait=False)
+    try:
+        await watcher.wait_coordinator(primary_id, timeout=30)
+        report = watcher.latest.get(standby_id)
+        assert report is None or not report.extra.get("coordinator", {}).get("active")
+        primary.signal(signal.SIGKILL)
+        await watcher.wait_coordinator(standby_id, timeout=30)
+    finally:
+        await standby.terminate(30)

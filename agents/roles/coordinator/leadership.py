@@ -29,7 +29,7 @@ from ...heartbeats import listen_heartbeats
 log = logging.getLogger(__name__)
 
 LOCK_RETRY_S = 0.25  # how often a standby tries to take the lead
-STANDBY_HEAD_START_S = 2.0  # what a --standby coordinator leaves the others, each try
+STANDBY_HEAD_START_S = 2.0  # what a --standby coordinator leaves the others at its start
 CLAIM_CHECK_S = 10.0  # how often a standby checks who holds the lock
 
 
@@ -50,8 +50,8 @@ async def take_the_lead(agent: AgentContext) -> int:
     standby_logged = False
     next_check = time.monotonic() + CLAIM_CHECK_S
     # A coordinator started with --standby leaves the lead to those started
-    # without it: it tries for the lock only after they had a head start.
-    retry = LOCK_RETRY_S + (STANDBY_HEAD_START_S if agent.settings.standby else 0.0)
+    # with it: it first tries for the lock after a head start. Then it tries as
+    # often as any, so its takeover when the active one dies is as quick.
     if agent.settings.standby:
         await asyncio.sleep(STANDBY_HEAD_START_S)
     while not await broker.try_exclusive(topo.lock_spec()):
@@ -61,7 +61,7 @@ async def take_the_lead(agent: AgentContext) -> int:
         if time.monotonic() >= next_check:
             await _check_claim(agent)
             next_check = time.monotonic() + CLAIM_CHECK_S
-        await asyncio.sleep(retry)
+        await asyncio.sleep(LOCK_RETRY_S)
     return await next_epoch(agent)
 
 
