@@ -65,5 +65,7 @@ async def test_five_thousand_heartbeat_listens_keep_the_channel_count_flat(
             f"(client) {[o for o, _ in ours]}, robust {[r for _, r in ours]}, broker {broker}"
         )
         assert ours[0] == ours[1] == ours[2], ours
-        assert max(broker) <= min(broker) + 1 and max(broker) < 10, broker
+        # The broker's figures lag by seconds (a fresh connection may still read 0): a leak
+        # would show thousands of channels, so bound them rather than compare them.
+        assert max(broker) < 10, broker
         assert isinstance(await client.live_agents(0.2), dict)
