@@ -50,6 +50,32 @@ def check_agent_id(agent_id: str) -> str:
     return agent_id
 
 
+def parse_specializations(values: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, float]]:
+    """Split ``("analysis:0.9", "nlp")`` into skills and the proficiency given with them.
+
+    A suffix that is not a number stays part of the name (``:`` is allowed in names).
+
+    Raises:
+        ConfigError: a proficiency outside ``[0, 1]``.
+    """
+    skills: list[str] = []
+    levels: dict[str, float] = {}
+    for value in values:
+        name, sep, level = value.rpartition(":")
+        try:
+            number = float(level) if sep and name else None
+        except ValueError:
+            number = None
+        if number is None:
+            skills.append(value)
+            continue
+        if not 0.0 <= number <= 1.0:
+            raise ConfigError(f"proficiency in {value!r} must be between 0 and 1")
+        skills.append(name)
+        levels[name] = number
+    return tuple(dict.fromkeys(skills)), levels
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything an agent process needs to run.
@@ -58,7 +84,10 @@ class Settings:
         role: one of coordinator, specialist, worker, messenger, guardian
             (``client`` for submitters).
         agent_id: unique id; default ``<role>-<host>-<pid>``.
-        specializations: skills offered (e.g. ``data_processing``).
+        specializations: skills offered (e.g. ``data_processing``); a skill
+            may carry the proficiency its agent claims in it, ``analysis:0.9``
+            (in ``[0, 1]``; without one it counts fully), which is moved to
+            ``proficiency``.
         cluster_id: the cluster this agent belongs to.
         amqp_url: broker URL including the vhost.
         keys_dir: where the authority key, certificates and agent keys live.
@@ -93,6 +122,8 @@ class Settings:
         resources: what this agent contributes to the resource pool (cpu,
             memory, storage, bandwidth); tasks that ask for resources run
             only on agents with that much free. ``None``: contributes nothing.
+        proficiency: claimed level per skill in ``[0, 1]`` (from
+            ``specializations``); the coordinator weights the skill match by it.
         generated_id: set when ``agent_id`` was generated (``<role>-<host>-<pid>``):
             such an agent deletes its queues on a clean stop if they are empty,
             since no later process will ever use them.
@@ -125,8 +156,12 @@ class Settings:
     bft_groups: tuple[GroupSpec, ...] = ()
     events_vhost: str = "/"
     resources: Resources | None = None
+    proficiency: dict[str, float] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
+        skills, levels = parse_specializations(self.specializations)
+        object.__setattr__(self, "specializations", skills)
+        object.__setattr__(self, "proficiency", {**levels, **self.proficiency})
         if self.role not in ROLES:
             raise ConfigError(f"unknown role {self.role!r}; choose one of {', '.join(AGENT_ROLES)}")
         if not self.agent_id:
@@ -147,6 +182,9 @@ class Settings:
         for spec in self.specializations:
             if not _ID_RE.match(spec):
                 raise ConfigError(f"invalid specialization {spec!r}")
+        for spec, level in self.proficiency.items():
+            if spec not in self.specializations or not 0.0 <= level <= 1.0:
+                raise ConfigError(f"proficiency {spec}:{level} must be in [0, 1] for a skill")
 
     @property
     def connection_name(self) -> str:

@@ -61,6 +61,8 @@ class Heartbeats:
             incarnation=agent.incarnation,
             stats=agent.stats.as_dict(),
             extras=sections,
+            tasks=tuple(sorted(agent.task_defs)) if agent.role.takes_work else None,
+            proficiency=dict(st.proficiency),
         )
 
     async def send(self, state: str | None = None) -> None:

@@ -14,7 +14,9 @@ Rules:
       nothing; a close the broker cannot attribute to the agent's own user
       only makes it suspected until its heartbeats confirm or refute it.
     * An agent is schedulable only while its heartbeats say ``alive``, its
-      certified role runs tasks and it is not a backup standing idle.
+      certified role runs tasks and it is not a backup standing idle; it is
+      scored with its certified role's priority, and offered only the task
+      types its heartbeats announce.
     * Backups (``standby``) take work only while a primary they stand in for
       is dead: the one named by ``backup_for``, or any dead agent sharing a
       skill; they leave scheduling as soon as it beats again. Dead agents are
@@ -42,6 +44,7 @@ from ..heartbeat import Heartbeat
 from ..ledger import ResourceLedger
 from ..performance import PerformanceTracker
 from ..resources import Resources
+from ..roles import ROLES
 from ..scheduling import AgentInfo, AgentRegistry
 
 log = logging.getLogger(__name__)
@@ -136,6 +139,10 @@ class FleetView:
                     load=self._load_of(agent_id),
                     capacity=max(1, beat.capacity),
                     cluster_id=beat.cluster_id or None,
+                    # The certified role's priority: the one a heartbeat claims is a claim.
+                    priority=ROLES[role].priority if role in ROLES else 9,
+                    tasks=None if beat.tasks is None else frozenset(beat.tasks),
+                    proficiency=beat.proficiency,
                 )
             )
         except RobeingError as exc:
