@@ -349,6 +349,15 @@ class AgentContext(Protocol):
         """Handle ``message_type`` arriving on our reply queue (not ACKs or replies)."""
         ...
 
+    def add_task(self, tdef: TaskDef, *, default: bool = False) -> None:
+        """Know the task type ``tdef`` (announced in heartbeats); an app's own type
+        replaces a ``default`` of the same name.
+
+        Raises:
+            ConfigError: the type is already known and neither is a default.
+        """
+        ...
+
     async def consume(
         self,
         spec: QueueSpec,

@@ -113,6 +113,7 @@ class Agent:
         self.stats = Stats()
         self._handlers: dict[str, Handler] = {}
         self._task_defs: dict[str, TaskDef] = {}
+        self._default_tasks: set[str] = set()  # built-in types an app's own may replace
         self._middleware: list[Middleware] = []
         self._inbound = Inbound(self, self.codec, self.outbox, self.stats, self._middleware)
         self._start_hooks: list[Hook] = []
@@ -204,15 +205,20 @@ class Agent:
         self._stop_hooks.extend(app.stop_hooks)
 
     def add_task(self, tdef: TaskDef, *, default: bool = False) -> None:
-        """Know the task type ``tdef``; a ``default`` does not override an app's own.
+        """Know the task type ``tdef``; a ``default`` never overrides an app's own.
 
         Raises:
-            ConfigError: the type is already known and this is not a default.
+            ConfigError: the type is already known and neither is a default.
         """
         if tdef.type in self._task_defs:
             if default:
                 return
-            raise ConfigError(f"a task {tdef.type!r} is already registered")
+            if tdef.type not in self._default_tasks:
+                raise ConfigError(f"a task {tdef.type!r} is already registered")
+        if default:
+            self._default_tasks.add(tdef.type)
+        else:
+            self._default_tasks.discard(tdef.type)
         self._task_defs[tdef.type] = tdef
 
     def handle(self, message_type: str, handler: Handler, *, replace: bool = False) -> None:
