@@ -17,6 +17,7 @@ from typing import Any
 from ..broker import topology as topo
 from ..protocol.errors import DecodeError
 from ..protocol.heartbeat import Heartbeat
+from ..protocol.roles import ROLES
 from .context import AgentContext, Message
 
 __all__ = ["AgentStatus", "listen_heartbeats", "status_from_heartbeat"]
@@ -61,6 +62,10 @@ def status_from_heartbeat(sender: str, role: str, beat: Heartbeat, now: float) -
         "standby": beat.standby,
         "backup_for": beat.backup_for,
         "resources": beat.resources.to_mapping() if beat.resources is not None else {},
+        # The certified role's priority, and what it says it can run.
+        "priority": ROLES[role].priority if role in ROLES else None,
+        "task_types": None if beat.tasks is None else list(beat.tasks),
+        "proficiency": dict(beat.proficiency),
     }
     return AgentStatus(
         id=sender,

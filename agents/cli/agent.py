@@ -28,14 +28,16 @@ from .options import (
     env_option,
     heartbeat_interval_option,
 )
+from .roles import RoleHelpCommand
 
 
-@click.command()
+@click.command(cls=RoleHelpCommand)
 @click.option(
     "--role",
     envvar="AGENT_ROLE",
     show_envvar=True,
     default=None,
+    is_eager=True,  # read before --help, which then describes the role
     type=click.Choice(AGENT_ROLES),
     help="What this agent does (required, except with --check).",
 )
@@ -46,7 +48,8 @@ from .options import (
     envvar="SPECIALIZATION",
     multiple=True,
     default=default_of(Settings, "specializations"),
-    help="Skill offered; repeat or comma-separate.",
+    help="Skill offered, optionally with a proficiency in [0, 1] (analysis:0.9); "
+    "repeat or comma-separate.",
 )
 @env_option(
     "--cluster-id",

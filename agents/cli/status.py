@@ -148,6 +148,14 @@ def pool_note(pool: dict[str, Any] | None) -> str | None:
     return f"pool: {', '.join(parts)}; {pool.get('reservations', 0)} reserved"
 
 
+def _types(types: list[str] | None, shown: int = 6) -> str:
+    """``sort, wordcount, +3``: an agent's task types, abbreviated (None: not announced)."""
+    if types is None:
+        return "?"
+    more = f", +{len(types) - shown}" if len(types) > shown else ""
+    return ", ".join(types[:shown]) + more if types else "-"
+
+
 def render(
     rows: list[dict[str, Any]], queues: dict[str, Any], pool: dict[str, Any] | None = None
 ) -> Table:
@@ -156,6 +164,7 @@ def render(
     for col in (
         "id",
         "role",
+        "prio",
         "specializations",
         "cluster",
         "health",
@@ -163,22 +172,27 @@ def render(
         "tasks",
         "last seen",
         "rejected",
+        "task types",
     ):
         table.add_column(col, justify="right" if col in ("load", "tasks", "last seen") else "left")
     for r in rows:
         rejected = sum(r.get("stats", {}).get("rejected", {}).values())
         seen = r.get("last_seen_s")
         style = _HEALTH_STYLE.get(r["health"], "white")
+        levels = r.get("proficiency") or {}
+        skills = [f"{s}:{levels[s]:g}" if s in levels else s for s in r["specializations"]]
         table.add_row(
             r["id"],
             r["role"],
-            ", ".join(r["specializations"]) or "-",
+            str(r.get("priority") or "-"),
+            ", ".join(skills) or "-",
             r.get("cluster_id") or "-",
             f"[{style}]{r['health']}[/]",
             f"{r['load']}/{r['capacity']}",
             str(r["tasks_in_flight"]),
             "-" if seen is None else f"{seen:.1f}s ago",
             str(rejected),
+            _types(r.get("task_types")),
         )
     dl = queues.get(topo.DEAD_LETTER_QUEUE)
     tq = queues.get(topo.TASK_QUEUE)
