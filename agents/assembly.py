@@ -1,8 +1,9 @@
 """Putting an agent together, once, at the edge (the CLI and :class:`~robeing.agents.Client`).
 
 :func:`build_agent` makes the runtime and installs, through its context, in
-this order: the built-in handlers, the role's behaviour, consensus (votes and
-the PBFT groups listing the agent), the user's app, then — for agents that
+this order: the built-in handlers, the enforcement of the guardians'
+quarantine orders, the role's behaviour, consensus (votes and the PBFT
+groups listing the agent), the user's app, then — for agents that
 take work — the built-in task types the app does not define and the
 executor of assignments. Nothing below this module imports a role or the
 runtime's concrete class, so the layering stays one way:
@@ -21,6 +22,7 @@ from .app import App
 from .consensus import install_consensus
 from .keystore import Keystore
 from .roles import install_role
+from .roles.guardian import enforce
 from .runtime import Agent
 from .settings import Settings
 from .tasking import executor
@@ -89,6 +91,8 @@ def assemble(agent: Agent, app: App | None = None) -> Agent:
         ConfigError: a handler or task type registered twice.
     """
     builtins.install(agent)
+    if agent.role.takes_work:
+        enforce(agent)  # every agent keeps and enforces the guardians' quarantine orders
     install_role(agent)
     install_consensus(agent, agent.settings.bft_groups)
     if app is not None:

@@ -38,6 +38,7 @@ from ..broker.base import BrokerOps, Consumer, Delivery
 from ..broker.topology import QueueSpec
 from ..protocol.envelope import Envelope
 from ..protocol.identity import Certificate, Identity, TrustStore
+from ..protocol.quarantine import QuarantineBook
 from ..protocol.roles import Role
 
 if TYPE_CHECKING:
@@ -197,6 +198,7 @@ class AgentContext(Protocol):
         incarnation: this process's instance id (in the connection name).
         broker: broker operations beyond consuming (locks, streams, purges).
         task_defs: the task types this agent knows, by type.
+        quarantine: the quarantine orders it enforces.
     """
 
     @property
@@ -225,6 +227,11 @@ class AgentContext(Protocol):
 
     @property
     def task_defs(self) -> Mapping[str, TaskDef]: ...
+
+    @property
+    def quarantine(self) -> QuarantineBook:
+        """The guardians' quarantine orders this agent enforces on every inbound message."""
+        ...
 
     @property
     def coordinator_keys(self) -> GroupKeys | None:

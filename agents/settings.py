@@ -122,6 +122,13 @@ class Settings:
         resources: what this agent contributes to the resource pool (cpu,
             memory, storage, bandwidth); tasks that ask for resources run
             only on agents with that much free. ``None``: contributes nothing.
+        state_dir: where an agent keeps what must outlive it (the quarantine
+            orders it enforces), one file per agent; default: ``state``
+            beside the keys directory.
+        quarantine_after: (guardian) verified refusals of one sender, within
+            the alert window and from at least two reporters, that quarantine it.
+        verify_rate: (guardian) the fraction of finished tasks it re-runs on
+            another agent to validate their results (0: none).
         proficiency: claimed level per skill in ``[0, 1]`` (from
             ``specializations``); the coordinator weights the skill match by it.
         generated_id: set when ``agent_id`` was generated (``<role>-<host>-<pid>``):
@@ -156,6 +163,9 @@ class Settings:
     bft_groups: tuple[GroupSpec, ...] = ()
     events_vhost: str = "/"
     resources: Resources | None = None
+    state_dir: Path | None = None
+    quarantine_after: int = 50
+    verify_rate: float = 0.05
     proficiency: dict[str, float] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
@@ -168,6 +178,8 @@ class Settings:
             object.__setattr__(self, "agent_id", default_agent_id(self.role))
             object.__setattr__(self, "generated_id", True)
         check_agent_id(self.agent_id)
+        if not 0.0 <= self.verify_rate <= 1.0 or self.quarantine_after < 1:
+            raise ConfigError("verify rate must be in [0, 1] and quarantine-after at least 1")
         if self.heartbeat_interval <= 0:
             raise ConfigError("heartbeat interval must be positive")
         if self.concurrency < 1:
@@ -185,6 +197,13 @@ class Settings:
         for spec, level in self.proficiency.items():
             if spec not in self.specializations or not 0.0 <= level <= 1.0:
                 raise ConfigError(f"proficiency {spec}:{level} must be in [0, 1] for a skill")
+
+    def state_file(self, kind: str) -> Path:
+        """Where this agent keeps its ``kind`` state (see ``state_dir``)."""
+        root = (
+            self.state_dir if self.state_dir is not None else Path(self.keys_dir).parent / "state"
+        )
+        return root / f"{self.agent_id}.{kind}"
 
     @property
     def connection_name(self) -> str:

@@ -157,6 +157,7 @@ TYPE_CAPABILITY: dict[str, str] = {
     "pbft.": VOTE,
     "guardian.": GUARD,  # alerts, quarantine orders, evidence, access policies
     "guardian.report": MESSAGE,  # a read-only query anyone may ask
+    "guardian.command": MESSAGE,  # an operator's request; the guardian decides who may
 }
 
 

@@ -24,7 +24,7 @@ import click
 
 from .. import logs
 from ..settings import Settings
-from . import agent, broker, consensus, keys, messaging, roles, status, tasks, up
+from . import agent, broker, consensus, guardian, keys, messaging, roles, status, tasks, up
 from .common import Common, RobeingGroup
 from .options import default_of
 
@@ -95,6 +95,7 @@ cli.add_command(consensus.propose)
 cli.add_command(consensus.bft)
 cli.add_command(broker.broker)
 cli.add_command(roles.roles)
+cli.add_command(guardian.guardian)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,7 @@ an agent with the given id is heartbeating, as a health probe's exit code.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -116,6 +117,31 @@ from .roles import RoleHelpCommand
     help="What this agent contributes to the resource pool, e.g. "
     "cpu=2,memory=4GiB,storage=20GB,bandwidth=100MB (bytes; bandwidth per second).",
 )
+@env_option(
+    "--state-dir",
+    envvar="ROBEING_STATE_DIR",
+    type=click.Path(path_type=Path),
+    default=default_of(Settings, "state_dir"),
+    help="Where the agent keeps what outlives it (quarantine orders); "
+    "default: 'state' beside the keys directory.",
+)
+@env_option(
+    "--quarantine-after",
+    envvar="ROBEING_QUARANTINE_AFTER",
+    type=click.IntRange(min=1),
+    default=default_of(Settings, "quarantine_after"),
+    show_default=True,
+    help="(guardian) Verified refusals of one sender within a minute, from two "
+    "reporters or more, that quarantine it.",
+)
+@env_option(
+    "--verify-rate",
+    envvar="ROBEING_VERIFY_RATE",
+    type=click.FloatRange(0.0, 1.0),
+    default=default_of(Settings, "verify_rate"),
+    show_default=True,
+    help="(guardian) Fraction of finished tasks re-run on another agent to validate them.",
+)
 @coordinator_options
 @pass_common
 def agent(
@@ -134,6 +160,9 @@ def agent(
     bft_groups: str | None,
     bft_timeout: float,
     resources: Resources | None,
+    state_dir: Path | None,
+    quarantine_after: int,
+    verify_rate: float,
     **coordinator: Any,
 ) -> None:
     """Run an agent process until SIGTERM or Ctrl-C."""
@@ -154,6 +183,9 @@ def agent(
         backup_for=backup_for,
         bft_groups=parse_groups(bft_groups, view_change_timeout=bft_timeout),
         resources=resources,
+        state_dir=state_dir,
+        quarantine_after=quarantine_after,
+        verify_rate=verify_rate,
         **coordinator,  # the Settings fields of the same names
     )
     if check:

@@ -70,6 +70,18 @@ def coordinator_view(agents: dict[str, AgentStatus]) -> dict[str, Any]:
     return {}
 
 
+def quarantine_view(agents: dict[str, AgentStatus]) -> dict[str, Any]:
+    """Quarantined agents as the guardians' heartbeats report them (newest order wins)."""
+    out: dict[str, Any] = {}
+    for a in agents.values():
+        report = a.extra.get("guardian") if a.role == "guardian" else None
+        held = report.get("quarantined") if isinstance(report, dict) else None
+        for target, order in (held or {}).items():
+            if isinstance(order, dict) and order.get("at", 0) >= out.get(target, {}).get("at", 0):
+                out[target] = order
+    return out
+
+
 def fleet_rows(agents: dict[str, AgentStatus], now: float) -> list[dict[str, Any]]:
     """One row per agent: what it says of itself plus the coordinator's verdict.
 
@@ -81,12 +93,16 @@ def fleet_rows(agents: dict[str, AgentStatus], now: float) -> list[dict[str, Any
     health: dict[str, str] = view.get("health", {})
     in_flight: dict[str, int] = view.get("in_flight", {})
     idle_backups = set(view.get("backups_idle", []))
+    quarantined = quarantine_view(agents)
     rows = []
     for a in agents.values():
         row = a.as_dict(now)
         state = health.get(a.id) or ("backup" if a.extra.get("standby") else "alive")
         if a.id in idle_backups:
             state = "backup"
+        if a.id in quarantined:
+            state = "quarantined"
+            row["quarantine"] = quarantined[a.id]
         row["health"] = (
             state
             if a.role != "coordinator"
@@ -121,6 +137,7 @@ _HEALTH_STYLE = {
     "backup": "cyan",
     "standby": "cyan",
     "recovering": "magenta",
+    "quarantined": "red",
 }
 
 
@@ -203,6 +220,9 @@ def render(
         notes.append(f"dead letters: {dl['messages']}")
     if (note := pool_note(pool)) is not None:
         notes.append(note)
+    held = [r["id"] for r in rows if r["health"] == "quarantined"]
+    if held:
+        notes.append(f"quarantined: {', '.join(held)}")
     table.caption = "  ".join(notes) or None
     return table
 
@@ -217,7 +237,7 @@ async def show_status(settings: Settings, as_json: bool, watch: bool, listen: fl
             now = time.time()
             rows = fleet_rows(agents, now)
             if as_json:
-                out = {"agents": rows, "queues": health}
+                out = {"agents": rows, "queues": health, "quarantined": quarantine_view(agents)}
                 print(json.dumps(out, indent=2, sort_keys=True, default=str), flush=True)
             else:
                 if watch:

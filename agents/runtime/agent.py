@@ -43,6 +43,7 @@ from ...protocol.codec import Codec, Opened
 from ...protocol.envelope import Envelope
 from ...protocol.errors import ConfigError
 from ...protocol.identity import Certificate, Identity, TrustStore
+from ...protocol.quarantine import QuarantineBook
 from ...protocol.records import GroupKeys
 from ...protocol.replay import ReplayWindow
 from ...protocol.roles import Role, get_role
@@ -111,6 +112,7 @@ class Agent:
             self.codec, self.transport, self._reply_queue, lookup_peer, settings.ack_timeout, clock
         )
         self.stats = Stats()
+        self._quarantine = QuarantineBook(max_skew=settings.max_skew)
         self._handlers: dict[str, Handler] = {}
         self._task_defs: dict[str, TaskDef] = {}
         self._default_tasks: set[str] = set()  # built-in types an app's own may replace
@@ -171,6 +173,10 @@ class Agent:
     def coordinator_keys(self) -> GroupKeys | None:
         return self._group_keys
 
+    @property
+    def quarantine(self) -> QuarantineBook:
+        return self._quarantine
+
     def open_stored(self, data: bytes) -> Opened:
         return self.codec.open_stored(data, self._clock())
 
@@ -210,15 +216,11 @@ class Agent:
         Raises:
             ConfigError: the type is already known and neither is a default.
         """
-        if tdef.type in self._task_defs:
+        if tdef.type in self._task_defs and (default or tdef.type not in self._default_tasks):
             if default:
                 return
-            if tdef.type not in self._default_tasks:
-                raise ConfigError(f"a task {tdef.type!r} is already registered")
-        if default:
-            self._default_tasks.add(tdef.type)
-        else:
-            self._default_tasks.discard(tdef.type)
+            raise ConfigError(f"a task {tdef.type!r} is already registered")
+        (self._default_tasks.add if default else self._default_tasks.discard)(tdef.type)
         self._task_defs[tdef.type] = tdef
 
     def handle(self, message_type: str, handler: Handler, *, replace: bool = False) -> None:

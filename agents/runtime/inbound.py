@@ -8,10 +8,13 @@ and how to treat what has none).
 For each delivery, in order:
 
 1. the codec's checks (DESIGN §2: size, decode, version, certificate,
-   signature, time window, replay, role). A failure is dead-lettered with its
-   reason, counted and logged once (an *observer* route counts and drops it:
-   the owner of that traffic dead-letters it). A broker redelivery of a
-   message already accepted is acknowledged and dropped (``duplicates``);
+   signature, time window, replay, role), then the guardians' quarantine
+   (a quarantined sender's messages are refused, reason ``quarantined``;
+   its heartbeats still count, so its health stays visible). A failure is
+   dead-lettered with its reason, counted and logged once (an *observer*
+   route counts and drops it: the owner of that traffic dead-letters it). A
+   broker redelivery of a message already accepted is acknowledged and
+   dropped (``duplicates``);
 2. on the reply queue: ACKs and replies go to their waiter, other answers to
    their handler; the broker never redelivers these, so nothing is settled;
 3. the handler for the type, middleware around it, and the settlement its
@@ -147,6 +150,7 @@ class Inbound:
         middleware: list[Middleware],
     ) -> None:
         self.context = context
+        self.quarantine = context.quarantine
         self.codec = codec
         self.outbox = outbox
         self.stats = stats
@@ -188,6 +192,17 @@ class Inbound:
                 await self.reject(delivery, exc.reason, str(exc), _claimed_sender(delivery.body))
             return
         env = opened.envelope
+        if env.type != "heartbeat" and self.quarantine.blocks(env.sender):
+            try:
+                self.quarantine.check(env.sender)
+            except ProtocolError as exc:
+                if route.answers or route.observer:  # nothing to settle, or not ours to refuse
+                    self.stats.rejected[exc.reason] += 1
+                    if route.observer:
+                        await delivery.ack()
+                    return
+                await self._fail(delivery, opened, exc.reason, exc)
+                return
         if route.answers:
             await self._answer(delivery, opened)
             return

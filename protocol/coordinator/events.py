@@ -21,6 +21,7 @@ __all__ = [
     "FinalsNotStored",
     "FinalsStored",
     "HeartbeatReceived",
+    "QuarantineChanged",
     "ResultsReceived",
     "SubmissionReceived",
     "Tick",
@@ -114,6 +115,17 @@ class FinalsNotStored:
 
 
 @dataclass(frozen=True, slots=True)
+class QuarantineChanged:
+    """A guardian's verified order put ``agent_id`` in quarantine, or released it.
+
+    A quarantined agent gets no work; what it holds is reassigned at once.
+    """
+
+    agent_id: str
+    quarantined: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time passed: detect silent agents, expire tasks, retry, dispatch."""
 
@@ -127,5 +139,6 @@ Event = (
     | AssignmentFailed
     | FinalsStored
     | FinalsNotStored
+    | QuarantineChanged
     | Tick
 )

@@ -28,6 +28,8 @@ Rules:
       replacement started) changes nothing, even after the agent was lost.
     * Load in the registry is the caller's count of live attempts (a
       heartbeat's own load lags the assignments).
+    * A quarantined agent (``blocked``) is lost to scheduling: its
+      heartbeats change nothing until it is released.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class FleetView:
         self.backups: dict[str, Heartbeat] = {}  # standby id -> its last heartbeat
         self.started: dict[str, float] = {}  # agent id -> newest process start (outlives a loss)
         self.counters: Counter[str] = Counter()
+        self.blocked: set[str] = set()  # quarantined by a guardian's order
         # An unconfirmed close waits for this long for a heartbeat to refute it.
         self.close_grace = max(1.5 * detector.heartbeat_interval, 0.5)
         self._load_of = load_of
@@ -106,6 +109,8 @@ class FleetView:
         """
         if self._from_older_process(agent_id, beat.started_at):
             self.counters["stale_heartbeats"] += 1
+            return []
+        if agent_id in self.blocked:
             return []
         if beat.state == "leaving":
             return [Lost(agent_id, "left")]
@@ -177,6 +182,21 @@ class FleetView:
             return self._lost_in(self.health.suspect(agent_id, now, self.close_grace))
         self.counters["connection_deaths"] += 1
         return self._lost_in(self.health.connection_closed(agent_id, now))
+
+    def quarantine(self, agent_id: str, quarantined: bool) -> list[Lost]:
+        """A guardian's order: a quarantined agent is lost to scheduling until released.
+
+        Returns:
+            The agent, when the order newly quarantines it (its tasks go elsewhere).
+        """
+        if not quarantined:
+            self.blocked.discard(agent_id)  # its next heartbeat rejoins it
+            return []
+        if agent_id in self.blocked:
+            return []
+        self.blocked.add(agent_id)
+        self.counters["quarantined"] += 1
+        return [Lost(agent_id, "quarantined")]
 
     def tick(self, now: float) -> list[Lost]:
         """Suspect silent agents and declare long-suspected ones lost."""

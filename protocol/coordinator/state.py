@@ -18,7 +18,7 @@ Invariants (checked by the seeded simulator in ``tests/unit``):
     * A result counts only if it is for the live attempt of the task, from
       the agent holding it, under our epoch (fencing); anything else is
       counted as stale and changes nothing.
-    * No assignment goes to an agent declared lost (it left the registry).
+    * No assignment goes to an agent declared lost or quarantined (it left the registry).
     * Reservations in the ledger never exceed what agents contribute, and a
       task holds at most one, freed when its attempt ends.
     * A submission is acknowledged only after every task in it has a final
@@ -70,6 +70,7 @@ from .events import (
     FinalsNotStored,
     FinalsStored,
     HeartbeatReceived,
+    QuarantineChanged,
     ResultsReceived,
     SubmissionReceived,
     Tick,
@@ -188,6 +189,8 @@ class CoordinatorState:
             self._out += self.submissions.stored(event.task_ids)
         elif isinstance(event, FinalsNotStored):
             self._on_not_stored(event, now)
+        elif isinstance(event, QuarantineChanged):
+            self._agents_lost(self.fleet.quarantine(event.agent_id, event.quarantined), now)
         return self._advance(now)
 
     # -- events ---------------------------------------------------------------------
@@ -468,6 +471,7 @@ class CoordinatorState:
             "health": fleet.health_report(now),
             "in_flight": {k: v for k, v in in_flight.items() if v},
             "backups_idle": fleet.idle_backups(),
+            "quarantined": sorted(fleet.blocked)[:500],
             "resources": {
                 "capacity": ledger.capacity().to_mapping(),
                 "available": ledger.available().to_mapping(),

@@ -176,6 +176,8 @@ class Checker:
             self.fail("assign", f"assignment to {action.agent_id}, which runs no tasks")
         if action.agent_id in self.lost:
             self.fail("assign", f"assignment to {action.agent_id}, declared lost")
+        if action.agent_id in self.sim.quarantined:
+            self.fail("assign", f"assignment to {action.agent_id}, in quarantine")
         if agent.spec.standby and not self.backup_needed(agent.spec):
             self.fail("assign", f"assignment to backup {action.agent_id}; no primary is lost")
         for msg in action.messages:

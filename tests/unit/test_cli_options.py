@@ -196,6 +196,9 @@ MIRRORED: dict[tuple[str, ...], dict[str, str]] = {
             "standby",
             "backup_for",
             "resources",
+            "state_dir",
+            "quarantine_after",
+            "verify_rate",
             *_COORDINATOR,
         )
     },
@@ -216,6 +219,8 @@ NOT_MIRRORED: dict[tuple[str, ...], str] = {
     ("keys", "issue", "agent_id"): "required: the identity to issue",
     ("keys", "issue", "role"): "required: the identity's role",
     ("keys", "revoke", "agent_id"): "required: the identity to revoke",
+    ("guardian", "quarantine", "agent_id"): "required: the agent to quarantine",
+    ("guardian", "release", "agent_id"): "required: the agent to release",
 }
 
 

@@ -42,6 +42,7 @@ from ....protocol.coordinator import (
     FinalsStored,
     HeartbeatReceived,
     PurgeAssignments,
+    QuarantineChanged,
     RefuseTasks,
     ResultsReceived,
     SendProgress,
@@ -129,6 +130,10 @@ class Coordinator:
         )
         self.invalid_records = read.invalid
         self._feed(BecameActive(epoch, tuple(finals)))
+        # The guardians' orders held now, then every change: no work for a quarantined agent.
+        for target in agent.quarantine.quarantined():
+            self._feed(QuarantineChanged(target, True))
+        agent.quarantine.listeners.append(self._on_quarantine)
         await agent.watch_connections(self._on_connection_closed)
         await agent.consume(
             topo.heartbeat_queue_spec(topology),
@@ -195,6 +200,9 @@ class Coordinator:
             except ProtocolError as exc:
                 log.warning("malformed result from %s: %s", msg.sender, exc)
         await self._handle(ResultsReceived(msg.sender, tuple(results)))
+
+    def _on_quarantine(self, target: str, quarantined: bool) -> None:
+        self._feed(QuarantineChanged(target, quarantined))
 
     def _on_connection_closed(self, agent_id: str, incarnation: str, user: str | None) -> None:
         # Proof only when the broker saw the agent's own per-agent user open it.

@@ -1,0 +1,55 @@
+"""Tasks and handlers the role tests load with ``--app apps.roles_app``.
+
+``whoami`` (skill ``analysis``) and ``hold`` (skill ``slow``) return the id of
+the agent that ran them; ``flood`` makes the receiving agent send ``junk`` —
+a type nobody handles — to other agents, so they refuse it with signed
+reports that blame it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from robeing.agents import App, Message
+from robeing.agents.app import TaskContext
+
+app = App(name="roles")
+
+
+def _record(ctx: TaskContext, line: str) -> None:
+    out = os.environ.get("SAMPLE_OUT")
+    if out:
+        with open(Path(out) / f"{ctx.agent.id}.tasks", "a") as fh:
+            fh.write(line + "\n")
+
+
+@app.task("whoami", specialization="analysis")
+def whoami(ctx: TaskContext) -> str:
+    return ctx.agent.id
+
+
+@app.task("hold", specialization="slow")
+async def hold(ctx: TaskContext) -> str:
+    _record(ctx, f"start {ctx.task_id} {ctx.attempt}")
+    await asyncio.sleep(float(ctx.payload.get("seconds", 1.0)))
+    return ctx.agent.id
+
+
+@app.handler("flood")
+async def flood(msg: Message) -> int:
+    p: dict[str, Any] = msg.payload
+    sent = 0
+    for _ in range(int(p["n"])):
+        for target in p["targets"]:
+            await msg.agent.send(target, "junk", {"i": sent})
+            sent += 1
+    return sent
+
+
+@app.handler("poke")
+async def poke(msg: Message) -> Any:
+    """Ask another agent for a reply (refused once we are quarantined)."""
+    return await msg.agent.request(msg.payload["to"], "ping", "poke", timeout=5)
