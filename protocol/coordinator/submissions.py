@@ -8,6 +8,11 @@ Rules:
       is idempotent for that submitter (answered from its final, or added as
       a recipient while it runs); the same id from anyone else is refused
       with a reason, and never answered with the owner's final.
+    * A task id names one task (conflict resolution): the same submitter
+      reusing an id with another type, payload or dependencies is refused —
+      the first submission wins, and the refusal says to use a new id. (A
+      final read back from the results stream after a failover carries no
+      digest of its task, so there a reuse is answered from the final.)
     * A held submission is acknowledged only once every task it names has
       its final stored (a resubmission waits for an unstored final too).
     * Finals are remembered by task id for idempotent resubmissions; a final
@@ -16,9 +21,11 @@ Rules:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from ..envelope import pack
 from ..taskmsgs import FinalResult, Submission, TaskRequest
 from .actions import AckSubmission, DeliverFinals, Recipient, RefuseTasks, SendProgress
 
@@ -50,6 +57,14 @@ class Intake:
     ack: bool = False
 
 
+CONFLICT = "type, payload or dependencies: the first submission wins; use a new id"
+
+
+def digest(t: TaskRequest) -> bytes:
+    """What makes a task the same task: its type, payload and dependencies."""
+    return hashlib.sha256(pack([t.type, t.payload, list(t.depends_on)])).digest()
+
+
 class Submissions:
     """Submitters, held submissions, progress and finals of one coordinator."""
 
@@ -61,6 +76,7 @@ class Submissions:
         self._progress: dict[str, tuple[int, int]] = {}  # root id -> (done, total)
         self._unstored: dict[str, FinalResult] = {}  # finals whose store failed
         self._storing: set[str] = set()  # finals handed to the shell, not yet confirmed
+        self._digests: dict[str, bytes] = {}  # task id -> what it was submitted as
 
     def restore(self, finals: Iterable[FinalResult]) -> None:
         """Remember finals stored by earlier coordinators."""
@@ -86,6 +102,8 @@ class Submissions:
             owner = self.owner(t.id)
             if owner is not None and owner != submitter:
                 refused.append((t.id, f"task id {t.id!r} belongs to another submitter"))
+            elif self._digests.get(t.id, digest(t)) != digest(t):
+                refused.append((t.id, f"task id {t.id!r} was submitted with another {CONFLICT}"))
             elif t.id in self.finals:  # idempotent resubmission: answer from the store
                 out.known.append((self.finals[t.id], (recipient,)))
                 if t.id in self._storing or t.id in self._unstored:
@@ -104,6 +122,7 @@ class Submissions:
         for task_id in batch.waiting:
             self._batches.setdefault(task_id, []).append(batch)
         self._submitters.update((t.id, recipient) for t in out.new)
+        self._digests.update((t.id, digest(t)) for t in out.new)
         return out
 
     def owner(self, task_id: str) -> str | None:

@@ -564,3 +564,21 @@ def test_a_task_id_belongs_to_its_submitter() -> None:
     again = c.submit(task("t1"), who="alice", reply_to="qa2")
     (answer,) = of(DeliverFinals, again)
     assert not answer.store and answer.finals[0][1] == (("alice", "qa2"),)
+
+
+def test_one_submitter_reusing_a_task_id_with_another_payload_is_refused() -> None:
+    """Given t1 submitted by alice with payload 1, When alice submits t1 again with payload 2
+    (while it runs, and after it finished), Expect a refusal stating the rule — the first
+    submission wins, use a new id — and nothing run twice; the same payload again is still
+    an idempotent resubmission."""
+    c = Coordinator()
+    c.join("w1")
+    c.submit(task("t1", payload=1), who="alice", reply_to="qa")
+    running = c.submit(task("t1", payload=2), who="alice", reply_to="qa")
+    (refusal,) = of(RefuseTasks, running)
+    assert "first submission wins" in refusal.tasks[0][1] and of(Assign, running) == []
+    c.result("w1", "t1")
+    c.handle(FinalsStored(("t1",)))
+    assert of(RefuseTasks, c.submit(task("t1", payload=2), who="alice", reply_to="qa"))
+    (answer,) = of(DeliverFinals, c.submit(task("t1", payload=1), who="alice", reply_to="qa"))
+    assert not answer.store
