@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from ..broker import topology as topo
@@ -30,6 +31,7 @@ from ..protocol.taskmsgs import MAX_TASKS, FinalResult, Submission, TaskRequest
 from .assembly import build_agent
 from .context import AgentContext, Message
 from .heartbeats import AgentStatus, listen_heartbeats
+from .roles.messenger.transfer import send_file
 from .settings import Settings
 from .tasking.finals import read_finals
 
@@ -278,6 +280,18 @@ class Client:
         self, receiver: str, message_type: str, payload: Any = None, **kw: Any
     ) -> Any:
         return await self._agent.request(receiver, message_type, payload, **kw)
+
+    async def send_file(
+        self, receiver: str, message_type: str, path: str | Path, **kw: Any
+    ) -> dict[str, Any]:
+        """Send a file of any size in signed, encrypted chunks (see ``messenger.transfer``).
+
+        The receiver's handler for ``message_type`` gets ``{"file", "size", "sha256", …}``.
+
+        Raises:
+            RobeingError: the receiver refused or could not complete the transfer.
+        """
+        return await send_file(self._agent, receiver, message_type, Path(path), **kw)
 
     async def broadcast(self, message_type: str, payload: Any = None, **kw: Any) -> str:
         return await self._agent.broadcast(message_type, payload, **kw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -21,6 +22,14 @@ from .options import as_option, json_option, payload_option, priority_option
 @click.option("--to", "receiver", required=True, help="Receiving agent id.")
 @click.option("--type", "message_type", required=True, help="Message type.")
 @payload_option()
+@click.option(
+    "--file",
+    "file_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Send this file, of any size, in signed and encrypted chunks; the receiver's "
+    "handler gets where it stored it.",
+)
 @click.option("--ack", is_flag=True, help="Wait for the receiver's signed ACK.")
 @click.option("--request", "is_request", is_flag=True, help="Wait for and print the reply.")
 @priority_option()
@@ -33,6 +42,7 @@ def send(
     receiver: str,
     message_type: str,
     payload: str | None,
+    file_path: Path | None,
     ack: bool,
     is_request: bool,
     priority: int,
@@ -44,10 +54,22 @@ def send(
     from ..client import Client, parse_payload
 
     body = parse_payload(payload)
+    if file_path is not None and payload is not None:
+        raise click.UsageError("--file and --payload exclude each other")
 
     async def go() -> dict[str, Any]:
         async with Client(common.client_settings(as_id)) as client:
             started = time.perf_counter()
+            if file_path is not None:
+                done = await client.send_file(receiver, message_type, file_path, timeout=timeout)
+                seconds = time.perf_counter() - started
+                return {
+                    "to": receiver,
+                    "type": message_type,
+                    "transfer": done,
+                    "seconds": round(seconds, 3),
+                    "mib_per_s": round(done["size"] / (1 << 20) / max(seconds, 1e-9), 1),
+                }
             if is_request:
                 result = await client.request(
                     receiver, message_type, body, priority=priority, timeout=timeout
@@ -69,6 +91,12 @@ def send(
     out = run(go())
     if as_json:
         emit_json(out)
+    elif "transfer" in out:
+        t = out["transfer"]
+        click.echo(
+            f"sent {t['size']} bytes to {receiver} in {out['seconds']} s "
+            f"({out['mib_per_s']} MiB/s), sha256 {t['sha256'][:16]}… checked"
+        )
     elif "reply" in out:
         click.echo(json.dumps(out["reply"], default=str))
     elif "ack" in out:

@@ -1,0 +1,22 @@
+"""Messenger: communication, data transfer, protocol handling and format conversion.
+
+* :mod:`.convert` — ``messenger.convert`` requests between JSON, msgpack and CSV;
+* :mod:`.transfer` — chunked transfers of any size (every agent receives them;
+  ``robeing send --file``);
+* :mod:`.relay` — store-and-forward for agents that are away (``robeing send --via``);
+* :mod:`.gateway` — an HTTP/JSON gateway for clients that do not speak robeing
+  (``robeing agent --role messenger --http HOST:PORT``).
+"""
+
+from __future__ import annotations
+
+from ...context import AgentContext
+from .convert import handle_convert
+from .transfer import Receiver, receive_transfers, send_file
+
+__all__ = ["Receiver", "handle_convert", "install", "receive_transfers", "send_file"]
+
+
+def install(agent: AgentContext) -> None:
+    """Give a messenger its handlers: conversion, relay, and the HTTP gateway if asked."""
+    agent.handle("messenger.convert", handle_convert)
