@@ -293,6 +293,43 @@ class Client:
         """
         return await send_file(self._agent, receiver, message_type, Path(path), **kw)
 
+    async def send_via(
+        self,
+        messenger: str,
+        receiver: str,
+        message_type: str,
+        payload: Any = None,
+        *,
+        ttl: float = 3600.0,
+        priority: int = 5,
+    ) -> dict[str, Any]:
+        """Have ``messenger`` hold a message for ``receiver`` until it is back (or ``ttl``).
+
+        The message is sealed here for ``receiver`` (signed, encrypted to it):
+        the messenger can neither read nor alter it.
+
+        Returns:
+            ``{"id", "to", "expires"}``; ask :meth:`relay_status` with the id.
+
+        Raises:
+            UnknownPeer: no certificate of ``receiver`` (its identity must exist).
+            RobeingError: the messenger refused to hold it.
+        """
+        sealed = self._agent.seal(
+            Envelope(message_type, payload, receiver=receiver, priority=priority)
+        )
+        held: dict[str, Any] = await self._agent.request(
+            messenger, "relay.forward", {"to": receiver, "sealed": sealed, "ttl": ttl}
+        )
+        return held
+
+    async def relay_status(self, messenger: str, relay_id: str) -> dict[str, Any]:
+        """``pending``, ``delivered``, ``expired`` or ``refused: …`` for a held message."""
+        status: dict[str, Any] = await self._agent.request(
+            messenger, "relay.status", {"id": relay_id}
+        )
+        return status
+
     async def broadcast(self, message_type: str, payload: Any = None, **kw: Any) -> str:
         return await self._agent.broadcast(message_type, payload, **kw)
 

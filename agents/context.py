@@ -338,6 +338,25 @@ class AgentContext(Protocol):
         """Whether ``signer``'s certified key signed ``data`` (unknown or revoked: False)."""
         ...
 
+    def open_held(self, data: bytes) -> Opened:
+        """Open an envelope a relay held for us: every check but the age bound.
+
+        Raises:
+            ProtocolError: it fails a check (or its sender is quarantined).
+        """
+        ...
+
+    async def dispatch(self, opened: Opened, queue: str = "relay") -> Any:
+        """Run our handler for an envelope that came by another path (a relay).
+
+        Returns:
+            What the handler returned.
+
+        Raises:
+            Reject: no handler for its type; or whatever the handler raised.
+        """
+        ...
+
     def sign_rejection(self, queue: str, body: bytes, reason: str) -> bytes:
         """Our signed report of refusing ``body`` from ``queue`` (see ``protocol/rejections``)."""
         ...

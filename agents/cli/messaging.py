@@ -7,6 +7,7 @@ waiting for the receiver's signed ACK or, with ``--request``, for its reply;
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -30,6 +31,19 @@ from .options import as_option, json_option, payload_option, priority_option
     help="Send this file, of any size, in signed and encrypted chunks; the receiver's "
     "handler gets where it stored it.",
 )
+@click.option(
+    "--via",
+    default=None,
+    help="A messenger that holds the message until the receiver is back (store and forward).",
+)
+@click.option(
+    "--ttl",
+    type=click.FloatRange(min=0.1, max=7 * 86400),
+    default=3600.0,
+    show_default=True,
+    help="With --via: seconds the messenger holds it before giving up.",
+)
+@click.option("--wait", is_flag=True, help="With --via: wait until delivered or expired.")
 @click.option("--ack", is_flag=True, help="Wait for the receiver's signed ACK.")
 @click.option("--request", "is_request", is_flag=True, help="Wait for and print the reply.")
 @priority_option()
@@ -43,6 +57,9 @@ def send(
     message_type: str,
     payload: str | None,
     file_path: Path | None,
+    via: str | None,
+    ttl: float,
+    wait: bool,
     ack: bool,
     is_request: bool,
     priority: int,
@@ -70,6 +87,13 @@ def send(
                     "seconds": round(seconds, 3),
                     "mib_per_s": round(done["size"] / (1 << 20) / max(seconds, 1e-9), 1),
                 }
+            if via is not None:
+                held = await client.send_via(via, receiver, message_type, body, ttl=ttl)
+                relayed = {"to": receiver, "via": via, "id": held["id"], "state": "pending"}
+                while wait and relayed["state"] == "pending":
+                    await asyncio.sleep(0.5)
+                    relayed["state"] = (await client.relay_status(via, held["id"]))["state"]
+                return relayed
             if is_request:
                 result = await client.request(
                     receiver, message_type, body, priority=priority, timeout=timeout
@@ -91,6 +115,10 @@ def send(
     out = run(go())
     if as_json:
         emit_json(out)
+    elif "via" in out:
+        click.echo(f"{out['state']}: message {out['id']} for {receiver}, held by {via}")
+        if out["state"] not in ("pending", "delivered"):
+            raise SystemExit(1)
     elif "transfer" in out:
         t = out["transfer"]
         click.echo(

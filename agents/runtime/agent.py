@@ -1,5 +1,9 @@
 """The agent process: identity + connection + the one inbound path + heartbeats + shutdown.
 
+It is kept in one piece: :class:`Agent` is the whole agent context, one class that
+reads as the context's surface; its parts (inbound, outbox, heartbeats) are
+already modules of their own.
+
 :class:`Agent` implements :class:`~robeing.agents.context.AgentContext` and
 imports no role: what an agent does is installed on it through that context
 (:mod:`robeing.agents.assembly`).
@@ -421,6 +425,12 @@ class Agent:
         except Exception:
             return False
         return True
+
+    def open_held(self, data: bytes) -> Opened:
+        return self._inbound.open_held(data)
+
+    async def dispatch(self, opened: Opened, queue: str = "relay") -> Any:
+        return await self._inbound.dispatch(self._handlers, opened, queue)
 
     def sign_rejection(self, queue: str, body: bytes, reason: str) -> bytes:
         return self._inbound.report(queue, body, reason, None)

@@ -306,6 +306,28 @@ class Inbound:
             reason, detail, self.report(delivery.queue, delivery.body, reason, sender)
         )
 
+    def open_held(self, data: bytes) -> Opened:
+        """Open an envelope a relay held (no age bound); refuse a quarantined sender.
+
+        Raises:
+            ProtocolError: it fails a check.
+        """
+        opened = self.codec.open(data, self.context.clock(), held=True)
+        self.quarantine.check(opened.envelope.sender)
+        return opened
+
+    async def dispatch(self, handlers: Mapping[str, Handler], opened: Opened, queue: str) -> Any:
+        """Run the handler for an envelope that came by another path (no delivery to settle).
+
+        Raises:
+            Reject: no handler for its type; or what the handler raised.
+        """
+        fn = handlers.get(opened.envelope.type)
+        if fn is None:
+            raise Reject(f"agent {self.context.id!r} has no handler for {opened.envelope.type!r}")
+        message = Message(opened.envelope, opened.certificate, self.context, queue=queue)
+        return await call_handler(fn, message)
+
     def report(self, queue: str, body: bytes, reason: str, sender: str | None) -> bytes:
         """Our signed report of refusing ``body`` (as the dead-letter queue will store it)."""
         return RejectionReport.of(

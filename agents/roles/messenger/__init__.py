@@ -12,11 +12,23 @@ from __future__ import annotations
 
 from ...context import AgentContext
 from .convert import handle_convert
+from .relay import Relay, accept_relayed, install_relay
 from .transfer import Receiver, receive_transfers, send_file
 
-__all__ = ["Receiver", "handle_convert", "install", "receive_transfers", "send_file"]
+__all__ = [
+    "Receiver",
+    "Relay",
+    "accept_relayed",
+    "handle_convert",
+    "install",
+    "receive_transfers",
+    "send_file",
+]
 
 
-def install(agent: AgentContext) -> None:
+def install(agent: AgentContext) -> Relay:
     """Give a messenger its handlers: conversion, relay, and the HTTP gateway if asked."""
     agent.handle("messenger.convert", handle_convert)
+    relay = install_relay(agent)
+    agent.add_heartbeat_extra(lambda: {"messenger": {"relay": relay.report()}})
+    return relay
