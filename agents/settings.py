@@ -129,6 +129,9 @@ class Settings:
             the alert window and from at least two reporters, that quarantine it.
         verify_rate: (guardian) the fraction of finished tasks it re-runs on
             another agent to validate their results (0: none).
+        http: (messenger) ``HOST:PORT`` to serve the HTTP/JSON gateway on.
+        http_rate: (messenger) requests per second each gateway client may
+            make (twice that in a burst).
         proficiency: claimed level per skill in ``[0, 1]`` (from
             ``specializations``); the coordinator weights the skill match by it.
         generated_id: set when ``agent_id`` was generated (``<role>-<host>-<pid>``):
@@ -166,6 +169,8 @@ class Settings:
     state_dir: Path | None = None
     quarantine_after: int = 50
     verify_rate: float = 0.05
+    http: str | None = None
+    http_rate: float = 50.0
     proficiency: dict[str, float] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
@@ -178,6 +183,10 @@ class Settings:
             object.__setattr__(self, "agent_id", default_agent_id(self.role))
             object.__setattr__(self, "generated_id", True)
         check_agent_id(self.agent_id)
+        if self.http is not None and not re.fullmatch(r"[^:\s]*:\d{1,5}", self.http):
+            raise ConfigError(f"--http takes HOST:PORT, got {self.http!r}")
+        if self.http_rate <= 0:
+            raise ConfigError("the HTTP rate limit must be positive")
         if not 0.0 <= self.verify_rate <= 1.0 or self.quarantine_after < 1:
             raise ConfigError("verify rate must be in [0, 1] and quarantine-after at least 1")
         if self.heartbeat_interval <= 0:

@@ -142,6 +142,20 @@ from .roles import RoleHelpCommand
     show_default=True,
     help="(guardian) Fraction of finished tasks re-run on another agent to validate them.",
 )
+@env_option(
+    "--http",
+    envvar="ROBEING_HTTP",
+    default=default_of(Settings, "http"),
+    help="(messenger) Serve the HTTP/JSON gateway on HOST:PORT (e.g. 127.0.0.1:8080).",
+)
+@env_option(
+    "--http-rate",
+    envvar="ROBEING_HTTP_RATE",
+    type=click.FloatRange(min=0.01),
+    default=default_of(Settings, "http_rate"),
+    show_default=True,
+    help="(messenger) Requests per second per gateway client (twice that in a burst).",
+)
 @coordinator_options
 @pass_common
 def agent(
@@ -163,6 +177,8 @@ def agent(
     state_dir: Path | None,
     quarantine_after: int,
     verify_rate: float,
+    http: str | None,
+    http_rate: float,
     **coordinator: Any,
 ) -> None:
     """Run an agent process until SIGTERM or Ctrl-C."""
@@ -186,6 +202,8 @@ def agent(
         state_dir=state_dir,
         quarantine_after=quarantine_after,
         verify_rate=verify_rate,
+        http=http,
+        http_rate=http_rate,
         **coordinator,  # the Settings fields of the same names
     )
     if check:

@@ -199,6 +199,8 @@ MIRRORED: dict[tuple[str, ...], dict[str, str]] = {
             "state_dir",
             "quarantine_after",
             "verify_rate",
+            "http",
+            "http_rate",
             *_COORDINATOR,
         )
     },
@@ -220,6 +222,7 @@ NOT_MIRRORED: dict[tuple[str, ...], str] = {
     ("keys", "issue", "role"): "required: the identity's role",
     ("keys", "revoke", "agent_id"): "required: the identity to revoke",
     ("guardian", "quarantine", "agent_id"): "required: the agent to quarantine",
+    ("keys", "token", "agent_id"): "required: the client the token speaks for",
     ("guardian", "release", "agent_id"): "required: the agent to release",
 }
 

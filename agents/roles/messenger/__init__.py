@@ -10,8 +10,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ...context import AgentContext
 from .convert import handle_convert
+from .gateway import install_gateway
 from .relay import Relay, accept_relayed, install_relay
 from .transfer import Receiver, receive_transfers, send_file
 
@@ -30,5 +33,8 @@ def install(agent: AgentContext) -> Relay:
     """Give a messenger its handlers: conversion, relay, and the HTTP gateway if asked."""
     agent.handle("messenger.convert", handle_convert)
     relay = install_relay(agent)
-    agent.add_heartbeat_extra(lambda: {"messenger": {"relay": relay.report()}})
+    section: dict[str, Any] = {"relay": relay.report}
+    if agent.settings.http:
+        section["gateway"] = install_gateway(agent).report
+    agent.add_heartbeat_extra(lambda: {"messenger": {k: f() for k, f in section.items()}})
     return relay

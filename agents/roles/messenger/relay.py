@@ -30,7 +30,6 @@ from typing import Any
 
 import msgpack
 
-from ....broker import topology as topo
 from ....protocol.envelope import DEFAULT_LIMITS, new_id
 from ....protocol.errors import (
     AckTimeout,
@@ -43,6 +42,7 @@ from ....protocol.errors import (
 )
 from ....protocol.fields import blob, finite, mapping, need, text
 from ...context import AgentContext, Message
+from ...heartbeats import AgentStatus, follow_heartbeats
 
 log = logging.getLogger(__name__)
 
@@ -114,21 +114,7 @@ class Relay:
             self.held[item.id] = item
         if self.held:
             log.info("holding %d relayed message(s) from before the restart", len(self.held))
-        await agent.consume(
-            topo.QueueSpec(
-                topo.listen_queue(agent.id, f"relay-{os.urandom(3).hex()}"),
-                durable=False,
-                exclusive=True,
-                auto_delete=True,
-                arguments={"x-max-length": 10_000},
-            ),
-            {"heartbeat": self._on_heartbeat},
-            prefetch=1000,
-            bindings=[(topo.EVENTS_EXCHANGE, "heartbeat.#")],
-            work=False,
-            load=False,
-            observer=True,
-        )
+        await follow_heartbeats(agent, self._on_status, f"relay-{os.urandom(3).hex()}")
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self, agent: AgentContext) -> None:
@@ -137,12 +123,11 @@ class Relay:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def _on_heartbeat(self, msg: Message) -> None:
-        state = msg.payload.get("state") if isinstance(msg.payload, dict) else None
-        if state == "alive":
-            self.seen[msg.sender] = self.agent.clock()
-        elif state == "leaving":
-            self.seen.pop(msg.sender, None)
+    def _on_status(self, status: AgentStatus) -> None:
+        if status.state == "alive":
+            self.seen[status.id] = status.last_seen
+        elif status.state == "leaving":
+            self.seen.pop(status.id, None)
 
     # -- requests -------------------------------------------------------------------------
 
