@@ -158,6 +158,7 @@ TYPE_CAPABILITY: dict[str, str] = {
     "guardian.": GUARD,  # alerts, quarantine orders, evidence, access policies
     "guardian.report": MESSAGE,  # a read-only query anyone may ask
     "guardian.command": MESSAGE,  # an operator's request; the guardian decides who may
+    "guardian.audit": ASSIGN,  # a coordinator's sample of finished tasks to validate
 }
 
 

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..taskmsgs import AssignMsg, FinalResult
+from .audit import Audit
 
 __all__ = [
     "AckSubmission",
     "Action",
     "Assign",
+    "Audit",
     "DeadLetterTask",
     "DeliverFinals",
     "PurgeAssignments",
@@ -110,4 +112,5 @@ Action = (
     | AckSubmission
     | DeadLetterTask
     | PurgeAssignments
+    | Audit
 )

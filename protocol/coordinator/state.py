@@ -62,6 +62,7 @@ from .actions import (
     DeliverFinals,
     PurgeAssignments,
 )
+from .audit import Auditor
 from .events import (
     AssignmentFailed,
     BecameActive,
@@ -151,6 +152,8 @@ class CoordinatorState:
             config.detector, self.perf, self.graph.assigned_to, config.task_roles
         )
         self.submissions = Submissions()
+        # Unpredictable to agents (the shell sets the rate from the guardians' heartbeats).
+        self.auditor = Auditor(rng if rng is not None else random.SystemRandom())
         self.counters: Counter[str] = Counter()
         self._skills = dict(skills or {})
         self._out: list[Action] = []
@@ -278,13 +281,10 @@ class CoordinatorState:
             self.counters["stale_results"] += 1
             return
         self._end_attempt(res.task_id, sender)
-        self.perf.record(
-            sender,
-            now=now,
-            success=res.ok,
-            latency=res.duration,
-            deadline_met=rec.deadline is None or now <= rec.deadline,
-        )
+        met = rec.deadline is None or now <= rec.deadline
+        self.perf.record(sender, now=now, success=res.ok, latency=res.duration, deadline_met=met)
+        if res.ok and (audit := self.auditor.consider(rec, sender, res.result)) is not None:
+            self._out.append(audit)
         root = rec.spec.parent
         if root is not None and res.ok:
             notice = self.submissions.part_done(root)

@@ -53,3 +53,17 @@ async def flood(msg: Message) -> int:
 async def poke(msg: Message) -> Any:
     """Ask another agent for a reply (refused once we are quarantined)."""
     return await msg.agent.request(msg.payload["to"], "ping", "poke", timeout=5)
+
+
+@app.task("square", specialization="calc")
+def square(ctx: TaskContext) -> int:
+    """x², or x² + 1 on an agent started with ROBEING_TEST_LIE=1 (a lying worker)."""
+    return int(ctx.payload) ** 2 + (1 if os.environ.get("ROBEING_TEST_LIE") else 0)
+
+
+@app.task("noisy", specialization="calc", verify=False)
+def noisy(ctx: TaskContext) -> float:
+    """Different every run: guardians must not compare it."""
+    import random
+
+    return random.random()

@@ -162,3 +162,53 @@ async def poke_ok(client: Client, via: str, to: str) -> dict | None:
         return await client.request(via, "poke", {"to": to}, timeout=5)
     except Exception:
         return None
+
+
+async def test_a_lying_worker_is_caught_by_result_validation_and_quarantined(
+    spawn, watcher, client: Client
+) -> None:
+    """Given a guardian validating every result (--verify-rate 1) and a specialist whose
+    'square' is off by one, When it runs squares, Expect each re-run on an honest worker,
+    the disagreement broken by a second one, the liar blamed with signed evidence and, at
+    the second contradicted result, quarantined — later squares then run on honest
+    workers and come out right; 'noisy' (verify=False) is never validated."""
+    t = tag()
+    coord = await coordinator(spawn, watcher, f"vc-{t}")
+    try:
+        g = f"vg-{t}"
+        await spawn("guardian", g, "--verify-rate", "1.0")
+        liar = f"vliar-{t}"
+        await spawn("specialist", liar, *APP, "--specialization", "calc",
+                    env={"ROBEING_TEST_LIE": "1"})  # fmt: skip
+        for i in range(2):
+            await spawn("worker", f"vw{i}-{t}", *APP, "--specialization", "calc")
+        await asyncio.sleep(1.5)
+        wrong = 0
+        for x in range(2, 9):
+            final = await (await client.submit("square", x)).result(20)
+            wrong += final.result != x * x
+            report = await client.request(g, "guardian.report", timeout=10)
+            if liar in report["quarantined"]:
+                break
+            await asyncio.sleep(1.0)  # the validation of this one finishes first
+        report = await until(
+            lambda: guardian_report_if(client, g, lambda r: liar in r["quarantined"]), 20, 0.5
+        )
+        assert report, "the liar was not quarantined"
+        v = report["validation"]
+        assert v["blamed"] == {liar: 2} and v["mismatches"] >= 2 and wrong >= 2
+        assert "results contradicted" in report["quarantined"][liar]["reason"]
+        assert (await (await client.submit("square", 12)).result(20)).result == 144
+        audits = v["audits"]
+        for _ in range(3):
+            assert (await (await client.submit("noisy", 0)).result(20)).state == "succeeded"
+        await asyncio.sleep(1.5)
+        after = (await client.request(g, "guardian.report", timeout=10))["validation"]
+        assert after["audits"] == audits + 1  # the square of 12 only
+    finally:
+        await coord.terminate(20)
+
+
+async def guardian_report_if(client: Client, guardian: str, ok) -> dict | None:
+    report = await client.request(guardian, "guardian.report", timeout=10)
+    return report if ok(report) else None

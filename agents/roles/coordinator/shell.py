@@ -31,6 +31,7 @@ from ....protocol.coordinator import (
     Action,
     Assign,
     AssignmentFailed,
+    Audit,
     BecameActive,
     ConnectionClosed,
     CoordinatorConfig,
@@ -51,10 +52,12 @@ from ....protocol.coordinator import (
 )
 from ....protocol.envelope import Envelope, pack
 from ....protocol.errors import DecodeError, ProtocolError, TooLarge
+from ....protocol.evidence import ed25519_signer
 from ....protocol.failure_detector import DetectorConfig
 from ....protocol.heartbeat import Heartbeat
 from ....protocol.taskgraph import SplitStrategy, merge_results, split_list
 from ....protocol.taskmsgs import ResultMsg, Submission
+from ....protocol.validation import Claim
 from ...context import AgentContext, Message, Receipt
 from ...tasking.finals import FinalsOutbox, read_finals
 from .leadership import foreign_consumers, take_the_lead
@@ -65,6 +68,7 @@ SUBMISSION_PREFETCH = 10_000
 RESULTS_WINDOW_S = 24 * 3600.0
 TICK_S = 0.1
 CONSUMER_CHECK_S = 10.0  # how often we look for other consumers on our queues
+GUARDIAN_SILENCE_S = 5.0  # a guardian not heard from for this long asks for no validation
 
 
 class Coordinator:
@@ -81,6 +85,9 @@ class Coordinator:
         self._tokens = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
+        self.guardians: dict[str, tuple[float, float]] = {}  # id -> (verify rate, last seen)
+        self._audits = 0
+        self._sign = ed25519_signer(agent.identity.signing_key)
 
     def _machine(self) -> CoordinatorState:
         """Built at start, once the app's task types are known."""
@@ -90,7 +97,7 @@ class Coordinator:
             acceptable_pause=st.acceptable_pause,
             dead_after=st.dead_after,
         )
-        return CoordinatorState(
+        state = CoordinatorState(
             CoordinatorConfig(
                 self.agent.id, detector, st.max_attempts, attempt_timeout=st.attempt_timeout
             ),
@@ -99,6 +106,8 @@ class Coordinator:
             },
             skills={d.type: d.specialization for d in defs if d.specialization},
         )
+        state.auditor.skip = frozenset(d.type for d in defs if not d.verify)
+        return state
 
     # -- leadership ------------------------------------------------------------
 
@@ -181,7 +190,20 @@ class Coordinator:
                 self.state.counters["bad_heartbeats"] += 1
             log.debug("ignoring heartbeat of %s: %s", msg.sender, exc)
             return
+        if msg.sender_role == "guardian":
+            self._guardian_seen(msg.sender, beat)
         self._feed(HeartbeatReceived(msg.sender, msg.sender_role, beat))
+
+    def _guardian_seen(self, guardian: str, beat: Heartbeat) -> None:
+        """Sample finished tasks at the highest rate a live guardian asks for."""
+        now = time.time()
+        section = beat.extras.get("guardian", {})
+        rate = section.get("verify_rate", 0.0) if beat.state == "alive" else 0.0
+        ok = type(rate) in (int, float) and 0 <= rate <= 1
+        self.guardians[guardian] = (float(rate) if ok else 0.0, now)
+        live = [r for r, seen in self.guardians.values() if now - seen < GUARDIAN_SILENCE_S]
+        if self.state is not None:
+            self.state.auditor.rate = max(live, default=0.0)
 
     async def _on_submit(self, msg: Message) -> None:
         """Hold a ``task.submit`` until its finals are stored (malformed: dead-lettered)."""
@@ -295,9 +317,38 @@ class Coordinator:
                     action.reason,
                     {topo.REPORT_HEADER: bytearray(report)},
                 )
+        elif isinstance(action, Audit):
+            await self._audit(action)
         elif isinstance(action, PurgeAssignments):
             with contextlib.suppress(Exception):
                 await agent.broker.purge(topo.work_queue(action.agent_id))
+
+    async def _audit(self, action: Audit) -> None:
+        """Hand a sampled attempt to a live guardian, with our signed claim of what was reported."""
+        now = time.time()
+        live = sorted(
+            g for g, (r, seen) in self.guardians.items() if r and now - seen < GUARDIAN_SILENCE_S
+        )
+        if not live:
+            return
+        self._audits += 1
+        guardian = live[self._audits % len(live)]
+        claim = Claim.make(
+            self.agent.id, action.task_id, action.agent_id, action.type, action.payload,
+            action.result, self._sign,
+        )  # fmt: skip
+        audit = {
+            "claim": claim.raw,
+            "task_id": action.task_id,
+            "type": action.type,
+            "payload": action.payload,
+            "skills": sorted(action.skills),
+            "agent": action.agent_id,
+        }
+        try:
+            await self.agent.send(guardian, "guardian.audit", audit, persistent=False)
+        except Exception as exc:
+            log.debug("could not hand %s to guardian %s: %s", action.task_id, guardian, exc)
 
     async def _tell(self, recipient: tuple[str, str], message_type: str, payload: Any) -> None:
         """A courtesy notice to a submitter's reply queue (lost with the submitter)."""

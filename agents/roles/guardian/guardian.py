@@ -26,6 +26,7 @@ from ....protocol.evidence import ed25519_signer
 from ....protocol.quarantine import Order
 from ...context import AgentContext, DeadLetter, Message
 from .orders import MAX_ORDERS_PER_MESSAGE, take
+from .verify import Validator
 from .watch import MIN_REPORTERS, DeadLetterWatch, verified_report
 
 log = logging.getLogger(__name__)
@@ -153,4 +154,8 @@ def install(agent: AgentContext) -> Guardian:
     agent.handle("guardian.report", lambda msg: guardian.report())
     agent.handle("guardian.command", guardian.on_command)
     agent.handle("quarantine.sync", guardian.on_sync, replace=True)
+    validator = Validator(agent, guardian)
+    agent.on_start(validator.start)
+    agent.handle("guardian.audit", validator.on_audit)
+    guardian.extras.append(validator.report)
     return guardian
