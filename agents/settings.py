@@ -129,6 +129,10 @@ class Settings:
             the alert window and from at least two reporters, that quarantine it.
         verify_rate: (guardian) the fraction of finished tasks it re-runs on
             another agent to validate their results (0: none).
+        anomaly_factor: (guardian) a sender this many times above its usual
+            message rate is an anomaly (alerted), when also above ``anomaly_floor``.
+        anomaly_floor: (guardian) messages per second below which no rate is anomalous.
+        anomaly_fanout: (guardian) distinct receivers at once that make a sender anomalous.
         http: (messenger) ``HOST:PORT`` to serve the HTTP/JSON gateway on.
         http_rate: (messenger) requests per second each gateway client may
             make (twice that in a burst).
@@ -169,6 +173,9 @@ class Settings:
     state_dir: Path | None = None
     quarantine_after: int = 50
     verify_rate: float = 0.05
+    anomaly_factor: float = 10.0
+    anomaly_floor: float = 100.0
+    anomaly_fanout: int = 50
     http: str | None = None
     http_rate: float = 50.0
     proficiency: dict[str, float] = field(default_factory=dict, hash=False)

@@ -9,6 +9,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+SENDERS_KEPT = 4096
+SENDERS_ANNOUNCED = 32  # per heartbeat: a flood's sender is among the busiest
+
 
 @dataclass
 class Stats:
@@ -21,6 +24,8 @@ class Stats:
     adopted: int = 0  # redeliveries of messages still being handled (see runtime/inbound.py)
     late_answers: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    # Accepted messages per verified sender (guardians watch rates from these).
+    by_sender: Counter[str] = field(default_factory=Counter)
     _logged: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     def reject(self, reason: str, detail: str, source: str) -> None:
@@ -37,6 +42,12 @@ class Stats:
         else:
             log.debug("rejected message (%s) from %s: %s", reason, source, detail)
 
+    def accepted(self, sender: str) -> None:
+        """Count one message accepted from ``sender`` (bounded: the busiest kept)."""
+        self.by_sender[sender] += 1
+        if len(self.by_sender) > SENDERS_KEPT:
+            self.by_sender = Counter(dict(self.by_sender.most_common(SENDERS_KEPT // 4)))
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "received": self.received,
@@ -44,4 +55,5 @@ class Stats:
             "failed": self.failed,
             "duplicates": self.duplicates,
             "rejected": dict(self.rejected),
+            "from": dict(self.by_sender.most_common(SENDERS_ANNOUNCED)),
         }

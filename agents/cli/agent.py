@@ -143,6 +143,30 @@ from .roles import RoleHelpCommand
     help="(guardian) Fraction of finished tasks re-run on another agent to validate them.",
 )
 @env_option(
+    "--anomaly-factor",
+    envvar="ROBEING_ANOMALY_FACTOR",
+    type=click.FloatRange(min=1.0),
+    default=default_of(Settings, "anomaly_factor"),
+    show_default=True,
+    help="(guardian) Alert when a sender sends this many times its usual rate...",
+)
+@env_option(
+    "--anomaly-floor",
+    envvar="ROBEING_ANOMALY_FLOOR",
+    type=click.FloatRange(min=0.0),
+    default=default_of(Settings, "anomaly_floor"),
+    show_default=True,
+    help="(guardian) ...and at least this many messages per second.",
+)
+@env_option(
+    "--anomaly-fanout",
+    envvar="ROBEING_ANOMALY_FANOUT",
+    type=click.IntRange(min=1),
+    default=default_of(Settings, "anomaly_fanout"),
+    show_default=True,
+    help="(guardian) Alert when a sender reaches more distinct receivers at once.",
+)
+@env_option(
     "--http",
     envvar="ROBEING_HTTP",
     default=default_of(Settings, "http"),
@@ -177,6 +201,9 @@ def agent(
     state_dir: Path | None,
     quarantine_after: int,
     verify_rate: float,
+    anomaly_factor: float,
+    anomaly_floor: float,
+    anomaly_fanout: int,
     http: str | None,
     http_rate: float,
     **coordinator: Any,
@@ -202,6 +229,9 @@ def agent(
         state_dir=state_dir,
         quarantine_after=quarantine_after,
         verify_rate=verify_rate,
+        anomaly_factor=anomaly_factor,
+        anomaly_floor=anomaly_floor,
+        anomaly_fanout=anomaly_fanout,
         http=http,
         http_rate=http_rate,
         **coordinator,  # the Settings fields of the same names

@@ -192,6 +192,7 @@ class Inbound:
                 await self.reject(delivery, exc.reason, str(exc), _claimed_sender(delivery.body))
             return
         env = opened.envelope
+        self.stats.accepted(env.sender)
         if env.type != "heartbeat" and self.quarantine.blocks(env.sender):
             try:
                 self.quarantine.check(env.sender)

@@ -67,3 +67,19 @@ def noisy(ctx: TaskContext) -> float:
     import random
 
     return random.random()
+
+
+@app.handler("chat")
+def chat(msg: Message) -> None:
+    """Accepted and dropped: the traffic a rate test counts."""
+
+
+@app.handler("chatter")
+async def chatter(msg: Message) -> int:
+    """Send ``n`` 'chat' messages to each target at ``rate`` per second per target."""
+    p: dict[str, Any] = msg.payload
+    for _ in range(int(p["n"])):
+        for target in p["targets"]:
+            await msg.agent.send(target, "chat", None, persistent=False)
+        await asyncio.sleep(1.0 / float(p["rate"]))
+    return int(p["n"]) * len(p["targets"])

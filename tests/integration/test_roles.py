@@ -212,3 +212,28 @@ async def test_a_lying_worker_is_caught_by_result_validation_and_quarantined(
 async def guardian_report_if(client: Client, guardian: str, ok) -> dict | None:
     report = await client.request(guardian, "guardian.report", timeout=10)
     return report if ok(report) else None
+
+
+async def test_a_sudden_flood_of_accepted_messages_raises_a_rate_alert(
+    spawn, watcher, client: Client
+) -> None:
+    """Given an agent that trickles messages to two workers (2/s), When it suddenly sends
+    them 150/s each, Expect the guardian — from the counts both receivers announce — to
+    raise one rate-anomaly alert naming it, though every message was accepted."""
+    t = tag()
+    g = f"rg-{t}"
+    await spawn("guardian", g, "--anomaly-floor", "50", "--anomaly-factor", "5")
+    w1, w2, chatty = f"rw1-{t}", f"rw2-{t}", f"rchat-{t}"
+    procs = {w: await spawn("worker", w, *APP) for w in (w1, w2, chatty)}
+    trickle = {"targets": [w1, w2], "n": 8, "rate": 2}
+    assert await client.request(chatty, "chatter", trickle, timeout=30) == 16
+    await asyncio.sleep(2.0)  # the guardian learns its usual rate
+    burst = {"targets": [w1, w2], "n": 600, "rate": 150}
+    assert await client.request(chatty, "chatter", burst, timeout=60) == 1200
+    report = await until(
+        lambda: guardian_report_if(client, g, lambda r: r["rates"]["alerts"] >= 1), 15, 0.5
+    )
+    assert report and report["rates"]["alerts"] == 1, report
+    await asyncio.sleep(0.5)
+    alert = [line for line in procs[w1].log().splitlines() if "rate_anomaly" in line]
+    assert alert and f"'sender': '{chatty}'" in alert[0], procs[w1].log()[-2000:]

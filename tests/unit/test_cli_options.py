@@ -201,6 +201,9 @@ MIRRORED: dict[tuple[str, ...], dict[str, str]] = {
             "verify_rate",
             "http",
             "http_rate",
+            "anomaly_factor",
+            "anomaly_floor",
+            "anomaly_fanout",
             *_COORDINATOR,
         )
     },

@@ -25,7 +25,9 @@ from ....protocol.errors import Reject
 from ....protocol.evidence import ed25519_signer
 from ....protocol.quarantine import Order
 from ...context import AgentContext, DeadLetter, Message
+from ...heartbeats import AgentStatus, follow_heartbeats
 from .orders import MAX_ORDERS_PER_MESSAGE, take
+from .rates import Rates
 from .verify import Validator
 from .watch import MIN_REPORTERS, DeadLetterWatch, verified_report
 
@@ -44,9 +46,15 @@ class Guardian:
         self.sign = ed25519_signer(agent.identity.signing_key)
         self.orders_issued = 0
         self.extras: list[Any] = []  # report sections of the guardian's other duties
+        self.watchers: list[Any] = []  # what else follows the fleet's heartbeats
 
     async def start(self, agent: AgentContext) -> None:
         await agent.watch_dead_letters(self.on_dead_letter)
+        await follow_heartbeats(agent, self._on_status, f"guardian-{agent.incarnation}")
+
+    def _on_status(self, status: AgentStatus) -> None:
+        for watcher in self.watchers:
+            watcher(status)
 
     # -- refusals -------------------------------------------------------------------------
 
@@ -154,8 +162,8 @@ def install(agent: AgentContext) -> Guardian:
     agent.handle("guardian.report", lambda msg: guardian.report())
     agent.handle("guardian.command", guardian.on_command)
     agent.handle("quarantine.sync", guardian.on_sync, replace=True)
-    validator = Validator(agent, guardian)
-    agent.on_start(validator.start)
+    validator, rates = Validator(agent, guardian), Rates(agent, guardian)
     agent.handle("guardian.audit", validator.on_audit)
-    guardian.extras.append(validator.report)
+    guardian.watchers += [validator.on_status, rates.on_status]
+    guardian.extras += [validator.report, rates.report]
     return guardian

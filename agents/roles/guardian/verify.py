@@ -27,7 +27,7 @@ from typing import Any
 from ....protocol.errors import DecodeError, Reject
 from ....protocol.validation import Claim, Mismatch, digest, judge
 from ...context import AgentContext, Message
-from ...heartbeats import AgentStatus, follow_heartbeats
+from ...heartbeats import AgentStatus
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,7 @@ class Validator:
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self._pending: set[asyncio.Task[None]] = set()
 
-    async def start(self, agent: AgentContext) -> None:
-        await follow_heartbeats(agent, self._on_status, f"verify-{agent.incarnation}")
-
-    def _on_status(self, status: AgentStatus) -> None:
+    def on_status(self, status: AgentStatus) -> None:
         self.agents[status.id] = status
         if len(self.agents) > 10_000:
             self.agents.pop(next(iter(self.agents)))
