@@ -38,6 +38,7 @@ from ..broker.base import BrokerOps, Consumer, Delivery
 from ..broker.topology import QueueSpec
 from ..protocol.envelope import Envelope
 from ..protocol.identity import Certificate, Identity, TrustStore
+from ..protocol.policy import PolicyBook
 from ..protocol.quarantine import QuarantineBook
 from ..protocol.roles import Role
 
@@ -199,6 +200,7 @@ class AgentContext(Protocol):
         broker: broker operations beyond consuming (locks, streams, purges).
         task_defs: the task types this agent knows, by type.
         quarantine: the quarantine orders it enforces.
+        access_policy: the access policy it enforces.
     """
 
     @property
@@ -231,6 +233,11 @@ class AgentContext(Protocol):
     @property
     def quarantine(self) -> QuarantineBook:
         """The guardians' quarantine orders this agent enforces on every inbound message."""
+        ...
+
+    @property
+    def access_policy(self) -> PolicyBook:
+        """The guardians' newest access policy this agent enforces on every inbound message."""
         ...
 
     @property

@@ -47,6 +47,7 @@ from ...protocol.codec import Codec, Opened
 from ...protocol.envelope import Envelope
 from ...protocol.errors import ConfigError
 from ...protocol.identity import Certificate, Identity, TrustStore
+from ...protocol.policy import PolicyBook
 from ...protocol.quarantine import QuarantineBook
 from ...protocol.records import GroupKeys
 from ...protocol.replay import ReplayWindow
@@ -117,6 +118,7 @@ class Agent:
         )
         self.stats = Stats()
         self._quarantine = QuarantineBook(max_skew=settings.max_skew)
+        self._policy = PolicyBook()
         self._handlers: dict[str, Handler] = {}
         self._task_defs: dict[str, TaskDef] = {}
         self._default_tasks: set[str] = set()  # built-in types an app's own may replace
@@ -180,6 +182,10 @@ class Agent:
     @property
     def quarantine(self) -> QuarantineBook:
         return self._quarantine
+
+    @property
+    def access_policy(self) -> PolicyBook:
+        return self._policy
 
     def open_stored(self, data: bytes) -> Opened:
         return self.codec.open_stored(data, self._clock())

@@ -10,7 +10,8 @@ For each delivery, in order:
 1. the codec's checks (DESIGN §2: size, decode, version, certificate,
    signature, time window, replay, role), then the guardians' quarantine
    (a quarantined sender's messages are refused, reason ``quarantined``;
-   its heartbeats still count, so its health stays visible). A failure is
+   its heartbeats still count, so its health stays visible) and access
+   policy (reason ``policy``). A failure is
    dead-lettered with its reason, counted and logged once (an *observer*
    route counts and drops it: the owner of that traffic dead-letters it). A
    broker redelivery of a message already accepted is acknowledged and
@@ -151,6 +152,7 @@ class Inbound:
     ) -> None:
         self.context = context
         self.quarantine = context.quarantine
+        self.policy = context.access_policy
         self.codec = codec
         self.outbox = outbox
         self.stats = stats
@@ -193,9 +195,12 @@ class Inbound:
             return
         env = opened.envelope
         self.stats.accepted(env.sender)
-        if env.type != "heartbeat" and self.quarantine.blocks(env.sender):
+        if env.type != "heartbeat" and (
+            self.quarantine.blocks(env.sender) or self.policy.current is not None
+        ):
             try:
                 self.quarantine.check(env.sender)
+                self.policy.check(opened.certificate.role, env.type)
             except ProtocolError as exc:
                 if route.answers or route.observer:  # nothing to settle, or not ours to refuse
                     self.stats.rejected[exc.reason] += 1
@@ -315,6 +320,7 @@ class Inbound:
         """
         opened = self.codec.open(data, self.context.clock(), held=True)
         self.quarantine.check(opened.envelope.sender)
+        self.policy.check(opened.certificate.role, opened.envelope.type)
         return opened
 
     async def dispatch(self, handlers: Mapping[str, Handler], opened: Opened, queue: str) -> Any:

@@ -83,3 +83,9 @@ async def chatter(msg: Message) -> int:
             await msg.agent.send(target, "chat", None, persistent=False)
         await asyncio.sleep(1.0 / float(p["rate"]))
     return int(p["n"]) * len(p["targets"])
+
+
+@app.handler("poke_chat")
+async def poke_chat(msg: Message) -> Any:
+    """Send a 'chat' request to another agent (refused there when a policy denies it)."""
+    return await msg.agent.request(msg.payload["to"], "chat", None, timeout=5) or "ok"

@@ -237,3 +237,41 @@ async def test_a_sudden_flood_of_accepted_messages_raises_a_rate_alert(
     await asyncio.sleep(0.5)
     alert = [line for line in procs[w1].log().splitlines() if "rate_anomaly" in line]
     assert alert and f"'sender': '{chatty}'" in alert[0], procs[w1].log()[-2000:]
+
+
+async def test_a_signed_access_policy_tightens_the_role_table_everywhere(
+    spawn, watcher, client: Client, amqp_url: str, keys_dir: Path
+) -> None:
+    """Given a worker that may send 'chat' to another, When `robeing guardian policy
+    --deny worker=chat` runs, Expect the receiver to refuse the worker's chat (reason
+    'policy') while a client's chat still passes; a receiver started later applies it
+    too (it asks the guardian); `--clear` lifts it."""
+    t = tag()
+    g, w1, w2 = f"pg-{t}", f"pw1-{t}", f"pw2-{t}"
+    await spawn("guardian", g)
+    for w in (w1, w2):
+        await spawn("worker", w, *APP)
+    done = robeing_cli(
+        amqp_url, keys_dir, "guardian", "policy", "--deny", "worker=chat", "--guardian", g
+    )
+    assert done.returncode == 0 and "v1" in done.stdout, done.stderr
+    await asyncio.sleep(1.0)
+    with pytest.raises(Exception, match="policy"):
+        await client.request(w1, "poke_chat", {"to": w2}, timeout=10)
+    await client.request(w2, "chat", None, timeout=10)  # clients are not denied
+    late = f"pw3-{t}"
+    await spawn("worker", late, *APP)
+    await asyncio.sleep(1.0)
+    with pytest.raises(Exception, match="policy"):
+        await client.request(w1, "poke_chat", {"to": late}, timeout=10)
+    done = robeing_cli(amqp_url, keys_dir, "guardian", "policy", "--clear", "--guardian", g)
+    assert done.returncode == 0 and "v2" in done.stdout
+    reply = await until(lambda: poke_chat_ok(client, w1, w2), 10, 0.5)
+    assert reply is not None
+
+
+async def poke_chat_ok(client: Client, via: str, to: str) -> str | None:
+    try:
+        return await client.request(via, "poke_chat", {"to": to}, timeout=5)
+    except Exception:
+        return None

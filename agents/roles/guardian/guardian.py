@@ -21,12 +21,13 @@ import logging
 import time
 from typing import Any
 
-from ....protocol.errors import Reject
+from ....protocol.errors import DecodeError, Reject
 from ....protocol.evidence import ed25519_signer
+from ....protocol.policy import AccessPolicy
 from ....protocol.quarantine import Order
 from ...context import AgentContext, DeadLetter, Message
 from ...heartbeats import AgentStatus, follow_heartbeats
-from .orders import MAX_ORDERS_PER_MESSAGE, take
+from .orders import MAX_ORDERS_PER_MESSAGE, take, take_policy
 from .rates import Rates
 from .verify import Validator
 from .watch import MIN_REPORTERS, DeadLetterWatch, verified_report
@@ -127,6 +128,8 @@ class Guardian:
         if msg.sender_role not in OPERATOR_ROLES:
             raise Reject(f"only {sorted(OPERATOR_ROLES)} identities may order quarantines")
         p = msg.payload if isinstance(msg.payload, dict) else {}
+        if p.get("action") == "policy":
+            return await self.set_policy(p.get("deny") or {})
         action, target = p.get("action"), p.get("target")
         if action not in ("quarantine", "release") or not isinstance(target, str) or not target:
             raise Reject("guardian.command needs {'action': quarantine|release, 'target': id}")
@@ -136,8 +139,28 @@ class Guardian:
         order = await self.order(target, action, reason, (f"operator:{msg.sender}",))
         return {"target": target, "action": action, "guardian": order.guardian, "at": order.at}
 
+    async def set_policy(self, deny: Any) -> dict[str, Any]:
+        """Sign a new access policy (the next version), take it, broadcast it.
+
+        Raises:
+            Reject: malformed rules.
+        """
+        try:
+            rules = AccessPolicy.parse_rules(deny)
+        except DecodeError as exc:
+            raise Reject(f"bad policy: {exc}") from exc
+        current = self.agent.access_policy.current
+        version = 1 if current is None else current.version + 1
+        raw = AccessPolicy(self.agent.id, version, self.agent.clock(), rules).sign(self.sign)
+        take_policy(self.agent, raw)
+        await self.agent.broadcast("guardian.policy", raw, priority=9)
+        return {"version": version, "guardian": self.agent.id, "deny": rules}
+
     async def on_sync(self, msg: Message) -> None:
         """``quarantine.sync`` from a starting agent: send it every order in force."""
+        policy = self.agent.access_policy.raw
+        if policy is not None:
+            await self.agent.send(msg.sender, "guardian.policy", policy, priority=8)
         orders = self.agent.quarantine.orders()
         for i in range(0, len(orders), MAX_ORDERS_PER_MESSAGE):
             chunk = orders[i : i + MAX_ORDERS_PER_MESSAGE]
@@ -148,6 +171,7 @@ class Guardian:
             **self.watch.report(),
             "quarantined": self.agent.quarantine.quarantined(),
             "orders_issued": self.orders_issued,
+            "policy": self.agent.access_policy.describe(),
         }
         for extra in self.extras:
             out.update(extra())

@@ -13,6 +13,10 @@ book:
   orders in force, rewritten on every change and loaded at start, so a
   restarted agent refuses a quarantined sender before any guardian speaks.
 
+The guardians' access policy (:mod:`robeing.protocol.policy`) travels and
+is kept the same way: ``guardian.policy`` (broadcast, or sent on
+``quarantine.sync``) and ``Settings.state_file("policy")``.
+
 Every order is verified on its own (:meth:`Order.verify`: signed by an
 identity certified as a guardian), wherever it came from — the file too,
 which anyone with access to the disk could edit.
@@ -28,6 +32,7 @@ from typing import Any
 import msgpack
 
 from ....protocol.errors import DecodeError, Reject
+from ....protocol.policy import AccessPolicy
 from ....protocol.quarantine import Order
 from ...context import AgentContext, Message
 
@@ -60,17 +65,45 @@ def take(agent: AgentContext, raw: Any) -> Order | None:
     return None
 
 
+def take_policy(agent: AgentContext, raw: Any) -> bool:
+    """Verify an access policy and apply it if newer (then keep it on disk).
+
+    Raises:
+        DecodeError: not a policy signed by a certified guardian.
+    """
+    policy = AccessPolicy.verify(raw, agent.check_signature, lambda a: role_of(agent, a))
+    if not agent.access_policy.apply(policy, raw):
+        return False
+    log.warning("access policy v%d of %s in force", policy.version, policy.guardian)
+    path = agent.settings.state_file("policy")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(raw)
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("could not keep the access policy in %s: %s", path, exc)
+    return True
+
+
 class Enforcement:
     """Feeds one agent's quarantine book and keeps it on disk."""
 
     def __init__(self, agent: AgentContext) -> None:
         self.agent = agent
         self.path: Path = agent.settings.state_file("quarantine")
+        self.policy_path: Path = agent.settings.state_file("policy")
         self.invalid = 0  # orders that did not verify (file or wire)
 
     async def start(self, agent: AgentContext) -> None:
-        """Load the orders kept on disk, then ask the guardians for theirs."""
+        """Load the orders and policy kept on disk, then ask the guardians for theirs."""
         self.load()
+        try:
+            self.take_policy(self.policy_path.read_bytes())
+        except FileNotFoundError:
+            pass
+        except DecodeError as exc:
+            log.warning("ignoring the access policy kept in %s: %s", self.policy_path, exc)
         agent.quarantine.listeners.append(lambda target, q: self.save())
         try:
             await agent.broadcast("quarantine.sync", None, priority=8)
@@ -125,6 +158,21 @@ class Enforcement:
         items = msg.payload if isinstance(msg.payload, list) else []
         return sum(self._take(raw) is not None for raw in items[:MAX_ORDERS_PER_MESSAGE])
 
+    def take_policy(self, raw: Any) -> bool:
+        return take_policy(self.agent, raw)
+
+    def on_policy(self, msg: Message) -> bool:
+        """``guardian.policy``: a signed access policy.
+
+        Raises:
+            Reject: it does not verify.
+        """
+        try:
+            return self.take_policy(msg.payload)
+        except DecodeError as exc:
+            self.invalid += 1
+            raise Reject(f"invalid access policy: {exc}") from exc
+
     def report(self) -> dict[str, Any]:
         return {"quarantined": self.agent.quarantine.quarantined(), "invalid": self.invalid}
 
@@ -139,5 +187,6 @@ def enforce(agent: AgentContext) -> Enforcement:
     agent.on_start(enforcement.start)
     agent.handle("guardian.quarantine", enforcement.on_order)
     agent.handle("guardian.orders", enforcement.on_orders)
+    agent.handle("guardian.policy", enforcement.on_policy)
     agent.handle("quarantine.sync", lambda msg: None)
     return enforcement
