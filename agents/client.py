@@ -45,6 +45,7 @@ class TaskHandle:
         self.task_id = task_id
         self.done = 0
         self.total = 1
+        self.note = ""  # why it waits, when the coordinator said (resources taken by others)
         self._final: asyncio.Future[FinalResult] = asyncio.get_running_loop().create_future()
         self.on_progress: Callable[[TaskHandle], None] | None = None
 
@@ -159,6 +160,8 @@ class Client:
         if handle is None or handle.finished:
             return
         handle.done, handle.total = int(p.get("done", 0)), int(p.get("total", 1))
+        if isinstance(p.get("note"), str):
+            handle.note = p["note"][:500]
         if handle.on_progress is not None:
             handle.on_progress(handle)
 

@@ -455,6 +455,7 @@ def dispatch(
     now: float,
     limit: int | None = None,
     ledger: ResourceLedger | None = None,
+    waiting: list[tuple[str, Resources]] | None = None,
 ) -> list[Assignment]:
     """Assign READY tasks to agents, highest priority first, one agent each.
 
@@ -475,6 +476,7 @@ def dispatch(
         now: current time.
         limit: assign at most this many tasks.
         ledger: the resource pool.
+        waiting: gets ``(task id, need)`` of each task that waits for resources.
 
     Returns:
         The assignments made, in the order they were made.
@@ -490,6 +492,8 @@ def dispatch(
         spec, need = task.spec, task.spec.need
         key = (spec.skills, spec.cluster_id, need, spec.type)
         if key in hopeless:
+            if need is not None and waiting is not None:
+                waiting.append((task.id, need))
             continue
         requirements = Requirements(
             skills=spec.skills, cluster_id=spec.cluster_id, task_type=spec.type
@@ -504,6 +508,8 @@ def dispatch(
         chosen = registry.select(requirements, 1, now=now, admit=admit)
         if not chosen:
             hopeless.add(key)
+            if need is not None and waiting is not None:
+                waiting.append((task.id, need))
             continue
         agent_id = chosen[0].id
         if need is not None and ledger is not None:

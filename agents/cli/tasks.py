@@ -166,6 +166,8 @@ async def _follow(handle: TaskHandle, timeout: float, show: bool) -> FinalResult
 
         def update(h: TaskHandle) -> None:
             bar.update(row, completed=h.done, total=h.total)
+            if h.note:
+                bar.update(row, description=f"{h.task_id[:12]} ({h.note})")
 
         handle.on_progress = update
         final = await handle.result(timeout)

@@ -47,12 +47,13 @@ class Assign:
 
 @dataclass(frozen=True, slots=True)
 class SendProgress:
-    """Tell a submitter how many parts of a split task are done."""
+    """Tell a submitter how many parts of a split task are done (``note``: why it waits)."""
 
     recipient: Recipient
     task_id: str
     done: int
     total: int
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)

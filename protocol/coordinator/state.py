@@ -43,6 +43,7 @@ from ..envelope import pack
 from ..errors import RobeingError
 from ..failure_detector import DetectorConfig
 from ..performance import PerformanceTracker
+from ..resources import Resources
 from ..scheduling import dispatch
 from ..taskgraph import (
     InvalidTask,
@@ -375,23 +376,19 @@ class CoordinatorState:
         """
         by_agent: dict[str, list[AssignMsg]] = {}
         priority: dict[str, int] = {}
-        fleet = self.fleet
-        for a in dispatch(self.graph, fleet.registry, now=now, ledger=fleet.ledger):
+        fleet, waiting = self.fleet, list[tuple[str, Resources]]()
+        made = dispatch(self.graph, fleet.registry, now=now, ledger=fleet.ledger, waiting=waiting)
+        for a in made:
             by_agent.setdefault(a.agent_id, []).append(
-                AssignMsg(
-                    a.task_id,
-                    a.attempt,
-                    self.epoch,
-                    a.type,
-                    a.payload,
-                    dict(a.dep_results),
-                    a.deadline,
-                    self.config.coordinator_id,
-                )
-            )
+                AssignMsg(a.task_id, a.attempt, self.epoch, a.type, a.payload,
+                          dict(a.dep_results), a.deadline, self.config.coordinator_id)
+            )  # fmt: skip
             priority[a.agent_id] = max(priority.get(a.agent_id, 0), a.priority)
             timeout_at = now + self.config.attempt_timeout
             heapq.heappush(self._attempts, (timeout_at, a.task_id, a.attempt))
+        for task_id, need in waiting:  # lost a race for resources: say why, once
+            if (note := self.submissions.waiting(task_id, need, fleet.ledger)) is not None:
+                self._notices.append(note)
         finished = [rec for rec in self.graph.pop_finished() if rec.spec.parent is None]
         if finished:
             self._finish(finished, now)

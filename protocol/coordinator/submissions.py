@@ -17,6 +17,11 @@ Rules:
       its final stored (a resubmission waits for an unstored final too).
     * Finals are remembered by task id for idempotent resubmissions; a final
       whose store failed is stored again later.
+    * Resource races (conflict resolution): when tasks need more of the pool
+      than is free, the higher priority goes first, then the earlier
+      submission (the ready queue's order); a task that lost waits for its
+      resources and its submitter is told so once, with what it needs and
+      what is free, instead of hearing nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..envelope import pack
+from ..ledger import ResourceLedger
+from ..resources import Resources
 from ..taskmsgs import FinalResult, Submission, TaskRequest
 from .actions import AckSubmission, DeliverFinals, Recipient, RefuseTasks, SendProgress
 
@@ -77,6 +84,7 @@ class Submissions:
         self._unstored: dict[str, FinalResult] = {}  # finals whose store failed
         self._storing: set[str] = set()  # finals handed to the shell, not yet confirmed
         self._digests: dict[str, bytes] = {}  # task id -> what it was submitted as
+        self._told_waiting: set[str] = set()  # told they wait for resources
 
     def restore(self, finals: Iterable[FinalResult]) -> None:
         """Remember finals stored by earlier coordinators."""
@@ -148,6 +156,21 @@ class Submissions:
             return None
         return SendProgress(recipient, root, done + 1, total)
 
+    def waiting(self, task_id: str, need: Resources, ledger: ResourceLedger) -> SendProgress | None:
+        """The notice that ``task_id`` (or the task it is part of) waits for resources, once."""
+        root = task_id.rpartition(".")[0] if task_id not in self._submitters else task_id
+        recipient = self._submitters.get(root)
+        if recipient is None or not recipient[1] or root in self._told_waiting:
+            return None
+        self._told_waiting.add(root)
+        done, total = self._progress.get(root, (0, 1))
+        note = (
+            f"waiting for resources: needs {need.to_mapping()} on one agent, "
+            f"{ledger.available().to_mapping() or 'nothing'} free in the pool; tasks of higher "
+            "priority go first, then those submitted earlier"
+        )
+        return SendProgress(recipient, root, done, total, note)
+
     def submitter(self, task_id: str) -> str:
         return self._submitters.get(task_id, ("", ""))[0]
 
@@ -158,6 +181,7 @@ class Submissions:
             self.finals[final.task_id] = final
             self._storing.add(final.task_id)
             self._progress.pop(final.task_id, None)
+            self._told_waiting.discard(final.task_id)
             recipients = [r for r in self._watchers.pop(final.task_id, []) if r[1]]
             own = self._submitters.pop(final.task_id, None)
             if own is not None and own[1]:

@@ -295,6 +295,8 @@ class Coordinator:
                 await receipt.ack()
         elif isinstance(action, SendProgress):
             progress = {"task_id": action.task_id, "done": action.done, "total": action.total}
+            if action.note:
+                progress["note"] = action.note
             await self._tell(action.recipient, "task.progress", progress)
         elif isinstance(action, RefuseTasks):
             refused = [{"task_id": task_id, "reason": why} for task_id, why in action.tasks]

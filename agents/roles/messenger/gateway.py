@@ -282,6 +282,8 @@ class Gateway:
         state = self.tasks.get(str(p.get("task_id")))
         if state is not None and state["state"] in ("submitted", "running"):
             state.update(state="running", done=p.get("done", 0), total=p.get("total", 1))
+            if isinstance(p.get("note"), str):
+                state["note"] = p["note"][:500]
 
     def report(self) -> dict[str, Any]:
         return {"requests": self.requests, "refused": self.refused, "tasks": len(self.tasks)}
