@@ -68,7 +68,13 @@ class Guardian:
         now = time.time()
         offender = watch.observe(report.reason, report.queue, report.sender, now, report.reporter)
         if offender is not None:
-            await self.alert(offender, report.reason)
+            await self.alert(
+                offender,
+                report.reason,
+                count=watch.by_sender[offender],
+                window_s=watch.window,
+                reporters=sorted(watch.reporters.get(offender, ())),
+            )
         sender = report.sender
         if (
             sender is not None
@@ -86,17 +92,8 @@ class Guardian:
 
     async def alert(self, offender: str, reason: str, **details: Any) -> None:
         """Broadcast a signed ``guardian.alert`` about ``offender`` (logged everywhere)."""
-        watch = self.watch
-        reporters = sorted(watch.reporters.get(offender, ()))
         log.warning("alert about %s: %s %s", offender, reason, details or "")
-        payload = {
-            "sender": offender,
-            "reason": reason,
-            "count": watch.by_sender[offender],
-            "window_s": watch.window,
-            "reporters": reporters,
-            **details,
-        }
+        payload = {"sender": offender, "reason": reason, **details}
         try:
             await self.agent.broadcast("guardian.alert", payload)
         except Exception as exc:
