@@ -61,7 +61,8 @@ class Heartbeats:
             incarnation=agent.incarnation,
             stats=agent.stats.as_dict(),
             extras=sections,
-            tasks=tuple(sorted(agent.task_defs)) if agent.role.takes_work else None,
+            # What it runs: a coordinator knows task types (to split and merge) but runs none.
+            tasks=tuple(sorted(agent.task_defs)) if st.role != "coordinator" else (),
             proficiency=dict(st.proficiency),
         )
 

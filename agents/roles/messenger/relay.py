@@ -96,6 +96,7 @@ class Relay:
         self.agent = agent
         self.dir: Path = agent.settings.state_file("relay")
         self.held: dict[str, Held] = {}
+        self.persist = True  # on disk; False when the state directory is not writable
         self.outcomes: OrderedDict[str, str] = OrderedDict()  # id -> delivered | expired
         self.seen: dict[str, float] = {}  # agent id -> last heartbeat
         self.delivered = 0
@@ -103,8 +104,12 @@ class Relay:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, agent: AgentContext) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for path in sorted(self.dir.glob("*.msg")):
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a read-only file system: hold in memory only
+            log.warning("relay cannot keep messages in %s (%s): restarts lose them", self.dir, exc)
+            self.persist = False
+        for path in sorted(self.dir.glob("*.msg")) if self.persist else ():
             try:
                 item = Held.from_data(msgpack.unpackb(path.read_bytes(), raw=False))
             except (DecodeError, ValueError, msgpack.ExtraData, msgpack.FormatError) as exc:
@@ -205,12 +210,15 @@ class Relay:
 
     def _done(self, item: Held, outcome: str) -> None:
         self.held.pop(item.id, None)
-        (self.dir / f"{item.id}.msg").unlink(missing_ok=True)
+        if self.persist:
+            (self.dir / f"{item.id}.msg").unlink(missing_ok=True)
         self.outcomes[item.id] = outcome
         while len(self.outcomes) > OUTCOMES_KEPT:
             self.outcomes.popitem(last=False)
 
     def _write(self, item: Held) -> None:
+        if not self.persist:
+            return
         path = self.dir / f"{item.id}.msg"
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(msgpack.packb(item.to_data(), use_bin_type=True))

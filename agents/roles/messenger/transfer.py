@@ -132,9 +132,12 @@ class Receiver:
         if len(self.active) >= MAX_TRANSFERS and begin.id not in self.active:
             raise Reject(f"{MAX_TRANSFERS} transfers in progress; try again later")
         if begin.id not in self.active:
-            self.spool.mkdir(parents=True, exist_ok=True)
-            with self._path(begin.id).open("wb") as fh:
-                fh.truncate(begin.size)
+            try:
+                self.spool.mkdir(parents=True, exist_ok=True)
+                with self._path(begin.id).open("wb") as fh:
+                    fh.truncate(begin.size)
+            except OSError as exc:
+                raise Reject(f"cannot spool a transfer in {self.spool}: {exc}") from exc
             now = self.agent.clock()
             self.active[begin.id] = Reassembly(begin, msg.sender, now, now)
             self._arrived[begin.id] = asyncio.Event()
