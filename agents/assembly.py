@@ -23,7 +23,7 @@ from .consensus import install_consensus
 from .keystore import Keystore
 from .roles import install_role
 from .roles.guardian import enforce
-from .roles.messenger import accept_relayed, receive_transfers
+from .roles.messenger import accept_blobs, accept_relayed, receive_transfers
 from .runtime import Agent
 from .settings import Settings
 from .tasking import executor
@@ -95,7 +95,8 @@ def assemble(agent: Agent, app: App | None = None) -> Agent:
     if agent.role.takes_work:
         enforce(agent)  # every agent keeps and enforces the guardians' quarantine orders
         receive_transfers(agent)  # takes payloads larger than a message in chunks,
-        accept_relayed(agent)  # and messages a messenger held for it
+        accept_relayed(agent)  # messages a messenger held for it,
+        accept_blobs(agent)  # and task inputs a messenger holds
     install_role(agent)
     install_consensus(agent, agent.settings.bft_groups)
     if app is not None:

@@ -296,6 +296,20 @@ class Client:
         """
         return await send_file(self._agent, receiver, message_type, Path(path), **kw)
 
+    async def put_blob(self, messenger: str, path: str | Path) -> dict[str, Any]:
+        """Put a file of any size on ``messenger`` for tasks to read.
+
+        Returns:
+            The reference a task's payload carries: ``{"blob", "size", "holder"}``;
+            the agent that runs the task reads it with
+            ``robeing.agents.roles.messenger.fetch_blob(ctx.agent, ref)``.
+
+        Raises:
+            RobeingError: the transfer failed or the messenger refused it.
+        """
+        info = await send_file(self._agent, messenger, "blob.store", Path(path))
+        return {"blob": info["sha256"], "size": info["size"], "holder": messenger}
+
     async def send_via(
         self,
         messenger: str,

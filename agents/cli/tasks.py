@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -50,6 +51,14 @@ from .options import RESOURCES, as_option, json_option, payload_option, priority
     default=None,
     help="What one execution needs from the pool, e.g. cpu=1,memory=512MiB.",
 )
+@click.option(
+    "--file",
+    "file_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="An input of any size: put on --holder first; the payload's 'blob' names it.",
+)
+@click.option("--holder", default=None, help="With --file: the messenger that holds it.")
 @click.option("--wait", is_flag=True, help="Show progress and print the result.")
 @click.option(
     "--timeout",
@@ -73,6 +82,8 @@ def submit(
     task_id: str | None,
     max_attempts: int | None,
     resources: Resources | None,
+    file_path: Path | None,
+    holder: str | None,
     wait: bool,
     timeout: float,
     as_json: bool,
@@ -80,9 +91,14 @@ def submit(
 ) -> None:
     """Submit a task; with --wait, follow it to its result."""
     settings, body = common.client_settings(as_id), parse_payload(payload)
+    if file_path is not None and (holder is None or not isinstance(body, dict | None)):
+        raise ConfigFailure("--file needs --holder MESSENGER, and a --payload that is an object")
 
     async def go() -> FinalResult | None:
+        nonlocal body
         async with Client(settings) as client:
+            if file_path is not None and holder is not None:
+                body = {**(body or {}), "blob": await client.put_blob(holder, file_path)}
             handle = await client.submit(
                 task_type,
                 body,

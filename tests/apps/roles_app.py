@@ -89,3 +89,27 @@ async def chatter(msg: Message) -> int:
 async def poke_chat(msg: Message) -> Any:
     """Send a 'chat' request to another agent (refused there when a policy denies it)."""
     return await msg.agent.request(msg.payload["to"], "chat", None, timeout=5) or "ok"
+
+
+def _digest_of(path: Path) -> tuple[int, str]:
+    import hashlib
+
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+@app.task("blobsum", specialization="bulk", verify=False)
+async def blobsum(ctx: TaskContext) -> dict[str, Any]:
+    """Size and SHA-256 of a blob input, read from disk in blocks."""
+    from robeing.agents.roles.messenger import fetch_blob
+
+    path = await fetch_blob(ctx.agent, ctx.payload["blob"])
+    try:
+        size, digest = await asyncio.to_thread(_digest_of, path)
+    finally:
+        path.unlink(missing_ok=True)
+    return {"size": size, "sha256": digest, "by": ctx.agent.id}

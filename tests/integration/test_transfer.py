@@ -3,6 +3,7 @@ bounded memory; an altered or a missing chunk fails the transfer cleanly."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -125,3 +126,37 @@ async def test_a_missing_chunk_fails_the_transfer_with_the_missing_indexes(
     receiver = await spawn("worker", f"tx-miss-{os.getpid()}")
     with pytest.raises(RobeingError, match=r"1 of 6 chunks missing \(first: \[2\]\)"):
         await client.send_file(receiver.agent_id, "blob", small, skip=frozenset({2}))
+
+
+async def test_a_task_carries_200_mib_through_a_messenger_in_bounded_memory(
+    spawn, watcher, client: Client, big_file: tuple[Path, str]
+) -> None:
+    """Given a 200 MiB input put on a messenger, When a task naming it runs on a worker,
+    Expect the worker to fetch it (checked by digest) and compute its SHA-256, with the
+    peak memory of the worker and the messenger far below the input's size."""
+    path, sha = big_file
+    tag = os.getpid()
+    coord = await spawn("coordinator", f"bc-{tag}", "--app", "apps.roles_app",
+                        "--acceptable-pause", "0.5", "--dead-after", "0.5")  # fmt: skip
+    await watcher.wait_coordinator(f"bc-{tag}")
+    try:
+        holder = await spawn("messenger", f"bm-{tag}")
+        worker = await spawn("worker", f"bw-{tag}", "--app", "apps.roles_app",
+                             "--specialization", "bulk")  # fmt: skip
+        await asyncio.sleep(1.2)
+        started = time.perf_counter()
+        ref = await client.put_blob(holder.agent_id, path)
+        put_s = time.perf_counter() - started
+        assert ref == {"blob": sha, "size": SIZE, "holder": holder.agent_id}
+        final = await (await client.submit("blobsum", {"blob": ref})).result(120)
+        total_s = time.perf_counter() - started
+        assert final.state == "succeeded", final
+        assert final.result == {"size": SIZE, "sha256": sha, "by": worker.agent_id}
+        worker_mib, holder_mib = peak_rss_mib(worker.pid), peak_rss_mib(holder.pid)
+        print(
+            f"\n200 MiB task input: put in {put_s:.1f} s, task done {total_s:.1f} s after the "
+            f"put began; peak RSS worker {worker_mib:.0f} MiB, messenger {holder_mib:.0f} MiB"
+        )
+        assert worker_mib < MEMORY_BOUND_MIB and holder_mib < MEMORY_BOUND_MIB
+    finally:
+        await coord.terminate(20)

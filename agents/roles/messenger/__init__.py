@@ -3,6 +3,8 @@
 * :mod:`.convert` — ``messenger.convert`` requests between JSON, msgpack and CSV;
 * :mod:`.transfer` — chunked transfers of any size (every agent receives them;
   ``robeing send --file``);
+* :mod:`.blobs` — task inputs of any size, held by a messenger and fetched by
+  the agent that runs the task (:func:`fetch_blob`);
 * :mod:`.relay` — store-and-forward for agents that are away (``robeing send --via``);
 * :mod:`.gateway` — an HTTP/JSON gateway for clients that do not speak robeing
   (``robeing agent --role messenger --http HOST:PORT``).
@@ -13,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...context import AgentContext
+from .blobs import accept_blobs, fetch_blob, hold_blobs
 from .convert import handle_convert
 from .gateway import install_gateway
 from .relay import Relay, accept_relayed, install_relay
@@ -21,7 +24,9 @@ from .transfer import Receiver, receive_transfers, send_file
 __all__ = [
     "Receiver",
     "Relay",
+    "accept_blobs",
     "accept_relayed",
+    "fetch_blob",
     "handle_convert",
     "install",
     "receive_transfers",
@@ -33,6 +38,7 @@ def install(agent: AgentContext) -> Relay:
     """Give a messenger its handlers: conversion, relay, and the HTTP gateway if asked."""
     agent.handle("messenger.convert", handle_convert)
     relay = install_relay(agent)
+    hold_blobs(agent)
     section: dict[str, Any] = {"relay": relay.report}
     if agent.settings.http:
         section["gateway"] = install_gateway(agent).report
