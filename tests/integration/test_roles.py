@@ -245,7 +245,7 @@ async def test_a_signed_access_policy_tightens_the_role_table_everywhere(
     """Given a worker that may send 'chat' to another, When `robeing guardian policy
     --deny worker=chat` runs, Expect the receiver to refuse the worker's chat (reason
     'policy') while a client's chat still passes; a receiver started later applies it
-    too (it asks the guardian); `--clear` lifts it."""
+    too (the guardian answers its hello with it); `--clear` lifts it."""
     t = tag()
     g, w1, w2 = f"pg-{t}", f"pw1-{t}", f"pw2-{t}"
     await spawn("guardian", g)

@@ -7,7 +7,7 @@
   guardians' signed quarantine orders (the runtime enforces them);
 * :mod:`.guardian` — the guardian itself: it signs and distributes orders
   (automatic, or ``robeing guardian quarantine|release``), answers
-  ``quarantine.sync`` and ``guardian.report``;
+  starting agents' ``hello`` with the orders in force, and ``guardian.report``;
 * :mod:`.verify` — re-runs a sample of finished tasks on another agent and
   compares;
 * :mod:`.rates` — rate anomalies per sender from the receivers' counts;

@@ -11,8 +11,8 @@ Quarantine orders come from two places:
 
 Either way the guardian signs the order (:class:`~robeing.protocol.quarantine.Order`),
 applies it to its own book (kept on disk by :mod:`.orders`) and broadcasts
-it as ``guardian.quarantine``; an agent that starts later asks with
-``quarantine.sync`` and is sent every order in force.
+it as ``guardian.quarantine``; an agent that starts later is sent every
+order in force (and the access policy) in answer to its ``hello``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ....protocol.errors import DecodeError, Reject
 from ....protocol.evidence import ed25519_signer
 from ....protocol.policy import AccessPolicy
 from ....protocol.quarantine import Order
+from ...builtins import hello
 from ...context import AgentContext, DeadLetter, Message
 from ...heartbeats import AgentStatus, follow_heartbeats
 from .orders import MAX_ORDERS_PER_MESSAGE, take, take_policy
@@ -153,15 +154,25 @@ class Guardian:
         await self.agent.broadcast("guardian.policy", raw, priority=9)
         return {"version": version, "guardian": self.agent.id, "deny": rules}
 
-    async def on_sync(self, msg: Message) -> None:
-        """``quarantine.sync`` from a starting agent: send it every order in force."""
+    async def on_hello(self, msg: Message) -> None:
+        """A starting agent's ``hello``: answer it as everyone does, then send it our
+        orders in force and the access policy."""
+        await hello(msg)
+        if msg.envelope.is_broadcast:
+            try:
+                await self.send_orders(msg.sender)
+            except Exception as exc:
+                log.warning("could not send the orders in force to %s: %s", msg.sender, exc)
+
+    async def send_orders(self, to: str) -> None:
+        """Every order in force and the access policy, to ``to``."""
         policy = self.agent.access_policy.raw
         if policy is not None:
-            await self.agent.send(msg.sender, "guardian.policy", policy, priority=8)
+            await self.agent.send(to, "guardian.policy", policy, priority=8)
         orders = self.agent.quarantine.orders()
         for i in range(0, len(orders), MAX_ORDERS_PER_MESSAGE):
             chunk = orders[i : i + MAX_ORDERS_PER_MESSAGE]
-            await self.agent.send(msg.sender, "guardian.orders", chunk, priority=8)
+            await self.agent.send(to, "guardian.orders", chunk, priority=8)
 
     def report(self) -> dict[str, Any]:
         out = {
@@ -182,7 +193,7 @@ def install(agent: AgentContext) -> Guardian:
     agent.add_heartbeat_extra(lambda: {"guardian": guardian.report()})
     agent.handle("guardian.report", lambda msg: guardian.report())
     agent.handle("guardian.command", guardian.on_command)
-    agent.handle("quarantine.sync", guardian.on_sync, replace=True)
+    agent.handle("hello", guardian.on_hello, replace=True)
     validator, rates = Validator(agent, guardian), Rates(agent, guardian)
     agent.handle("guardian.audit", validator.on_audit)
     guardian.watchers += [validator.on_status, rates.on_status]

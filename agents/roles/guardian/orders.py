@@ -7,15 +7,15 @@ book:
 
 * ``guardian.quarantine`` — one signed order, broadcast by a guardian;
 * ``guardian.orders`` — a guardian's orders in force, sent to an agent that
-  asked with a ``quarantine.sync`` broadcast when it started (every guardian
-  answers it);
+  just started: every guardian answers the ``hello`` each agent broadcasts
+  at start (no broadcast of its own, so a fleet's start costs no more);
 * the agent's state file (``Settings.state_file("quarantine")``): the
   orders in force, rewritten on every change and loaded at start, so a
   restarted agent refuses a quarantined sender before any guardian speaks.
 
 The guardians' access policy (:mod:`robeing.protocol.policy`) travels and
-is kept the same way: ``guardian.policy`` (broadcast, or sent on
-``quarantine.sync``) and ``Settings.state_file("policy")``.
+is kept the same way: ``guardian.policy`` (broadcast, or sent in answer to
+a ``hello``) and ``Settings.state_file("policy")``.
 
 Every order is verified on its own (:meth:`Order.verify`: signed by an
 identity certified as a guardian), wherever it came from — the file too,
@@ -96,7 +96,7 @@ class Enforcement:
         self.invalid = 0  # orders that did not verify (file or wire)
 
     async def start(self, agent: AgentContext) -> None:
-        """Load the orders and policy kept on disk, then ask the guardians for theirs."""
+        """Load the orders and policy kept on disk (guardians send theirs on our hello)."""
         self.load()
         try:
             self.take_policy(self.policy_path.read_bytes())
@@ -105,10 +105,6 @@ class Enforcement:
         except DecodeError as exc:
             log.warning("ignoring the access policy kept in %s: %s", self.policy_path, exc)
         agent.quarantine.listeners.append(lambda target, q: self.save())
-        try:
-            await agent.broadcast("quarantine.sync", None, priority=8)
-        except Exception as exc:
-            log.warning("could not ask guardians for their orders: %s", exc)
 
     def load(self) -> None:
         try:
@@ -178,15 +174,10 @@ class Enforcement:
 
 
 def enforce(agent: AgentContext) -> Enforcement:
-    """Make ``agent`` learn, keep and (through the runtime) enforce quarantine orders.
-
-    Registers a no-op ``quarantine.sync`` handler: every agent receives the
-    broadcast, and only a guardian answers it (it replaces this handler).
-    """
+    """Make ``agent`` learn, keep and (through the runtime) enforce quarantine orders."""
     enforcement = Enforcement(agent)
     agent.on_start(enforcement.start)
     agent.handle("guardian.quarantine", enforcement.on_order)
     agent.handle("guardian.orders", enforcement.on_orders)
     agent.handle("guardian.policy", enforcement.on_policy)
-    agent.handle("quarantine.sync", lambda msg: None)
     return enforcement
