@@ -78,11 +78,6 @@ def robeing_cli(amqp_url: str, keys_dir: Path, *args: str) -> subprocess.Complet
     )
 
 
-async def stat(watcher, agent_id: str, key: str) -> int:
-    st = watcher.latest.get(agent_id)
-    return int(st.stats.get("rejected", {}).get(key, 0)) if st else 0
-
-
 async def until(check, timeout: float = 20.0, every: float = 0.25):
     deadline = time.monotonic() + timeout
     while True:
@@ -111,7 +106,7 @@ async def test_a_flooding_agent_is_quarantined_everywhere_and_its_task_reassigne
         await spawn("guardian", g, "--quarantine-after", "10", env=env)
         w1, w2, bad = f"qw1-{t}", f"qw2-{t}", f"qbad-{t}"
         await spawn("worker", w1, *APP, "--specialization", "slow", env=env)
-        await spawn("worker", w2, *APP, env=env)
+        w2_proc = await spawn("worker", w2, *APP, env=env)
         await spawn("specialist", bad, *APP, "--specialization", "slow", env=env)
         await asyncio.sleep(1.5)
         handle = await client.submit("hold", {"seconds": 8}, deadline=60)
@@ -135,8 +130,7 @@ async def test_a_flooding_agent_is_quarantined_everywhere_and_its_task_reassigne
         assert row["health"] == "quarantined" and bad in status["quarantined"]
 
         # A worker restarted keeps the order: it refuses the flooder before any guardian speaks.
-        old = next(p for p in spawn_procs(spawn) if p.agent_id == w2)
-        await old.terminate(20)
+        await w2_proc.terminate(20)
         since = time.time()
         await spawn("worker", w2, *APP, env=env)
         await watcher.wait_alive(w2, since=since)
@@ -149,12 +143,6 @@ async def test_a_flooding_agent_is_quarantined_everywhere_and_its_task_reassigne
         assert reply and reply["pong"] == w2
     finally:
         await coord.terminate(20)
-
-
-def spawn_procs(spawn) -> list:
-    """The processes the spawn fixture started (its closure holds them)."""
-    cell = next(c for c in spawn.__closure__ if isinstance(c.cell_contents, list))
-    return cell.cell_contents
 
 
 async def poke_ok(client: Client, via: str, to: str) -> dict | None:
