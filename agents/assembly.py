@@ -5,8 +5,9 @@ this order: the built-in handlers, the enforcement of the guardians'
 quarantine orders, the role's behaviour, consensus (votes and the PBFT
 groups listing the agent), the user's app, then — for agents that
 take work — the built-in task types the app does not define and the
-executor of assignments. Nothing below this module imports a role or the
-runtime's concrete class, so the layering stays one way:
+executor of assignments; with ``--metrics-port``, the metrics server.
+Nothing below this module imports a role or the runtime's concrete class,
+so the layering stays one way:
 ``cli/client → assembly → runtime + roles + consensus + tasking → context``.
 """
 
@@ -17,7 +18,7 @@ import time
 
 from ..protocol.errors import ConfigError
 from ..protocol.identity import Authority, Identity
-from . import builtins
+from . import builtins, metrics
 from .app import App
 from .consensus import install_consensus
 from .keystore import Keystore
@@ -101,11 +102,14 @@ def assemble(agent: Agent, app: App | None = None) -> Agent:
     install_consensus(agent, agent.settings.bft_groups)
     if app is not None:
         agent.include(app)
+    tasks = None
     if agent.role.takes_work:
         for tdef in builtin_tasks.tasks.values():
             agent.add_task(tdef, default=True)
         if agent.settings.role != "coordinator":
-            executor.install(agent)
+            tasks = executor.install(agent)
+    if agent.settings.metrics_port is not None:
+        metrics.install(agent, tasks, port=agent.settings.metrics_port)
     return agent
 
 

@@ -5,9 +5,12 @@ sends and broadcasts signed messages, asks agents for replies, and watches
 heartbeats to list live agents. The CLI's ``send``, ``broadcast`` and
 ``status`` are thin wrappers around it::
 
-    async with Client(Settings(role="client")) as client:
+    async with Client() as client:      # Settings.from_env(role="client"): AMQP_URL, ROBEING_KEYS…
         ack = await client.send("worker-1", "greet", {"hi": 1}, requires_ack=True)
         agents = await client.live_agents()
+
+It also asks the active coordinator about its tasks (:meth:`Client.task`,
+:meth:`Client.tasks`) and cancels them (:meth:`Client.cancel`).
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from typing import Any
 from ..broker import topology as topo
 from ..protocol.codec import Opened
 from ..protocol.envelope import Envelope, new_id
-from ..protocol.errors import ConfigError, DecodeError
+from ..protocol.errors import AckTimeout, ConfigError, DecodeError
 from ..protocol.records import COORDINATORS
 from ..protocol.resources import InvalidResources, Resources
-from ..protocol.taskmsgs import MAX_TASKS, FinalResult, Submission, TaskRequest
+from ..protocol.taskmsgs import MAX_TASKS, FinalResult, Submission, TaskQuery, TaskRequest
 from .assembly import build_agent
 from .context import AgentContext, Message
 from .heartbeats import AgentStatus, listen_heartbeats
@@ -39,13 +42,22 @@ log = logging.getLogger(__name__)
 
 
 class TaskHandle:
-    """A submitted task: its progress and, eventually, its one final result."""
+    """A submitted task: its progress and, eventually, its one final result.
+
+    Attributes:
+        done, total: parts finished and parts in all (``total`` is the real
+            number once the coordinator took the task, or from its first progress).
+        taken: the coordinator answered the submission (see ``Client.submit(check=)``).
+        warning: why the task cannot start soon, as the coordinator saw it on taking it.
+    """
 
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
         self.done = 0
         self.total = 1
         self.note = ""  # why it waits, when the coordinator said (resources taken by others)
+        self.taken = False
+        self.warning: str | None = None
         self._final: asyncio.Future[FinalResult] = asyncio.get_running_loop().create_future()
         self.on_progress: Callable[[TaskHandle], None] | None = None
 
@@ -54,7 +66,7 @@ class TaskHandle:
         return self._final.done()
 
     async def result(self, timeout: float | None = None) -> FinalResult:
-        """Wait for the final result (succeeded, failed, expired or dead_lettered).
+        """Wait for the final result (succeeded, failed, expired, dead_lettered or cancelled).
 
         Raises:
             TimeoutError: not finished within ``timeout``.
@@ -66,14 +78,15 @@ class Client:
     """A client identity connected to the broker.
 
     Args:
-        settings: role must be ``client`` (the default here).
+        settings: role must be ``client``; default: the same environment
+            variables as the CLI (:meth:`Settings.from_env`).
         listen_only: use a throwaway in-memory identity: enough to verify
             heartbeats and read results (status, probes), needs no key files
             and writes none, but cannot send messages others would accept.
     """
 
     def __init__(self, settings: Settings | None = None, listen_only: bool = False) -> None:
-        settings = settings or Settings(role="client")
+        settings = settings or Settings.from_env(role="client")
         if settings.role != "client":
             settings = replace(settings, role="client", agent_id="")
         self.settings = settings
@@ -178,6 +191,7 @@ class Client:
         depends_on: Sequence[str] = (),
         max_attempts: int | None = None,
         resources: Resources | Mapping[str, float] | None = None,
+        check: float | None = None,
     ) -> TaskHandle:
         """Submit one task; returns once the broker confirmed it into the durable queue.
 
@@ -194,6 +208,8 @@ class Client:
             resources: what one execution needs from the resource pool
                 (``Resources`` or a map such as ``{"cpu": 1, "memory": 2**29}``);
                 it runs only on an agent with that much free.
+            check: also wait up to this many seconds for the active
+                coordinator to take it (see :meth:`submit_many`).
 
         Raises:
             ConfigError: invalid arguments.
@@ -211,10 +227,19 @@ class Client:
             max_attempts=max_attempts,
             resources=_resources_map(resources),
         )
-        return (await self.submit_many([request]))[0]
+        return (await self.submit_many([request], check=check))[0]
 
-    async def submit_many(self, requests: Sequence[TaskRequest]) -> list[TaskHandle]:
+    async def submit_many(
+        self, requests: Sequence[TaskRequest], *, check: float | None = None
+    ) -> list[TaskHandle]:
         """Submit tasks in one durable message (dependencies may span them).
+
+        With ``check``, also wait up to that many seconds for the active
+        coordinator to take the submission: each handle then says ``taken``,
+        its real number of parts (``total``) and a ``warning`` when the task
+        cannot start soon (no live agent has its skill, no agent could ever
+        hold its resources). Without a coordinator the handles stay not
+        ``taken``; the tasks wait in the durable queue all the same.
 
         Raises:
             ConfigError: an invalid request (bad priority, agents < 1, no tasks).
@@ -232,7 +257,15 @@ class Client:
             handle = self._handles.get(r.id) or TaskHandle(r.id)
             self._handles[r.id] = handle
             handles.append(handle)
-        await self._publish(tuple(requests))
+        answer = await self._publish(tuple(requests), check)
+        for task_id, entry in (answer or {}).items():
+            taken = self._handles.get(task_id)
+            if taken is not None and isinstance(entry, dict):
+                taken.taken = True
+                parts = entry.get("parts", 1)
+                taken.total = max(taken.total, parts if isinstance(parts, int) else 1)
+                warning = entry.get("warning")
+                taken.warning = warning if isinstance(warning, str) else None
         key = requests[0].id
         self._unfinished[key] = tuple(requests)
         for r in requests:
@@ -243,17 +276,73 @@ class Client:
             self._unfinished.pop(key, None)
         return handles
 
-    async def _publish(self, requests: tuple[TaskRequest, ...]) -> None:
+    async def _publish(
+        self, requests: tuple[TaskRequest, ...], check: float | None = None
+    ) -> dict[str, Any] | None:
+        """Publish a submission; with ``check``, return the coordinator's answer (None: none)."""
         submission = Submission(requests, self._agent.reply_queue)
+        skill = requests[0].skills[0] if requests[0].skills else None
+        key, priority = topo.task_routing_key(skill), max(r.priority for r in requests)
+        if check is not None:
+            try:
+                answer = await self._agent.outbox.ask_coordinators(
+                    "task.submit", submission.to_data(), timeout=check, route_key=key
+                )
+            except AckTimeout:
+                return None
+            return answer if isinstance(answer, dict) else None
         # Encrypted to the coordinators' group key: only a coordinator reads it.
         env = Envelope(
-            "task.submit",
-            submission.to_data(),
-            receiver=COORDINATORS,
-            priority=max(r.priority for r in requests),
+            "task.submit", submission.to_data(), receiver=COORDINATORS, priority=priority
         )
-        skill = requests[0].skills[0] if requests[0].skills else None
-        await self._agent.publish_event(topo.task_routing_key(skill), env)
+        await self._agent.publish_event(key, env)
+        return None
+
+    # -- asking the coordinator about our tasks ---------------------------------------
+
+    async def cancel(self, task_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Cancel our task ``task_id``; returns ``{task_id, outcome, detail}``.
+
+        ``outcome``: ``cancelled`` (its final, ``cancelled``, reaches us like
+        any final), ``finished``, ``refused`` or ``unknown``.
+
+        Raises:
+            AckTimeout: no coordinator answered within ``timeout``.
+        """
+        return await self._ask("task.revoke", TaskQuery(task_id), timeout)
+
+    async def task(self, task_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Describe our task ``task_id``: state, what it waits for, its parts.
+
+        Raises:
+            AckTimeout: no coordinator answered within ``timeout``.
+        """
+        return await self._ask("task.query", TaskQuery(task_id), timeout)
+
+    async def tasks(
+        self,
+        states: Sequence[str] = (),
+        *,
+        everyone: bool = False,
+        limit: int = 1000,
+        timeout: float = 10.0,
+    ) -> list[dict[str, Any]]:
+        """Our unfinished tasks (``states`` filters by state or kind; ``finished`` adds finals).
+
+        Raises:
+            AckTimeout: no coordinator answered within ``timeout``.
+        """
+        query = TaskQuery(None, tuple(states), everyone, limit)
+        rows = (await self._ask("task.query", query, timeout)).get("tasks", [])
+        return [r for r in rows if isinstance(r, dict)]
+
+    async def _ask(self, message_type: str, query: TaskQuery, timeout: float) -> dict[str, Any]:
+        answer = await self._agent.outbox.ask_coordinators(
+            message_type, query.to_data(), timeout=timeout
+        )
+        if not isinstance(answer, dict):
+            raise DecodeError(f"the coordinator's answer to {message_type} is not a map")
+        return answer
 
     async def fetch_result(self, task_id: str, since_s: float = 24 * 3600.0) -> FinalResult | None:
         """Look a finished task up in the results stream (no coordinator needed)."""

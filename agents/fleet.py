@@ -2,11 +2,12 @@
 
 The supervisor starts one coordinator, ``workers`` workers
 (data_processing), a specialist (analysis), a messenger (communication) and
-a guardian as separate processes, restarts any that dies (with backoff,
-bounded), and drives a demo through a client identity: signed and encrypted
-requests with ACKs to every agent, format conversion by the messenger, a
-broadcast, and a tampered message that is dead-lettered and reported by the
-guardian.
+a guardian as separate processes, restarts any that dies (with backoff; a
+member that keeps dying is given up, and one that ran healthy for a while
+starts its count afresh, as supervisord's ``startsecs`` does), and drives a
+demo through a client identity: signed and encrypted requests with ACKs to
+every agent, format conversion by the messenger, a broadcast, and a tampered
+message that is dead-lettered and reported by the guardian.
 """
 
 from __future__ import annotations
@@ -75,15 +76,30 @@ def default_fleet(workers: int) -> list[Member]:
 
 
 class Supervisor:
-    """Starts member processes and restarts the ones that die."""
+    """Starts member processes and restarts the ones that die.
+
+    Args:
+        settings: the broker and keys the members use.
+        members: the processes.
+        log_level: theirs.
+        max_restarts: restarts in a row after which a member is given up.
+        healthy_after: a member that ran this long before dying was healthy:
+            its restarts count from zero again (one crash a day is not a crash loop).
+    """
 
     def __init__(
-        self, settings: Settings, members: list[Member], log_level: str, max_restarts: int = 10
+        self,
+        settings: Settings,
+        members: list[Member],
+        log_level: str,
+        max_restarts: int = 10,
+        healthy_after: float = 60.0,
     ) -> None:
         self.settings = settings
         self.members = members
         self.log_level = log_level
         self.max_restarts = max_restarts
+        self.healthy_after = healthy_after
         self._stopping = False
         self._watchers: list[asyncio.Task[None]] = []
 
@@ -116,6 +132,8 @@ class Supervisor:
             code = await m.proc.wait()
             if self._stopping:
                 return
+            if time.monotonic() - m.started >= self.healthy_after:
+                m.restarts = 0
             if m.restarts >= self.max_restarts:
                 log.error("%s exited (%s) too often; giving up on it", m.agent_id, code)
                 return

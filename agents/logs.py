@@ -1,6 +1,7 @@
 """Logging setup — called by the CLI only; library code just uses getLogger.
 
-Every line carries the agent id, role and (when set) the task id. On a
+Every line carries an ISO-8601 timestamp (UTC, milliseconds), the agent id,
+role and (when set) the task id, and every field passed with ``extra=``. On a
 terminal lines are readable; elsewhere (containers, CI, files) they are JSON,
 one object per line.
 """
@@ -11,6 +12,7 @@ import contextvars
 import json
 import logging
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 task_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("task_id", default=None)
@@ -29,10 +31,29 @@ class _ContextFilter(logging.Filter):
         return True
 
 
+# What every LogRecord has; anything else on a record came with ``extra=``.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_OURS = frozenset({"agent_id", "role", "task_id"})
+
+
+def iso_time(created: float) -> str:
+    """``2026-05-01T12:34:56.789Z``: ISO-8601, UTC, milliseconds."""
+    return (
+        datetime.fromtimestamp(created, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a caller passed with ``extra=``."""
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and k not in _OURS}
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
-            "ts": round(record.created, 3),
+            "ts": iso_time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -42,6 +63,8 @@ class JsonFormatter(logging.Formatter):
         task_id = getattr(record, "task_id", None)
         if task_id:
             data["task_id"] = task_id
+        for key, value in extras(record).items():
+            data.setdefault(key, value)
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)
@@ -49,14 +72,20 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
-        super().__init__(
-            "%(asctime)s %(levelname)-7s %(agent_id)s %(name)s: %(message)s", "%H:%M:%S"
-        )
+        super().__init__("%(asctime)s %(levelname)-7s %(agent_id)s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return iso_time(record.created)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
+        fields = extras(record)
         task_id = getattr(record, "task_id", None)
-        return f"{line} [task={task_id}]" if task_id else line
+        if task_id:
+            fields = {"task": task_id, **fields}
+        if fields:
+            line += " [" + " ".join(f"{k}={v}" for k, v in fields.items()) + "]"
+        return line
 
 
 def configure(

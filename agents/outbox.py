@@ -9,6 +9,8 @@ Promises:
       receiver's error, rebuilt from data (never unpickled).
     * ``broadcast`` reaches every live agent's broadcast queue; receivers
       drop their own broadcasts, so the sender never handles its own.
+    * ``ask_coordinators`` reaches whichever coordinator is active, through
+      its task queue, and only a certified coordinator's answer counts.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +34,7 @@ from ..protocol.errors import (
     error_from_data,
 )
 from ..protocol.identity import Certificate
+from ..protocol.records import COORDINATORS
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,7 @@ class Outbox:
         # message id -> (the agent that must answer, its waiter)
         self._pending: dict[str, tuple[str, asyncio.Future[Opened]]] = {}
         self.sent = 0
+        self.sent_types: Counter[str] = Counter()  # messages published, by type
         transport.add_return_listener(self._on_return)
 
     def _on_return(self, message_id: str, routing_key: str) -> None:
@@ -177,8 +182,43 @@ class Outbox:
         opened = await self._await_answer(env, encrypt, timeout)
         return opened.envelope.payload.get("result") if opened else None
 
+    async def ask_coordinators(
+        self,
+        message_type: str,
+        payload: Any = None,
+        *,
+        timeout: float | None = None,
+        route_key: str = topo.CONTROL_ROUTING_KEY,
+    ) -> Any:
+        """Ask the active coordinator (``task.query``, ``task.revoke``); returns its answer.
+
+        The question travels like a submission: on ``robeing.events`` with the
+        key ``route_key`` (``task.control``; a submission's own key for a
+        submission), durable, into the coordinator's task queue, encrypted to
+        the coordinators' key; whichever coordinator is active answers.
+
+        Raises:
+            AckTimeout: no coordinator answered within ``timeout``.
+            Unroutable: no coordinator ever declared its task queue.
+            BrokerError: the broker did not confirm the question.
+        """
+        self.peer_or_raise(COORDINATORS)
+        env = Envelope(
+            message_type, payload, receiver=COORDINATORS, requires_ack=True, reply_to=self.reply_to
+        )
+        # Confirmed: a submission is accepted only once the broker confirmed it,
+        # whether or not a coordinator answers in time.
+        route = (topo.EVENTS_EXCHANGE, route_key)
+        opened = await self._await_answer(env, None, timeout, route, confirm=True)
+        return opened.envelope.payload.get("result")
+
     async def _await_answer(
-        self, env: Envelope, encrypt: bool | None, timeout: float | None
+        self,
+        env: Envelope,
+        encrypt: bool | None,
+        timeout: float | None,
+        route: tuple[str, str] | None = None,
+        confirm: bool = False,
     ) -> Opened:
         fut: asyncio.Future[Opened] = asyncio.get_running_loop().create_future()
         self._pending[env.id] = (env.receiver, fut)
@@ -186,7 +226,7 @@ class Outbox:
             # The receiver's ACK proves delivery, so the broker's confirm would
             # only add a round of work; an unroutable publish still comes back
             # (mandatory) and fails the waiter through _on_return.
-            await self._publish_direct(env, encrypt, confirm=False)
+            await self._publish_direct(env, encrypt, confirm=confirm, route=route)
             wait = timeout if timeout is not None else self.ack_timeout
             try:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
@@ -194,7 +234,8 @@ class Outbox:
                 async with asyncio.timeout(wait):
                     opened = await fut
             except TimeoutError:
-                raise AckTimeout(f"no ACK from {env.receiver!r} within {wait}s") from None
+                who = "a coordinator" if env.receiver == COORDINATORS else repr(env.receiver)
+                raise AckTimeout(f"no answer from {who} within {wait:g} s") from None
         finally:
             self._pending.pop(env.id, None)
         answer = opened.envelope.payload
@@ -203,13 +244,19 @@ class Outbox:
         return opened
 
     async def _publish_direct(
-        self, env: Envelope, encrypt: bool | None, confirm: bool = True, persistent: bool = True
+        self,
+        env: Envelope,
+        encrypt: bool | None,
+        confirm: bool = True,
+        persistent: bool = True,
+        route: tuple[str, str] | None = None,
     ) -> None:
         body = self.codec.seal(env, self.clock(), encrypt)
+        exchange, key = route or (topo.DIRECT_EXCHANGE, env.receiver)
         try:
             await self.transport.publish(
-                topo.DIRECT_EXCHANGE,
-                env.receiver,
+                exchange,
+                key,
                 body,
                 priority=env.priority,
                 persistent=persistent,
@@ -219,6 +266,7 @@ class Outbox:
         except Unroutable:
             raise Unroutable(f"no agent {env.receiver!r} (its queue does not exist)") from None
         self.sent += 1
+        self.sent_types[env.type] += 1
 
     async def publish_to_queue(
         self,
@@ -253,6 +301,7 @@ class Outbox:
             expiration_s=expiration_s,
         )
         self.sent += 1
+        self.sent_types[env.type] += 1
 
     async def broadcast(
         self, message_type: str, payload: Any = None, *, priority: int = 5, answers: bool = False
@@ -277,6 +326,7 @@ class Outbox:
             topo.BROADCAST_EXCHANGE, "", body, priority=priority, mandatory=False
         )
         self.sent += 1
+        self.sent_types[message_type] += 1
         return env.id
 
     async def answer(
@@ -326,11 +376,12 @@ class Outbox:
         if entry is None:
             return False
         expected, fut = entry
-        if opened.envelope.sender != expected:
+        sender = opened.envelope.sender
+        if expected == COORDINATORS and opened.certificate.role == "coordinator":
+            expected = sender  # any coordinator may answer what was asked of them all
+        if sender != expected:
             # Only the agent we wrote to may answer; ids are visible on the wire.
-            log.warning(
-                "ignoring answer to %s from %s (expected %s)", ref, opened.envelope.sender, expected
-            )
+            log.warning("ignoring answer to %s from %s (expected %s)", ref, sender, expected)
             return False
         if fut.done():
             return False

@@ -1,8 +1,10 @@
 """Typed settings: built once at the entry point (CLI or Python) and passed down.
 
-Nothing below the CLI reads ``os.environ``; the CLI maps each option to its
-environment variable (the seed's ``AGENT_ROLE``, ``SPECIALIZATION``,
-``CLUSTER_ID``, ``AGENT_COUNT`` and ``AMQP_URL`` keep working).
+Nothing below the entry point reads ``os.environ``; the CLI maps each option
+to its environment variable (the seed's ``AGENT_ROLE``, ``SPECIALIZATION``,
+``CLUSTER_ID``, ``AGENT_COUNT`` and ``AMQP_URL`` keep working), and Python
+programs read the same variables with :meth:`Settings.from_env` (what
+``Client()`` does without settings).
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ from __future__ import annotations
 import os
 import re
 import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..broker.topology import TopologySettings
 from ..protocol.errors import ConfigError
-from ..protocol.pbft import GroupSpec
-from ..protocol.resources import Resources
+from ..protocol.pbft import GroupSpec, parse_groups
+from ..protocol.resources import InvalidResources, Resources, parse_resources
 from ..protocol.roles import AGENT_ROLES, ROLES
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
@@ -138,6 +142,8 @@ class Settings:
             make (twice that in a burst).
         proficiency: claimed level per skill in ``[0, 1]`` (from
             ``specializations``); the coordinator weights the skill match by it.
+        metrics_port: serve Prometheus metrics on this TCP port (``/metrics``;
+            0: any free port); None: no metrics.
         generated_id: set when ``agent_id`` was generated (``<role>-<host>-<pid>``):
             such an agent deletes its queues on a clean stop if they are empty,
             since no later process will ever use them.
@@ -179,6 +185,7 @@ class Settings:
     http: str | None = None
     http_rate: float = 50.0
     proficiency: dict[str, float] = field(default_factory=dict, hash=False)
+    metrics_port: int | None = None
 
     def __post_init__(self) -> None:
         skills, levels = parse_specializations(self.specializations)
@@ -200,6 +207,11 @@ class Settings:
             raise ConfigError("heartbeat interval must be positive")
         if self.concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
+        if ";" in self.amqp_url:
+            raise ConfigError(
+                "AMQP_URL holds several URLs separated by ';': give one broker URL, "
+                "e.g. amqp://user:password@host:5672/vhost"
+            )
         if not self.amqp_url.startswith(("amqp://", "amqps://")):
             raise ConfigError(
                 f"AMQP_URL must start with amqp:// or amqps://, got {self.amqp_url!r}"
@@ -213,6 +225,8 @@ class Settings:
         for spec, level in self.proficiency.items():
             if spec not in self.specializations or not 0.0 <= level <= 1.0:
                 raise ConfigError(f"proficiency {spec}:{level} must be in [0, 1] for a skill")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics port must be 0 to 65535, got {self.metrics_port}")
 
     def state_file(self, kind: str) -> Path:
         """Where this agent keeps its ``kind`` state (see ``state_dir``)."""
@@ -220,6 +234,31 @@ class Settings:
             self.state_dir if self.state_dir is not None else Path(self.keys_dir).parent / "state"
         )
         return root / f"{self.agent_id}.{kind}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from the environment variables the CLI reads (``ENVIRONMENT``).
+
+        ``overrides`` (field values) win over the environment. A client
+        (``role="client"``) takes its id from ``ROBEING_CLIENT_ID``, not ``AGENT_ID``.
+
+        Raises:
+            ConfigError: a variable holds a value its field cannot take (says which).
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, (target, convert) in ENVIRONMENT.items():
+            raw = env.get(name)
+            if raw is None or raw == "" or target in values:
+                continue
+            try:
+                values[target] = convert(raw)
+            except (ValueError, InvalidResources, ConfigError) as exc:
+                raise ConfigError(f"{name}={raw!r}: {exc}") from None
+        values.update(overrides)
+        if values.get("role") == "client" and "agent_id" not in overrides:
+            values["agent_id"] = env.get("ROBEING_CLIENT_ID", "")
+        return cls(**values)
 
     @property
     def connection_name(self) -> str:
@@ -231,3 +270,55 @@ class Settings:
             f"robeing {self.role} {self.agent_id} [{specs}] cluster={self.cluster_id} "
             f"vhost={vhost_of(self.amqp_url)}"
         )
+
+
+def _flag(raw: str) -> bool:
+    if raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _skills(raw: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(raw.replace(",", " ").split()))
+
+
+# Environment variable -> (Settings field, how to read it): the names the CLI's
+# options read (tests/unit/test_cli_options.py keeps the two lists equal).
+# The first of AGENT_ROLE and ROLE (the original deployment's) that is set wins.
+ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "AMQP_URL": ("amqp_url", str),
+    "ROBEING_KEYS": ("keys_dir", Path),
+    "AGENT_ROLE": ("role", str.lower),
+    "ROLE": ("role", str.lower),
+    "AGENT_ID": ("agent_id", str),
+    "SPECIALIZATION": ("specializations", _skills),
+    "CLUSTER_ID": ("cluster_id", str),
+    "ROBEING_APP": ("app", str),
+    "ROBEING_CONCURRENCY": ("concurrency", int),
+    "ROBEING_HEARTBEAT_INTERVAL": ("heartbeat_interval", float),
+    "ROBEING_GRACE_PERIOD": ("grace_period", float),
+    "ROBEING_STANDBY": ("standby", _flag),
+    "ROBEING_BACKUP_FOR": ("backup_for", str),
+    "ROBEING_BFT_GROUP": ("bft_groups", parse_groups),
+    "ROBEING_RESOURCES": ("resources", parse_resources),
+    "ROBEING_METRICS_PORT": ("metrics_port", int),
+    "ROBEING_STATE_DIR": ("state_dir", Path),
+    "ROBEING_QUARANTINE_AFTER": ("quarantine_after", int),
+    "ROBEING_VERIFY_RATE": ("verify_rate", float),
+    "ROBEING_ANOMALY_FACTOR": ("anomaly_factor", float),
+    "ROBEING_ANOMALY_FLOOR": ("anomaly_floor", float),
+    "ROBEING_ANOMALY_FANOUT": ("anomaly_fanout", int),
+    "ROBEING_HTTP": ("http", str),
+    "ROBEING_HTTP_RATE": ("http_rate", float),
+    "ROBEING_ACCEPTABLE_PAUSE": ("acceptable_pause", float),
+    "ROBEING_DEAD_AFTER": ("dead_after", float),
+    "ROBEING_MAX_ATTEMPTS": ("max_attempts", int),
+    "ROBEING_ATTEMPT_TIMEOUT": ("attempt_timeout", float),
+    "ROBEING_EVENTS_VHOST": ("events_vhost", str),
+    "ROBEING_QUEUE_EXPIRY": (
+        "topology",
+        lambda raw: TopologySettings(agent_queue_expiry_s=float(raw)),
+    ),
+}

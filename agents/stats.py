@@ -1,7 +1,8 @@
-"""Counters an agent keeps and announces in its heartbeats."""
+"""Counters an agent keeps and announces in its heartbeats (and serves as metrics)."""
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ log = logging.getLogger(__name__)
 
 SENDERS_KEPT = 4096
 SENDERS_ANNOUNCED = 32  # per heartbeat: a flood's sender is among the busiest
+MAX_TYPES = 256  # message types counted apart; senders choose types, so the count is bounded
 
 
 @dataclass
@@ -23,10 +25,20 @@ class Stats:
     duplicates: int = 0
     adopted: int = 0  # redeliveries of messages still being handled (see runtime/inbound.py)
     late_answers: int = 0
+    ignored_broadcasts: int = 0  # broadcasts of a type we have no handler for
     rejected: Counter[str] = field(default_factory=Counter)
     # Accepted messages per verified sender (guardians watch rates from these).
     by_sender: Counter[str] = field(default_factory=Counter)
+    by_type: Counter[str] = field(default_factory=Counter)  # accepted messages, by type
     _logged: set[tuple[str, str]] = field(default_factory=set, repr=False)
+
+    def count_type(self, message_type: str) -> None:
+        """Count an accepted message by type; past :data:`MAX_TYPES` types, as ``other``."""
+        by_type = self.by_type
+        if message_type in by_type or len(by_type) < MAX_TYPES:
+            by_type[message_type] += 1
+        else:
+            by_type["other"] += 1
 
     def reject(self, reason: str, detail: str, source: str) -> None:
         """Count a rejection and log it once per (reason, source).
@@ -57,3 +69,49 @@ class Stats:
             "rejected": dict(self.rejected),
             "from": dict(self.by_sender.most_common(SENDERS_ANNOUNCED)),
         }
+
+
+# Upper bounds (seconds) of the latency buckets: from a fast handler to a long task.
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+           30.0, 60.0, 300.0)  # fmt: skip
+
+
+@dataclass
+class Latency:
+    """A histogram of durations in :data:`BUCKETS`; observing costs a bisect and two adds."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``(upper bound, observations at or below it)``, ending with ``inf``."""
+        out, running = [], 0
+        for bound, n in zip((*BUCKETS, float("inf")), self.counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
+
+    def to_data(self) -> dict[str, Any]:
+        return {"counts": list(self.counts), "sum": self.total}
+
+    @classmethod
+    def from_data(cls, data: Any) -> Latency | None:
+        """Read :meth:`to_data` (from a heartbeat); None when it is not that."""
+        counts = data.get("counts") if isinstance(data, dict) else None
+        total = data.get("sum") if isinstance(data, dict) else None
+        if (
+            not isinstance(counts, list)
+            or len(counts) != len(BUCKETS) + 1
+            or not all(isinstance(n, int) and n >= 0 for n in counts)
+            or not isinstance(total, int | float)
+        ):
+            return None
+        return cls(counts, float(total))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -44,6 +45,7 @@ from . import queues
 from . import topology as topo
 from .base import Consumer, DeliveryHandler
 from .consuming import REFUSED, RETRYABLE, AmqpDelivery, ConsumerSet, Subscription, read_stream
+from .management import vhost_of
 from .topology import QueueSpec, TopologySettings
 
 log = logging.getLogger(__name__)
@@ -124,6 +126,12 @@ class AmqpTransport:
                     )
         except aiormq.exceptions.ProbableAuthenticationError as exc:
             raise BrokerError(f"broker at {_safe(self.url)} refused the credentials") from exc
+        except aiormq.exceptions.InvalidFrameError as exc:
+            # The broker closed the connection instead of opening the vhost.
+            raise BrokerError(
+                f"broker at {_safe(self.url)} refused vhost {vhost_of(self.url)!r}: it does not "
+                "exist, or this user may not use it"
+            ) from exc
         except Exception as exc:
             raise BrokerError(f"cannot reach the broker at {_safe(self.url)}: {exc}") from exc
         self._conn = conn
@@ -392,6 +400,7 @@ class AmqpTransport:
                 topo.REASON_HEADER: reason,
                 topo.DETAIL_HEADER: detail[:500],
                 topo.SOURCE_HEADER: source,
+                topo.AT_HEADER: time.time(),
             }
         )
         if len(stored) < len(body):
@@ -425,6 +434,10 @@ class AmqpTransport:
     async def purge(self, queue: str) -> int:
         """Drop every ready message of ``queue``; returns how many."""
         return await queues.purge(self._connection(), queue)
+
+    async def hold(self, queue: str, limit: int) -> queues.Held:
+        """Take up to ``limit`` messages of ``queue`` unsettled (see :class:`.queues.Held`)."""
+        return await queues.hold(self._connection(), queue, limit)
 
     async def read_stream(
         self,

@@ -24,7 +24,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..protocol.errors import BrokerError
 from .topology import QueueSpec
+
+
+class QueueMismatch(BrokerError):
+    """A queue exists with other arguments than the declaration's (RabbitMQ refuses it)."""
 
 
 class Delivery(Protocol):
@@ -58,6 +63,34 @@ class Delivery(Protocol):
 
 
 DeliveryHandler = Callable[[Delivery], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldMessage:
+    """A message taken from a queue and not settled yet (see :class:`Held`)."""
+
+    body: bytes
+    headers: Mapping[str, Any]
+    tag: int
+
+
+class Held(Protocol):
+    """Messages taken from a queue without settling them (``BrokerOps.hold``).
+
+    ``remove`` acknowledges one (it leaves the queue); ``close`` (or leaving
+    the ``async with``) hands every other back to its place in the queue.
+    Nothing is lost if the process dies in between.
+    """
+
+    messages: list[HeldMessage]
+
+    async def remove(self, message: HeldMessage) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Held: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +151,14 @@ class BrokerOps(Protocol):
     async def delete_if_empty(self, queue: str) -> bool: ...
 
     async def purge(self, queue: str) -> int: ...
+
+    async def hold(self, queue: str, limit: int) -> Held:
+        """Take up to ``limit`` messages of ``queue``, oldest first, unsettled.
+
+        Raises:
+            BrokerError: the queue does not exist or may not be read.
+        """
+        ...
 
     async def consumer_count(self, queue: str) -> int: ...
 

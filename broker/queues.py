@@ -23,6 +23,7 @@ import aiormq.exceptions
 
 from ..protocol.errors import BrokerError
 from . import topology as topo
+from .base import HeldMessage, QueueMismatch
 from .topology import QueueSpec, TopologySettings
 
 Connection = aio_pika.abc.AbstractRobustConnection
@@ -173,6 +174,53 @@ async def purge(conn: Connection, queue: str) -> int:
     return counts[0] if counts else 0
 
 
+class Held:
+    """Messages taken from a queue on a channel of their own (implements ``base.Held``).
+
+    Closing the channel hands every message not removed back to its place.
+    """
+
+    def __init__(self, channel: Channel, messages: list[HeldMessage]) -> None:
+        self._channel = channel
+        self.messages = messages
+
+    async def remove(self, message: HeldMessage) -> None:
+        underlay = await self._channel.get_underlay_channel()
+        await underlay.basic_ack(message.tag)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._channel.close()
+
+    async def __aenter__(self) -> Held:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def hold(conn: Connection, queue: str, limit: int) -> Held:
+    """Take up to ``limit`` messages of ``queue``, oldest first, without settling them.
+
+    Raises:
+        BrokerError: the queue does not exist or may not be read.
+    """
+    channel = await conn.channel()
+    try:
+        q = await channel.get_queue(queue, ensure=False)
+        messages: list[HeldMessage] = []
+        while len(messages) < limit:
+            msg = await q.get(no_ack=False, fail=False)
+            if msg is None:
+                break
+            messages.append(HeldMessage(msg.body, msg.headers or {}, msg.delivery_tag or 0))
+    except aiormq.exceptions.AMQPError as exc:
+        with contextlib.suppress(Exception):
+            await channel.close()
+        raise BrokerError(f"cannot read {queue}: {exc}") from exc
+    return Held(channel, messages)
+
+
 async def consumer_count(conn: Connection, queue: str) -> int:
     """How many consumers ``queue`` has (a passive declaration: no permission needed)."""
     counts: list[int] = []
@@ -192,7 +240,7 @@ def explain_mismatch(queue: str) -> Iterator[None]:
     try:
         yield
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
-        raise BrokerError(
+        raise QueueMismatch(
             f"queue {queue!r} already exists with different arguments (an older robeing "
             f"made it?): {exc}; delete it (rabbitmqctl delete_queue {queue}) or use a new vhost"
         ) from exc

@@ -6,7 +6,7 @@ Everything is named so it reads well in the management UI:
 name                        kind      purpose
 ==========================  ========  ==============================================
 ``robeing.direct``          direct    point-to-point; routing key = agent id
-``robeing.agent.<id>``      queue     an agent's durable inbox (classic, priorities 0-9)
+``robeing.agent.<id>``      queue     an agent's durable inbox (classic, priorities 0-9, expires)
 ``robeing.broadcast``       fanout    broadcasts to every live agent
 ``robeing.broadcast.<id>``  queue     a live agent's broadcast feed (exclusive)
 ``robeing.replies``         direct    answers; routing key = the reply queue's name
@@ -51,9 +51,12 @@ DETAIL_HEADER = "x-robeing-detail"
 SOURCE_HEADER = "x-robeing-queue"
 REPORT_HEADER = "x-robeing-report"  # the refusing agent's signed report (protocol/rejections)
 SIZE_HEADER = "x-robeing-size"  # the original size, when the stored body is truncated
+AT_HEADER = "x-robeing-at"  # when it was dead-lettered (the refusing process's clock)
 
 # robeing.dead-letters is bounded so that a flood cannot fill the broker's
-# disk: past either limit the oldest dead letters are dropped (drop-head).
+# disk: past either limit the oldest dead letters are dropped (drop-head),
+# silently (the queue has no dead-letter exchange of its own). Operators
+# list, replay and purge them with `robeing dead-letters`.
 DEAD_LETTERS_MAX_LENGTH = 100_000
 DEAD_LETTERS_MAX_BYTES = 256 << 20
 
@@ -105,6 +108,9 @@ def route_to_queue(queue: str) -> tuple[str, str]:
     return "", queue
 
 
+CONTROL_ROUTING_KEY = "task.control"  # questions to the active coordinator (task.query…)
+
+
 def task_routing_key(specialization: str | None) -> str:
     return f"task.{specialization or 'any'}"
 
@@ -133,18 +139,33 @@ class TopologySettings:
             dead-letters it (poison tasks).
         heartbeat_ttl_ms: heartbeats older than this are dropped unread.
         heartbeat_max_length: the heartbeat queue keeps at most this many.
+        agent_queue_expiry_s: an agent's inbox and work queue are deleted,
+            messages and all, once no process has used them for this long (an
+            agent that is gone for good, e.g. a pod replaced in a rollout);
+            a restarting agent finds them as it left them. 0: never.
     """
 
     task_delivery_limit: int = 5
     heartbeat_ttl_ms: int = 30_000
     heartbeat_max_length: int = 100_000
     results_max_age: str = "7D"
+    agent_queue_expiry_s: float = 24 * 3600.0
+
+    def expiry(self) -> dict[str, int]:
+        """The ``x-expires`` argument of per-agent queues ({} when they never expire)."""
+        if self.agent_queue_expiry_s <= 0:
+            return {}
+        return {"x-expires": max(1, round(self.agent_queue_expiry_s * 1000))}
 
 
-def inbox_spec(agent_id: str) -> QueueSpec:
+def inbox_spec(agent_id: str, settings: TopologySettings | None = None) -> QueueSpec:
     return QueueSpec(
         agent_queue(agent_id),
-        arguments={"x-max-priority": MAX_PRIORITY, "x-dead-letter-exchange": DEAD_EXCHANGE},
+        arguments={
+            "x-max-priority": MAX_PRIORITY,
+            "x-dead-letter-exchange": DEAD_EXCHANGE,
+            **(settings or TopologySettings()).expiry(),
+        },
     )
 
 
@@ -204,7 +225,8 @@ def work_spec(agent_id: str, settings: TopologySettings) -> QueueSpec:
     bounded by the coordinator, which counts an agent lost during an attempt
     as a failed attempt and purges a dead agent's work queue.
     """
-    return QueueSpec(work_queue(agent_id), arguments={"x-dead-letter-exchange": DEAD_EXCHANGE})
+    arguments = {"x-dead-letter-exchange": DEAD_EXCHANGE, **settings.expiry()}
+    return QueueSpec(work_queue(agent_id), arguments=arguments)
 
 
 def results_spec(settings: TopologySettings) -> QueueSpec:

@@ -152,6 +152,8 @@ TYPE_CAPABILITY: dict[str, str] = {
     "task.refused": ASSIGN,
     "task.record": ASSIGN,  # a results-stream record (protocol/records.py)
     "task.submit": SUBMIT,
+    "task.revoke": SUBMIT,  # a submitter cancels its task (through the task queue)
+    "task.query": SUBMIT,  # a submitter asks about its tasks (through the task queue)
     "heartbeat": HEARTBEAT,
     "vote.": VOTE,
     "pbft.": VOTE,

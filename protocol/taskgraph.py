@@ -15,13 +15,16 @@ Lifecycle (``→`` is a transition, ``*`` any non-terminal state)::
     ASSIGNED|RUNNING → DEAD_LETTERED      the same, with every attempt used
     ASSIGNED|RUNNING → FAILED             fail(transient=False), e.g. a handler's Reject
     * → EXPIRED                expire(now) at or after the task's deadline, or the parent expired
+    * → CANCELLED              cancel(): its submitter withdrew it; or a dependency or the
+                               parent ended CANCELLED
     * → FAILED                 a dependency ended FAILED/EXPIRED/DEAD_LETTERED, or the parent
                                ended FAILED/DEAD_LETTERED (unfinished children are cancelled)
 
 Invariants:
-    * Submission is atomic: every dependency names a known task or one of the
-      same batch, a parent is known or earlier in the batch, ids are unique and
-      the batch adds no cycle (:class:`CycleError`); otherwise nothing changes.
+    * Submission is atomic: every dependency names a known task, one of the
+      same batch or one the caller says has finished (``finished=``), a parent
+      is known or earlier in the batch, ids are unique and the batch adds no
+      cycle (:class:`CycleError`); otherwise nothing changes.
     * A task is READY only when every dependency SUCCEEDED, and then its
       ``dep_results`` holds exactly those results.
     * Only the current attempt of an ASSIGNED or RUNNING task changes its
@@ -61,7 +64,7 @@ from robeing.protocol.errors import ConfigError, RobeingError
 from robeing.protocol.resources import InvalidResources, Resources
 
 __all__ = [
-    "Assignment", "CycleError", "DuplicateTask", "InvalidTask", "Merger", "Outcome",
+    "Assignment", "CycleError", "DuplicateTask", "Finished", "InvalidTask", "Merger", "Outcome",
     "RetryPolicy", "SplitStrategy", "Splitter", "StateError", "TaskGraph", "TaskRecord",
     "TaskSpec", "TaskState", "UnknownDependency", "UnknownTask", "merge_results", "split_list",
 ]  # fmt: skip
@@ -113,6 +116,7 @@ class TaskState(StrEnum):
     FAILED = "failed"
     EXPIRED = "expired"
     DEAD_LETTERED = "dead_lettered"
+    CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
@@ -121,7 +125,13 @@ class TaskState(StrEnum):
 
 
 _TERMINAL = frozenset(
-    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.EXPIRED, TaskState.DEAD_LETTERED}
+    {
+        TaskState.SUCCEEDED,
+        TaskState.FAILED,
+        TaskState.EXPIRED,
+        TaskState.DEAD_LETTERED,
+        TaskState.CANCELLED,
+    }
 )
 _LIVE = frozenset({TaskState.ASSIGNED, TaskState.RUNNING})
 
@@ -320,6 +330,20 @@ _DEFAULT_STRATEGY = SplitStrategy()
 _Step = tuple[TaskRecord, TaskState, Any, str | None, str | None]
 
 
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A task that ended and was forgotten, as a later dependant sees it.
+
+    Attributes:
+        state: its terminal state. result: its result (when it succeeded).
+        reason: why it did not succeed.
+    """
+
+    state: TaskState
+    result: Any = None
+    reason: str | None = None
+
+
 class TaskGraph:
     """The coordinator's tasks, their DAG and their lifecycle.
 
@@ -369,8 +393,18 @@ class TaskGraph:
 
     # --- submission --------------------------------------------------------
 
-    def submit(self, specs: TaskSpec | Iterable[TaskSpec], *, now: float) -> list[str]:
+    def submit(
+        self,
+        specs: TaskSpec | Iterable[TaskSpec],
+        *,
+        now: float,
+        finished: Mapping[str, Finished] | None = None,
+    ) -> list[str]:
         """Add tasks (and the subtasks of those needing several agents) atomically.
+
+        ``finished``: tasks that ended and were forgotten, which the batch may
+        depend on: a dependant gets the result of one that succeeded, and ends
+        as a dependant of a failed (or cancelled) task does.
 
         Returns:
             Ids of every record created, subtasks included, in creation order.
@@ -383,7 +417,8 @@ class TaskGraph:
         """
         batch = [specs] if isinstance(specs, TaskSpec) else list(specs)
         plan = [item for spec in batch for item in self._expand(spec)]
-        self._validate(plan)
+        ended = finished or {}
+        self._validate(plan, ended)
         created: list[TaskRecord] = []
         for spec, deps, merge in plan:
             deadline = spec.deadline
@@ -400,12 +435,21 @@ class TaskGraph:
         steps: list[_Step] = []
         for rec in created:
             for dep_id in rec.deps:
+                if dep_id not in self._records:  # finished and forgotten (validated)
+                    gone = ended[dep_id]
+                    if gone.state is TaskState.SUCCEEDED:
+                        rec.dep_results[dep_id] = gone.result
+                    else:
+                        cause = f"{dep_id!r} {gone.state}: {gone.reason}"
+                        state = _follows(gone.state)
+                        steps.append((rec, state, None, f"dependency {cause}", cause))
+                    continue
                 dep = self._records[dep_id]
                 if dep.state is TaskState.SUCCEEDED:
                     rec.dep_results[dep_id] = dep.result
                 elif dep.state.terminal:
                     steps.append(
-                        (rec, TaskState.FAILED, None, _blame(dep, "dependency"), dep.cause)
+                        (rec, _follows(dep.state), None, _blame(dep, "dependency"), dep.cause)
                     )
                 else:
                     rec.waiting += 1
@@ -414,9 +458,7 @@ class TaskGraph:
                 parent = self._records[rec.spec.parent]
                 parent.children.append(rec.id)
                 if parent.state.terminal and parent.state is not TaskState.SUCCEEDED:
-                    state = (
-                        TaskState.EXPIRED if parent.state is TaskState.EXPIRED else TaskState.FAILED
-                    )
+                    state = _child_follows(parent.state)
                     steps.append((rec, state, None, _blame(parent, "parent"), parent.cause))
         doomed = {step[0].id for step in steps}
         for rec in created:
@@ -445,7 +487,11 @@ class TaskGraph:
             for sub_id, part in zip(ids, parts, strict=True)
         ]
 
-    def _validate(self, plan: Sequence[tuple[TaskSpec, tuple[str, ...], Any]]) -> None:
+    def _validate(
+        self,
+        plan: Sequence[tuple[TaskSpec, tuple[str, ...], Any]],
+        finished: Mapping[str, Finished],
+    ) -> None:
         batch: dict[str, tuple[str, ...]] = {}
         for spec, deps, _ in plan:
             if spec.id in self._records or spec.id in batch:
@@ -456,7 +502,7 @@ class TaskGraph:
             batch[spec.id] = deps
         for task_id, deps in batch.items():
             for dep in deps:
-                if dep not in self._records and dep not in batch:
+                if dep not in self._records and dep not in batch and dep not in finished:
                     raise UnknownDependency(f"task {task_id!r} depends on unknown task {dep!r}")
         # Kahn's algorithm over the batch: old tasks cannot depend on new ones,
         # so any cycle lies entirely inside the batch.
@@ -634,6 +680,42 @@ class TaskGraph:
             self.fail(task_id, rec.attempt, f"agent {agent_id!r} lost", now=now, delay=0.0)
         return affected
 
+    def cancel(self, task_id: str, reason: str, *, now: float) -> list[tuple[str, int, str]]:
+        """End an unfinished task as CANCELLED, with its unfinished subtasks and dependants.
+
+        Returns:
+            ``(task id, attempt, agent)`` of every attempt that was live (ASSIGNED or
+            RUNNING) among them: their agents may stop, their results are stale.
+
+        Raises:
+            UnknownTask: no such task.
+            StateError: the task has already finished.
+        """
+        rec = self.get(task_id)
+        if rec.state.terminal:
+            raise StateError(f"task {task_id!r} has already finished ({rec.state})")
+        live = [
+            (r.id, r.attempt, r.agent)
+            for r in (rec, *map(self._records.get, rec.children))
+            if r is not None and r.state in _LIVE and r.agent is not None
+        ]
+        self._apply([(rec, TaskState.CANCELLED, None, reason, None)], now)
+        return live
+
+    def attempts(self, task_id: str) -> int:
+        """Attempts of a task; a split task's are the most any of its parts took.
+
+        Raises:
+            UnknownTask: no such task.
+        """
+        rec = self.get(task_id)
+        parts = (self._records[c].attempt for c in rec.children if c in self._records)
+        return max(rec.attempt, *parts, 0)
+
+    def records(self) -> Iterator[TaskRecord]:
+        """Every record the graph holds (finished ones until forgotten); read-only."""
+        return iter(list(self._records.values()))
+
     # --- time, results, housekeeping ---------------------------------------
 
     def expire(self, now: float) -> list[str]:
@@ -739,16 +821,29 @@ class TaskGraph:
             else:
                 rec.cause = cause or f"{rec.id!r} {state}: {reason}"
                 why = _blame(rec, "dependency")
-                follow.extend((user, TaskState.FAILED, None, why, rec.cause) for user in users)
+                follows = _follows(state)
+                follow.extend((user, follows, None, why, rec.cause) for user in users)
                 # Unfinished children are cancelled; a child's deadline is at most
                 # its parent's, so when the parent expired the child has expired too.
-                child_state = TaskState.EXPIRED if state is TaskState.EXPIRED else TaskState.FAILED
+                child_state = _child_follows(state)
                 why = _blame(rec, "parent")
                 for child in map(self._records.get, rec.children):
                     if child is not None and not child.state.terminal:
                         follow.append((child, child_state, None, why, rec.cause))
             stack.extend(reversed(follow))
         return done
+
+
+def _follows(state: TaskState) -> TaskState:
+    """How a dependant ends when a dependency ended in ``state`` (not SUCCEEDED)."""
+    return TaskState.CANCELLED if state is TaskState.CANCELLED else TaskState.FAILED
+
+
+def _child_follows(state: TaskState) -> TaskState:
+    """How an unfinished subtask ends when its parent ended in ``state`` (not SUCCEEDED)."""
+    if state in (TaskState.EXPIRED, TaskState.CANCELLED):
+        return state
+    return TaskState.FAILED
 
 
 def _blame(rec: TaskRecord, relation: str) -> str:

@@ -10,7 +10,14 @@ type                from → to                       payload
 ``task.result``     agent → coordinator inbox       :class:`ResultMsg`
 ``task.progress``   coordinator → submitter         ``{task_id, done, total, state}``
 ``task.final``      coordinator → submitter/stream  :class:`FinalResult`
+``task.revoke``     client → task topic             :class:`TaskQuery` (the task to cancel)
+``task.query``      client → task topic             :class:`TaskQuery` (show one, or list)
+``task.cancel``     coordinator → agent inbox       ``{epoch, attempts: [[task_id, attempt]]}``
 ==================  ==============================  =====================================
+
+``task.revoke`` and ``task.query`` travel like submissions (to the active
+coordinator through its task queue, encrypted to the coordinators) and are
+answered with an ACK carrying the answer.
 
 The fencing token of an execution is ``(epoch, attempt)``: the coordinator's
 epoch and the task's attempt number. A result whose token is not the current
@@ -24,10 +31,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import DecodeError
-from .fields import need, strings
+from .fields import count, need, strings, text
 from .resources import InvalidResources, Resources
 
-TERMINAL_STATES = ("succeeded", "failed", "expired", "dead_lettered")
+TERMINAL_STATES = ("succeeded", "failed", "expired", "dead_lettered", "cancelled")
 
 # Bounds of what a task may ask for. Every field read from the wire is held to
 # them before it reaches a loop bound, a broker argument or the task graph.
@@ -170,6 +177,49 @@ class Submission:
             raise DecodeError(f"a submission holds 1 to {MAX_TASKS} tasks")
         return Submission(
             tuple(TaskRequest.from_data(t) for t in tasks), need(data, "reply_to", str, None)
+        )
+
+
+MAX_QUERY_ROWS = 1000  # rows in one answer: they must fit in one message
+
+
+@dataclass(frozen=True, slots=True)
+class TaskQuery:
+    """What a submitter asks the coordinator about its tasks (``task.query``, ``task.revoke``).
+
+    Attributes:
+        task_id: the task to show or cancel; None lists tasks.
+        states: for a list, keep tasks in these states or kinds (empty: unfinished).
+        everyone: list every submitter's tasks, not only the asker's.
+        limit: at most this many rows.
+    """
+
+    task_id: str | None = None
+    states: tuple[str, ...] = ()
+    everyone: bool = False
+    limit: int = MAX_QUERY_ROWS
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "states": list(self.states),
+            "everyone": self.everyone,
+            "limit": self.limit,
+        }
+
+    @staticmethod
+    def from_data(data: Any) -> TaskQuery:
+        """Raises:
+        DecodeError: a field is missing, of the wrong type or out of bounds.
+        """
+        task_id = need(data, "task_id", str, None)
+        return TaskQuery(
+            task_id=None if task_id is None else text(task_id, "task_id", MAX_TASK_ID),
+            states=strings(need(data, "states", list, []), "states", max_items=16, max_len=32),
+            everyone=need(data, "everyone", bool, False),
+            limit=count(
+                need(data, "limit", int, MAX_QUERY_ROWS), "limit", low=1, high=MAX_QUERY_ROWS
+            ),
         )
 
 

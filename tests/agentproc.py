@@ -9,8 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from robeing.agents.assembly import build_agent
 from robeing.agents.context import Message
@@ -19,6 +20,8 @@ from robeing.agents.settings import Settings
 from robeing.broker import topology as topo
 from robeing.protocol.errors import DecodeError
 from robeing.protocol.heartbeat import Heartbeat
+
+T = TypeVar("T")
 
 
 class AgentProcess:
@@ -33,8 +36,10 @@ class AgentProcess:
         args: list[str],
         log_dir: Path,
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.agent_id = agent_id
+        self.cwd = cwd
         command = ["coordinator"] if role == "coordinator" else ["agent", "--role", role]
         self.argv = [
             sys.executable, "-m", "robeing.agents", *command, "--id", agent_id,
@@ -66,6 +71,7 @@ class AgentProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            cwd=self.cwd,
         )
 
     @property
@@ -184,3 +190,15 @@ class HeartbeatWatcher:
 
     async def stop(self) -> None:
         await self.agent.stop()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], timeout: float = 15.0, every: float = 0.2
+) -> T:
+    """Call ``check`` until it returns something true or ``timeout`` passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(every)

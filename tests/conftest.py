@@ -11,7 +11,7 @@ import os
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,7 +20,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from agentproc import AgentProcess, HeartbeatWatcher
+from clitools import RunCli, run_robeing
 
+from robeing.agents import Client, Settings
 from robeing.agents.keystore import Keystore
 from robeing.broker.management import Management, ManagementSettings, with_vhost
 
@@ -109,3 +111,38 @@ def spawn(
     for p in procs:
         p.kill_sync()
     del loop
+
+
+@pytest.fixture
+def run_cli() -> RunCli:
+    """Factory: run the ``robeing`` command as a user would (see :func:`clitools.run_robeing`)."""
+    return run_robeing
+
+
+@pytest.fixture
+def unique_id() -> Callable[[str], str]:
+    """Factory: an agent id no other test in the session's vhost uses."""
+
+    def make(prefix: str) -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+    return make
+
+
+@pytest.fixture
+async def client_named(
+    amqp_url: str, keys_dir: Path
+) -> AsyncIterator[Callable[[str], Awaitable[Client]]]:
+    """Factory: a started client with the given identity; all are stopped after the test."""
+    clients: list[Client] = []
+
+    async def make(agent_id: str) -> Client:
+        settings = Settings(role="client", agent_id=agent_id, amqp_url=amqp_url, keys_dir=keys_dir)
+        client = Client(settings)
+        await client.__aenter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.__aexit__(None, None, None)

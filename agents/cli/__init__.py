@@ -10,8 +10,10 @@ trouble, 1 for anything else robeing reports; never a traceback
 This module builds the top-level group and its global options and adds each
 verb group's commands: :mod:`.keys`, :mod:`.agent` (``agent``,
 ``coordinator``), :mod:`.messaging` (``send``, ``broadcast``), :mod:`.tasks`
-(``submit``, ``result``), :mod:`.status`, :mod:`.up`, :mod:`.consensus`
-(``propose``, ``bft``), :mod:`.broker` (``broker users``, ``broker setup``).
+(``submit``, ``result``), :mod:`.tasks_admin` (``task show|list|cancel``,
+``cancel``), :mod:`.dead_letters` (``dead-letters list|show|replay|purge``),
+:mod:`.status`, :mod:`.up`, :mod:`.consensus` (``propose``, ``bft``),
+:mod:`.broker` (``broker users``, ``broker setup``).
 It is the only module that imports them; they import :mod:`.common` and
 :mod:`.options`, never this one.
 """
@@ -24,8 +26,21 @@ import click
 
 from .. import logs
 from ..settings import Settings
-from . import agent, broker, consensus, guardian, keys, messaging, roles, status, tasks, up
-from .common import Common, RobeingGroup
+from . import (
+    agent,
+    broker,
+    consensus,
+    dead_letters,
+    guardian,
+    keys,
+    messaging,
+    roles,
+    status,
+    tasks,
+    tasks_admin,
+    up,
+)
+from .common import EXIT_CODES_HELP, Common, RobeingGroup
 from .options import default_of
 
 __all__ = ["cli", "main"]
@@ -34,6 +49,7 @@ __all__ = ["cli", "main"]
 @click.group(
     cls=RobeingGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_CODES_HELP,
 )
 @click.option(
     "--amqp-url",
@@ -89,6 +105,9 @@ cli.add_command(messaging.send)
 cli.add_command(messaging.broadcast)
 cli.add_command(tasks.submit)
 cli.add_command(tasks.result)
+cli.add_command(tasks_admin.task)
+cli.add_command(tasks_admin.cancel)
+cli.add_command(dead_letters.dead_letters)
 cli.add_command(status.status)
 cli.add_command(up.up)
 cli.add_command(consensus.propose)

@@ -4,42 +4,62 @@ Both build the process's :class:`~robeing.agents.settings.Settings` from
 options and environment variables (what Compose and Kubernetes set) and
 serve it until SIGTERM or Ctrl-C; ``agent --check`` instead reports whether
 an agent with the given id is heartbeating, as a health probe's exit code.
+
+The original deployment's values work: ``AGENT_ROLE=WORKER`` or
+``ROLE=COORDINATOR`` (any case), ``SPECIALIZATION``, ``CLUSTER_ID``;
+``COORDINATOR_URL`` and ``AGENT_COUNT`` are accepted and logged as not
+needed (agents reach the coordinator through the broker; ``AGENT_COUNT`` is
+the number of workers ``robeing up`` starts).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ...broker.topology import TopologySettings
 from ...protocol.errors import ConfigError
 from ...protocol.pbft import GroupSpec, parse_groups
 from ...protocol.resources import Resources
 from ...protocol.roles import AGENT_ROLES
 from ..settings import Settings
-from .common import Common, pass_common, run, split_list
+from .common import EXIT_CODES_HELP, Common, pass_common, run, split_list
 from .options import (
     RESOURCES,
     agent_id_option,
     app_option,
+    cluster_id_option,
     coordinator_options,
     default_of,
     env_option,
     heartbeat_interval_option,
+    metrics_port_option,
+    queue_expiry_option,
 )
 from .roles import RoleHelpCommand
 
+log = logging.getLogger(__name__)
 
-@click.command(cls=RoleHelpCommand)
+# The original deployment's variables that robeing does not need, and why.
+_NOT_NEEDED = {
+    "COORDINATOR_URL": "agents reach the coordinator through the broker (AMQP_URL)",
+    "AGENT_COUNT": "it is the number of workers `robeing up` starts",
+}
+
+
+@click.command(cls=RoleHelpCommand, epilog=EXIT_CODES_HELP)
 @click.option(
     "--role",
-    envvar="AGENT_ROLE",
+    envvar=["AGENT_ROLE", "ROLE"],
     show_envvar=True,
     default=None,
     is_eager=True,  # read before --help, which then describes the role
-    type=click.Choice(AGENT_ROLES),
+    type=click.Choice(AGENT_ROLES, case_sensitive=False),
     help="What this agent does (required, except with --check).",
 )
 @agent_id_option("Unique id (default: <role>-<host>-<pid>).")
@@ -52,12 +72,7 @@ from .roles import RoleHelpCommand
     help="Skill offered, optionally with a proficiency in [0, 1] (analysis:0.9); "
     "repeat or comma-separate.",
 )
-@env_option(
-    "--cluster-id",
-    envvar="CLUSTER_ID",
-    default=default_of(Settings, "cluster_id"),
-    show_default=True,
-)
+@cluster_id_option()
 @app_option("Module (or module:attr) holding your App with handlers.")
 @env_option(
     "--concurrency",
@@ -180,6 +195,8 @@ from .roles import RoleHelpCommand
     show_default=True,
     help="(messenger) Requests per second per gateway client (twice that in a burst).",
 )
+@metrics_port_option()
+@queue_expiry_option()
 @coordinator_options
 @pass_common
 def agent(
@@ -206,12 +223,14 @@ def agent(
     anomaly_fanout: int,
     http: str | None,
     http_rate: float,
+    metrics_port: int | None,
+    queue_expiry: float,
     **coordinator: Any,
 ) -> None:
     """Run an agent process until SIGTERM or Ctrl-C."""
     if role is None:
         if not check:
-            raise click.UsageError("Missing option '--role' (or AGENT_ROLE).")
+            raise click.UsageError("Missing option '--role' (or AGENT_ROLE, or ROLE).")
         role = "worker"  # a probe needs only the id
     settings = common.settings(
         role=role,
@@ -234,6 +253,8 @@ def agent(
         anomaly_fanout=anomaly_fanout,
         http=http,
         http_rate=http_rate,
+        metrics_port=metrics_port,
+        topology=TopologySettings(agent_queue_expiry_s=queue_expiry),
         **coordinator,  # the Settings fields of the same names
     )
     if check:
@@ -241,32 +262,44 @@ def agent(
     _serve(common, settings)
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES_HELP)
 @app_option("Module with your App (needed for its tasks' split and merge).")
 @agent_id_option("Unique id (default: coordinator-<host>-<pid>).")
-@click.option(
+@cluster_id_option()
+@env_option(
     "--standby",
+    envvar="ROBEING_STANDBY",
     is_flag=True,
-    help="Label this coordinator a standby; every coordinator waits for the "
-    "lead anyway and takes over when the active one dies.",
+    default=default_of(Settings, "standby"),
+    help="Start as a standby: leave the lead to coordinators started with it (a standby "
+    "first tries for the lock after a 2 s head start), then take over as soon as none is active.",
 )
 @heartbeat_interval_option("The agents' heartbeat interval (and ours).")
+@metrics_port_option()
+@queue_expiry_option()
 @coordinator_options
 @pass_common
 def coordinator(
     common: Common,
     app: str | None,
     agent_id: str,
+    cluster_id: str,
     standby: bool,
     heartbeat_interval: float,
+    metrics_port: int | None,
+    queue_expiry: float,
     **coordinator: Any,
 ) -> None:
     """Run a coordinator (same as `robeing agent --role coordinator`)."""
     settings = common.settings(
         role="coordinator",
         agent_id=agent_id,
+        cluster_id=cluster_id,
+        standby=standby,
         app=app,
         heartbeat_interval=heartbeat_interval,
+        metrics_port=metrics_port,
+        topology=TopologySettings(agent_queue_expiry_s=queue_expiry),
         **coordinator,  # the Settings fields of the same names
     )
     _serve(common, settings)
@@ -275,9 +308,15 @@ def coordinator(
 def _serve(common: Common, settings: Settings) -> None:
     """Run ``settings``' agent (with its ``--app``) until SIGTERM or Ctrl-C."""
     common.configure_logging(settings.agent_id, settings.role)
+    for name, why in _NOT_NEEDED.items():
+        if os.environ.get(name):
+            log.info("%s is set but not needed: %s", name, why)
     from ..app import load_app
     from ..assembly import serve
 
+    # Like `celery -A`: an --app module next to where the command runs is found.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     run(serve(settings, load_app(settings.app) if settings.app else None))
 
 

@@ -40,19 +40,16 @@ from ...protocol.errors import ConfigError
 from ..keystore import Keystore
 from ..settings import Settings
 from .common import Common, emit_json, pass_common, run
-from .options import default_of, env_option, json_option, stack
+from .options import admin_url_option, default_of, env_option, json_option, stack
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def admin_options() -> Callable[[F], F]:
     return stack(
-        env_option(
-            "--admin-url",
-            envvar="ROBEING_ADMIN_URL",
-            default=None,
-            help="AMQP URL with the broker admin's user and password (default: AMQP_URL); "
-            "the management API is on its host, port 15672.",
+        admin_url_option(
+            "AMQP URL with the broker admin's user and password (default: AMQP_URL); "
+            "the management API is on its host, port 15672."
         ),
         env_option(
             "--management-url",

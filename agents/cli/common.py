@@ -1,10 +1,10 @@
 """What every ``robeing`` verb needs: errors and exit codes, the global options, output.
 
-Errors are one line on stderr and a non-zero exit: 2 for wrong usage or
-configuration, 3 for broker trouble, 1 for anything else robeing reports;
-never a traceback. :class:`RobeingGroup` turns robeing's exceptions into
-those; a command raises :class:`ConfigFailure` (or another :class:`CliError`)
-itself when it finds the problem.
+Errors are one line on stderr and a non-zero exit (:data:`EXIT_CODES`,
+shown at the end of ``robeing --help``); never a traceback.
+:class:`RobeingGroup` turns robeing's exceptions into those; a command raises
+:class:`ConfigFailure` (or another :class:`CliError`) itself when it finds
+the problem.
 
 Verb modules import this module and :mod:`.options`, never the package's
 ``__init__``, which is the one module that imports them.
@@ -28,6 +28,18 @@ from ..settings import Settings
 T = TypeVar("T")
 
 
+EXIT_CODES = (
+    (0, "done (a task: it succeeded; a query: found)"),
+    (1, "a task failed, expired, was cancelled or dead-lettered; not found; refused"),
+    (2, "wrong usage or configuration"),
+    (3, "broker trouble (unreachable, refused login, refused operation)"),
+    (4, "gave up waiting: --timeout passed, or no coordinator or agent answered in time"),
+    (130, "interrupted (Ctrl-C)"),
+)
+EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(f"  {c:<4} {what}" for c, what in EXIT_CODES)
+"""For a command's ``epilog`` (``\\b`` keeps click from rewrapping it)."""
+
+
 class CliError(click.ClickException):
     """A robeing error shown as one line (exit code 1)."""
 
@@ -45,16 +57,31 @@ class BrokerFailure(CliError):
     exit_code = 3
 
 
+class GaveUp(CliError):
+    """Nothing came in time: a --timeout, or no coordinator or agent answered."""
+
+    exit_code = 4
+
+
 def _cli_error(exc: RobeingError) -> CliError:
     if isinstance(exc, ConfigError):
         return ConfigFailure(str(exc))
-    if isinstance(exc, BrokerError | AckTimeout):
+    if isinstance(exc, AckTimeout):
+        return GaveUp(str(exc))
+    if isinstance(exc, BrokerError):
         return BrokerFailure(str(exc))
     return CliError(str(exc))
 
 
 class RobeingGroup(click.Group):
-    """Turns robeing's errors into one-line messages with meaningful exit codes."""
+    """Turns robeing's errors into one-line messages with meaningful exit codes.
+
+    Every command added to it (and to its subgroups) shows the exit codes in ``--help``.
+    """
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        _with_exit_codes(cmd)
+        super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -63,6 +90,14 @@ class RobeingGroup(click.Group):
             raise _cli_error(exc) from None
         except KeyboardInterrupt:
             raise click.exceptions.Exit(130) from None
+
+
+def _with_exit_codes(cmd: click.Command) -> None:
+    if not cmd.epilog:
+        cmd.epilog = EXIT_CODES_HELP
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _with_exit_codes(sub)
 
 
 @dataclass

@@ -14,7 +14,8 @@ import time
 import click
 
 from ...protocol.roles import ROLES
-from .common import Common, pass_common, run
+from .common import Common, emit_json, pass_common, run
+from .options import json_option
 
 
 @click.group()
@@ -124,13 +125,27 @@ def keys_token(common: Common, agent_id: str, ttl_days: float) -> None:
 
 
 @keys.command("list")
+@json_option()
 @pass_common
-def keys_list(common: Common) -> None:
+def keys_list(common: Common, as_json: bool) -> None:
     """List issued identities."""
     from ..keystore import Keystore
 
     store = Keystore(common.keys_dir)
     revoked = store.revocations()
-    for cert in store.list_agents():
-        flag = " REVOKED" if revoked.revokes(cert) else ""
-        click.echo(f"{cert.agent_id}\t{cert.role}\t{cert.key_id}{flag}")
+    rows = [
+        {
+            "id": cert.agent_id,
+            "role": cert.role,
+            "key_id": cert.key_id,
+            "expires_at": cert.expires_at,
+            "revoked": revoked.revokes(cert),
+        }
+        for cert in store.list_agents()
+    ]
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        flag = " REVOKED" if r["revoked"] else ""
+        click.echo(f"{r['id']}\t{r['role']}\t{r['key_id']}{flag}")

@@ -138,11 +138,18 @@ def send(
 @payload_option()
 @priority_option()
 @as_option()
+@json_option()
 @pass_common
 def broadcast(
-    common: Common, message_type: str, payload: str | None, priority: int, as_id: str
+    common: Common,
+    message_type: str,
+    payload: str | None,
+    priority: int,
+    as_id: str,
+    as_json: bool,
 ) -> None:
-    """Send a signed broadcast to every live agent."""
+    """Send a signed broadcast to every live agent (those without a handler for its type
+    count it and let it go)."""
     from ..client import Client, parse_payload
 
     body = parse_payload(payload)
@@ -151,4 +158,8 @@ def broadcast(
         async with Client(common.client_settings(as_id)) as client:
             return await client.broadcast(message_type, body, priority=priority)
 
-    click.echo(f"broadcast {run(go())}")
+    message_id = run(go())
+    if as_json:
+        emit_json({"id": message_id, "type": message_type, "broadcast": True})
+    else:
+        click.echo(f"broadcast {message_id}")

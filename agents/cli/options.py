@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
+from ...broker.topology import TopologySettings
 from ...protocol.resources import InvalidResources, Resources, parse_resources
 from ..settings import Settings
 
@@ -86,6 +87,11 @@ def as_option() -> Callable[[F], F]:
     )
 
 
+def admin_url_option(help: str) -> Callable[[F], F]:
+    """The broker admin's AMQP URL (``ROBEING_ADMIN_URL``; None: use ``AMQP_URL``)."""
+    return env_option("--admin-url", envvar="ROBEING_ADMIN_URL", default=None, help=help)
+
+
 def payload_option() -> Callable[[F], F]:
     return click.option("--payload", default=None, help="JSON, or @file with JSON.")
 
@@ -104,6 +110,16 @@ def agent_id_option(help: str) -> Callable[[F], F]:
     )
 
 
+def cluster_id_option() -> Callable[[F], F]:
+    return env_option(
+        "--cluster-id",
+        envvar="CLUSTER_ID",
+        default=default_of(Settings, "cluster_id"),
+        show_default=True,
+        help="The cluster this agent belongs to.",
+    )
+
+
 def heartbeat_interval_option(help: str | None = None) -> Callable[[F], F]:
     return env_option(
         "--heartbeat-interval",
@@ -112,6 +128,29 @@ def heartbeat_interval_option(help: str | None = None) -> Callable[[F], F]:
         type=click.FloatRange(min=0.05),
         show_default=True,
         help=help,
+    )
+
+
+def queue_expiry_option() -> Callable[[F], F]:
+    """Sets ``Settings.topology`` (its agent queue expiry; the rest stays as it is)."""
+    return env_option(
+        "--queue-expiry",
+        envvar="ROBEING_QUEUE_EXPIRY",
+        type=click.FloatRange(min=0),
+        default=default_of(TopologySettings, "agent_queue_expiry_s"),
+        show_default=True,
+        help="Seconds an agent's inbox and work queue outlive it unused before the broker "
+        "deletes them, messages and all (0: never).",
+    )
+
+
+def metrics_port_option() -> Callable[[F], F]:
+    return env_option(
+        "--metrics-port",
+        envvar="ROBEING_METRICS_PORT",
+        type=click.IntRange(0, 65535),
+        default=default_of(Settings, "metrics_port"),
+        help="Serve Prometheus metrics on this port at /metrics (0: any free port).",
     )
 
 

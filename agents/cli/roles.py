@@ -75,6 +75,7 @@ class RoleHelpCommand(click.Command):
         if role is None:  # --help came first, or the role is in the environment
             param = next((p for p in self.params if p.name == "role"), None)
             role = param.resolve_envvar_value(ctx) if param is not None else None
+        role = role.lower() if isinstance(role, str) else role
         formatter.write_paragraph()
         if role in ROLES:
             for line in role_text(role).splitlines():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -19,7 +20,7 @@ from rich.table import Table
 
 from ...broker import topology as topo
 from ...broker.management import Management, ManagementSettings, vhost_of
-from ...protocol.errors import BrokerError
+from ...protocol.errors import BrokerError, ConfigError, ProtocolError
 from ..client import AgentStatus, Client
 from ..keystore import Keystore
 from ..settings import Settings
@@ -82,12 +83,17 @@ def quarantine_view(agents: dict[str, AgentStatus]) -> dict[str, Any]:
     return out
 
 
-def fleet_rows(agents: dict[str, AgentStatus], now: float) -> list[dict[str, Any]]:
+def fleet_rows(
+    agents: dict[str, AgentStatus],
+    now: float,
+    role_of: Callable[[str], str | None] = lambda agent_id: None,
+) -> list[dict[str, Any]]:
     """One row per agent: what it says of itself plus the coordinator's verdict.
 
-    Health is the active coordinator's (alive, suspected, dead, backup,
+    Health is the active coordinator's (alive, suspected, dead, left, backup,
     recovering); agents it still tracks but that no longer heartbeat appear
-    too, so a dead agent is visible rather than silently missing.
+    too, so a dead agent is visible rather than silently missing, with the
+    role ``role_of`` finds for it (its certificate), else ``?``.
     """
     view = coordinator_view(agents)
     health: dict[str, str] = view.get("health", {})
@@ -111,11 +117,11 @@ def fleet_rows(agents: dict[str, AgentStatus], now: float) -> list[dict[str, Any
         row["tasks_in_flight"] = in_flight.get(a.id, 0)
         rows.append(row)
     for agent_id, state in sorted(health.items()):
-        if agent_id not in agents and state in ("suspected", "dead"):
+        if agent_id not in agents and state in ("suspected", "dead", "left"):
             rows.append(
                 {
                     "id": agent_id,
-                    "role": "?",
+                    "role": role_of(agent_id) or "?",
                     "specializations": [],
                     "cluster_id": "",
                     "health": state,
@@ -134,6 +140,7 @@ _HEALTH_STYLE = {
     "active": "green",
     "suspected": "yellow",
     "dead": "red",
+    "left": "dim",
     "backup": "cyan",
     "standby": "cyan",
     "recovering": "magenta",
@@ -173,44 +180,76 @@ def _types(types: list[str] | None, shown: int = 6) -> str:
     return ", ".join(types[:shown]) + more if types else "-"
 
 
+# Columns in the order shown; to fit the width, the optional ones go in the order listed.
+_COLUMNS = (
+    "id",
+    "role",
+    "prio",
+    "specializations",
+    "cluster",
+    "health",
+    "load",
+    "tasks",
+    "last seen",
+    "rejected",
+    "task types",
+)
+_OPTIONAL = ("task types", "rejected", "cluster", "last seen", "prio", "specializations", "tasks")
+
+
+def _cells(r: dict[str, Any]) -> dict[str, str]:
+    seen = r.get("last_seen_s")
+    style = _HEALTH_STYLE.get(r["health"], "white")
+    levels = r.get("proficiency") or {}
+    skills = [f"{s}:{levels[s]:g}" if s in levels else s for s in r["specializations"]]
+    return {
+        "id": r["id"],
+        "role": r["role"],
+        "prio": str(r.get("priority") or "-"),
+        "specializations": ", ".join(skills) or "-",
+        "cluster": r.get("cluster_id") or "-",
+        "health": f"[{style}]{r['health']}[/]",
+        "load": f"{r['load']}/{r['capacity']}",
+        "tasks": str(r["tasks_in_flight"]),
+        "last seen": "-" if seen is None else f"{seen:.1f}s ago",
+        "rejected": str(sum(r.get("stats", {}).get("rejected", {}).values())),
+        "task types": _types(r.get("task_types")),
+    }
+
+
 def render(
-    rows: list[dict[str, Any]], queues: dict[str, Any], pool: dict[str, Any] | None = None
+    rows: list[dict[str, Any]],
+    queues: dict[str, Any],
+    pool: dict[str, Any] | None = None,
+    width: int | None = None,
 ) -> Table:
-    live = sum(1 for r in rows if r["health"] not in ("dead",))
+    """The status table; with ``width``, optional columns are dropped until it fits,
+    and ids are never cut (two workers must not look the same)."""
+    live = sum(1 for r in rows if r["health"] not in ("dead", "left"))
     table = Table(title=f"robeing — {live} live agent(s)", title_justify="left")
-    for col in (
-        "id",
-        "role",
-        "prio",
-        "specializations",
-        "cluster",
-        "health",
-        "load",
-        "tasks",
-        "last seen",
-        "rejected",
-        "task types",
-    ):
-        table.add_column(col, justify="right" if col in ("load", "tasks", "last seen") else "left")
-    for r in rows:
-        rejected = sum(r.get("stats", {}).get("rejected", {}).values())
-        seen = r.get("last_seen_s")
-        style = _HEALTH_STYLE.get(r["health"], "white")
-        levels = r.get("proficiency") or {}
-        skills = [f"{s}:{levels[s]:g}" if s in levels else s for s in r["specializations"]]
-        table.add_row(
-            r["id"],
-            r["role"],
-            str(r.get("priority") or "-"),
-            ", ".join(skills) or "-",
-            r.get("cluster_id") or "-",
-            f"[{style}]{r['health']}[/]",
-            f"{r['load']}/{r['capacity']}",
-            str(r["tasks_in_flight"]),
-            "-" if seen is None else f"{seen:.1f}s ago",
-            str(rejected),
-            _types(r.get("task_types")),
+    cells = [_cells(r) for r in rows]
+    plain = {"health": max([6, *(len(r["health"]) for r in rows)])}
+
+    def needed(cols: list[str]) -> int:
+        widest = {c: max([len(c), *(plain.get(c) or len(x[c]) for x in cells)]) for c in cols}
+        return sum(widest.values()) + 3 * len(cols) + 1
+
+    columns = list(_COLUMNS)
+    for optional in _OPTIONAL:
+        if width is None or needed(columns) <= width:
+            break
+        columns.remove(optional)
+    for col in columns:
+        right = col in ("load", "tasks", "last seen", "rejected")
+        table.add_column(
+            col,
+            justify="right" if right else "left",
+            no_wrap=col == "id",
+            overflow="fold",
+            min_width=max([2, *(len(x["id"]) for x in cells)]) if col == "id" else None,
         )
+    for x in cells:
+        table.add_row(*(x[c] for c in columns))
     dl = queues.get(topo.DEAD_LETTER_QUEUE)
     tq = queues.get(topo.TASK_QUEUE)
     notes = []
@@ -227,15 +266,34 @@ def render(
     return table
 
 
+def certified_role(settings: Settings) -> Callable[[str], str | None]:
+    """The role in an agent's certificate in the keys directory, if it is there and valid."""
+    store = Keystore(settings.keys_dir)
+    try:
+        trust = store.trust_store()
+    except ConfigError:
+        return lambda agent_id: None
+
+    def role_of(agent_id: str) -> str | None:
+        raw = store.peer_certificate(agent_id)
+        try:
+            return trust.check_certificate(raw, time.time()).role if raw else None
+        except ProtocolError:
+            return None
+
+    return role_of
+
+
 async def show_status(settings: Settings, as_json: bool, watch: bool, listen: float) -> None:
     console = Console()
+    role_of = certified_role(settings)
     async with Client(settings, listen_only=True) as client:
         while True:
             agents, health = await asyncio.gather(
                 client.live_agents(listen), queue_health(settings)
             )
             now = time.time()
-            rows = fleet_rows(agents, now)
+            rows = fleet_rows(agents, now, role_of)
             if as_json:
                 out = {"agents": rows, "queues": health, "quarantined": quarantine_view(agents)}
                 print(json.dumps(out, indent=2, sort_keys=True, default=str), flush=True)
@@ -243,6 +301,6 @@ async def show_status(settings: Settings, as_json: bool, watch: bool, listen: fl
                 if watch:
                     console.clear()
                 pool = coordinator_view(agents).get("resources")
-                console.print(render(rows, health, pool))
+                console.print(render(rows, health, pool, console.width))
             if not watch:
                 return

@@ -1,9 +1,11 @@
 """``robeing submit`` and ``robeing result``: tasks from the command line.
 
 ``submit`` returns once the broker confirmed the task into a durable queue
-(printing its id) or, with ``--wait``, follows it with a progress bar to its
+and the active coordinator took it (printing its id; a warning on stderr when
+it cannot start soon: no live agent has its skill, or no agent could ever hold
+its resources) or, with ``--wait``, follows it with a progress bar to its
 result; ``result`` fetches a finished task's result from the results stream.
-Both exit 0 on success and 1 when the task failed.
+Exit codes are in ``--help`` (0 succeeded, 1 the task did not, 4 --timeout).
 """
 
 from __future__ import annotations
@@ -20,11 +22,22 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ...protocol.resources import Resources
 from ...protocol.taskmsgs import FinalResult
 from ..client import Client, TaskHandle, parse_payload
-from .common import Common, ConfigFailure, pass_common, run, split_list
+from .common import (
+    EXIT_CODES_HELP,
+    CliError,
+    Common,
+    ConfigFailure,
+    GaveUp,
+    pass_common,
+    run,
+    split_list,
+)
 from .options import RESOURCES, as_option, json_option, payload_option, priority_option
 
+CHECK_S = 5.0  # how long submit waits for the coordinator to take the task
 
-@click.command()
+
+@click.command(epilog=EXIT_CODES_HELP)
 @click.argument("task_type")
 @payload_option()
 @click.option("--skills", default="", help="Comma-separated specializations needed.")
@@ -65,7 +78,13 @@ from .options import RESOURCES, as_option, json_option, payload_option, priority
     type=click.FloatRange(min=0.1),
     default=300.0,
     show_default=True,
-    help="With --wait: give up after this many seconds.",
+    help="With --wait: give up after this many seconds (exit 4; the task goes on).",
+)
+@click.option(
+    "--no-check",
+    is_flag=True,
+    help=f"Return once the broker confirmed it, without waiting (up to {CHECK_S:g} s) for the "
+    "coordinator to take it and warn when it cannot start.",
 )
 @json_option()
 @as_option()
@@ -86,6 +105,7 @@ def submit(
     holder: str | None,
     wait: bool,
     timeout: float,
+    no_check: bool,
     as_json: bool,
     as_id: str,
 ) -> None:
@@ -110,14 +130,23 @@ def submit(
                 depends_on=split_list(depends_on),
                 max_attempts=max_attempts,
                 resources=resources,
+                check=None if no_check else CHECK_S,
             )
+            _warn(handle, checked=not no_check)
             if not wait:
                 if as_json:
                     print(json.dumps({"task_id": handle.task_id, "accepted": True}))
                 else:
                     print(handle.task_id)
                 return None
-            return await _follow(handle, timeout, show=not as_json and sys.stderr.isatty())
+            show = not as_json and sys.stderr.isatty()
+            try:
+                return await _follow(handle, task_type, timeout, show)
+            except TimeoutError:
+                raise GaveUp(
+                    f"task {handle.task_id} not finished within {timeout:g} s; it goes on "
+                    f"(robeing task show {handle.task_id})"
+                ) from None
 
     final = run(go())
     if final is not None:
@@ -125,7 +154,7 @@ def submit(
     sys.exit(0 if final is None or final.ok else 1)
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES_HELP)
 @click.argument("task_id")
 @click.option(
     "--since",
@@ -136,17 +165,19 @@ def submit(
     help="Look this many hours back.",
 )
 @json_option()
+@as_option()
 @pass_common
-def result(common: Common, task_id: str, since_h: float, as_json: bool) -> None:
-    """Fetch a finished task's result from the results stream."""
+def result(common: Common, task_id: str, since_h: float, as_json: bool, as_id: str) -> None:
+    """Fetch a finished task's result from the results stream (yours: it is encrypted to you)."""
 
     async def go() -> FinalResult | None:
-        async with Client(common.client_settings(), listen_only=True) as client:
+        # As the submitter: each final in the stream is encrypted to its submitter.
+        async with Client(common.client_settings(as_id)) as client:
             return await client.fetch_result(task_id, since_h * 3600)
 
     final = run(go())
     if final is None:
-        raise ConfigFailure(
+        raise CliError(
             f"no result for task {task_id!r} in the last {since_h:g} h "
             "(unknown id, still running, or older)"
         )
@@ -161,13 +192,23 @@ def _print_final(final: FinalResult, as_json: bool) -> None:
     if final.ok:
         print(json.dumps(final.result, indent=2, default=str))
     else:
-        print(
-            f"task {final.task_id} {final.state} after {final.attempts} attempt(s): {final.error}",
-            file=sys.stderr,
+        ran = f" after {final.attempts} attempt(s)" if final.attempts else ""
+        print(f"task {final.task_id} {final.state}{ran}: {final.error}", file=sys.stderr)
+
+
+def _warn(handle: TaskHandle, checked: bool) -> None:
+    """Say on stderr why a task will not start soon, or that no coordinator took it."""
+    if handle.warning:
+        click.echo(f"robeing: warning: task {handle.task_id}: {handle.warning}", err=True)
+    elif checked and not handle.taken:
+        click.echo(
+            f"robeing: warning: no coordinator took task {handle.task_id} within {CHECK_S:g} s; "
+            "it waits in robeing.coordinator.tasks until one runs",
+            err=True,
         )
 
 
-async def _follow(handle: TaskHandle, timeout: float, show: bool) -> FinalResult:
+async def _follow(handle: TaskHandle, task_type: str, timeout: float, show: bool) -> FinalResult:
     if not show:
         return await handle.result(timeout)
     with Progress(
@@ -178,7 +219,8 @@ async def _follow(handle: TaskHandle, timeout: float, show: bool) -> FinalResult
         console=Console(stderr=True),
         transient=True,
     ) as bar:
-        row = bar.add_task(handle.task_id[:12], total=handle.total)
+        # The real total is known once the coordinator took (and split) the task.
+        row = bar.add_task(f"{task_type} {handle.task_id[:12]}", total=handle.total)
 
         def update(h: TaskHandle) -> None:
             bar.update(row, completed=h.done, total=h.total)

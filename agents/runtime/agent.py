@@ -59,6 +59,7 @@ from ..settings import Settings
 from ..stats import Stats
 from .heartbeats import Heartbeats
 from .inbound import Inbound, Route
+from .owned import own_queue
 
 log = logging.getLogger(__name__)
 
@@ -265,9 +266,9 @@ class Agent:
         await self.transport.connect()
         await self.transport.declare_topology(owner=self._role.name == "coordinator")
         takes_work = self._role.takes_work
-        inbox = topo.inbox_spec(self.id)
+        inbox = topo.inbox_spec(self.id, self._settings.topology)
         if takes_work:
-            await self.transport.declare_queue(inbox)
+            inbox = await own_queue(self.transport, inbox)
             await self.transport.bind(inbox.name, topo.DIRECT_EXCHANGE, self.id)
         for hook in self._start_hooks:
             await call_hook(hook, self)
@@ -457,6 +458,8 @@ class Agent:
         exclusive: bool = False,
     ) -> Consumer:
         route = Route(dict(handlers), unknown_reason, load, observer=observer)
+        if spec.arguments and "x-expires" in spec.arguments:
+            spec = await own_queue(self.transport, spec)
         consumer = await self.transport.consume(
             spec, self._inbound.route_to(route), prefetch, bindings=bindings, exclusive=exclusive
         )

@@ -35,6 +35,7 @@ class Heartbeats:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self.extras: list[Callable[[], Mapping[str, Any]]] = []
+        self.lag = 0.0  # how late the last beat went out (a busy or paused event loop)
 
     def build(self, state: str | None = None) -> Heartbeat:
         """Our heartbeat now: who we are, our load, and every role's extra section."""
@@ -97,5 +98,6 @@ class Heartbeats:
                 log.warning("heartbeat failed: %s", exc)
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            self.lag = max(0.0, time.monotonic() - next_at)
             if time.monotonic() - next_at > interval:  # we were paused; do not burst
                 next_at = time.monotonic()

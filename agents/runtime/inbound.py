@@ -20,7 +20,8 @@ For each delivery, in order:
    their handler; the broker never redelivers these, so nothing is settled;
 3. the handler for the type, middleware around it, and the settlement its
    outcome calls for (see :mod:`robeing.agents.context`); a request's sender
-   gets the result or the error as data.
+   gets the result or the error as data. A broadcast of a type without a
+   handler is counted and acknowledged: not every agent is its audience.
 
 Invariant: a message is acknowledged only by the outcome of its handler (or
 the receipt of a deferred one). A copy the broker redelivers while the
@@ -194,6 +195,7 @@ class Inbound:
                 await self.reject(delivery, exc.reason, str(exc), _claimed_sender(delivery.body))
             return
         env = opened.envelope
+        self.stats.count_type(env.type)
         self.stats.accepted(env.sender)
         if env.type != "heartbeat" and (
             self.quarantine.blocks(env.sender) or self.policy.current is not None
@@ -217,7 +219,10 @@ class Inbound:
             return
         fn = route.handlers.get(env.type)
         if fn is None:
-            if route.observer:
+            if route.observer or env.receiver == BROADCAST:
+                # A broadcast reaches every agent; one without a handler for its
+                # type is simply not its audience (counted, not dead-lettered).
+                self.stats.ignored_broadcasts += not route.observer
                 await delivery.ack()
                 return
             detail = (
@@ -287,6 +292,9 @@ class Inbound:
         self, delivery: Delivery, opened: Opened, reason: str, exc: BaseException
     ) -> None:
         self.stats.failed += 1
+        # Refused, not accepted: a replay of the dead letter once the cause is
+        # fixed (robeing dead-letters replay) must not be taken for a duplicate.
+        self.codec.seen.discard(opened.envelope.id)
         if opened.envelope.requires_ack:
             try:
                 await self.outbox.answer(opened, error=error_to_data(exc))

@@ -20,6 +20,13 @@ For each ``task.assign``:
 5. only then acknowledge the assignment. A crash before this point means the
    assignment is redelivered (at-least-once); the coordinator discards
    results of stale attempts, so the submitter still gets one result.
+
+A ``task.cancel`` from a coordinator (of our epoch or newer) names attempts
+whose task was cancelled: a running async handler is cancelled
+(``asyncio.CancelledError`` inside it), one not started yet is skipped, and
+no result is reported for them. A sync handler already running in its
+worker thread cannot be interrupted: it runs to its end and its result is
+dropped.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import asyncio
 import inspect
 import logging
 import time
+from collections import Counter, OrderedDict
 from typing import Any
 
 from tenacity import (
@@ -43,16 +51,19 @@ from ...protocol.election import EpochFence, StaleEpoch
 from ...protocol.envelope import DEFAULT_LIMITS, pack
 from ...protocol.errors import Reject, Retry, TooLarge, Unroutable, error_to_data
 from ...protocol.evidence import ed25519_signer
+from ...protocol.fields import count, items, need, text
 from ...protocol.taskmsgs import AssignMsg, ResultMsg
 from ...protocol.validation import Claim
 from ..app import TaskContext, TaskDef
 from ..batching import Coalescer
 from ..context import AgentContext, Message
 from ..logs import task_id_var
+from ..stats import MAX_TYPES, Latency
 
 log = logging.getLogger(__name__)
 
 LOCAL_ATTEMPTS = 3
+CANCELLED_MEMORY = 10_000  # cancelled attempts remembered, to skip their late assignments
 # A result must fit in one message with room for the envelope around it.
 MAX_RESULT_BYTES = DEFAULT_LIMITS.max_message_bytes - (64 << 10)
 
@@ -65,8 +76,13 @@ class TaskExecutor:
         self.fence = EpochFence()
         self.executed = 0
         self.stale = 0
+        self.cancelled = 0
+        self.outcomes: Counter[tuple[str, str]] = Counter()  # (task type, outcome)
+        self.durations: dict[str, Latency] = {}  # by task type
         self.reporter = ResultReporter(agent)
         self.sign = ed25519_signer(agent.identity.signing_key)
+        self._running: dict[tuple[str, int], asyncio.Future[ResultMsg]] = {}
+        self._stopped: OrderedDict[tuple[str, int], None] = OrderedDict()
 
     async def start(self, agent: AgentContext) -> None:
         """Consume our work queue (an ``on_start`` hook)."""
@@ -100,7 +116,21 @@ class TaskExecutor:
                 self.stale += 1
         if not fresh:
             raise StaleEpoch(msgs[0].epoch, self.fence.highest)
-        reports = await asyncio.gather(*(self._run(assign) for assign in fresh))
+        runs = {
+            (a.task_id, a.attempt): asyncio.ensure_future(self._run(a))
+            for a in fresh
+            if (a.task_id, a.attempt) not in self._stopped
+        }
+        self._running.update(runs)
+        try:
+            outcomes = await asyncio.gather(*runs.values(), return_exceptions=True)
+        finally:
+            for key in runs:
+                self._running.pop(key, None)
+        reports = [r for r in outcomes if isinstance(r, ResultMsg)]  # cancelled: none
+        self.cancelled += len(fresh) - len(reports)
+        if not reports:
+            return
         coordinator = fresh[0].coordinator
         try:
             await self.reporter.report(coordinator, list(reports))
@@ -112,13 +142,47 @@ class TaskExecutor:
             raise Retry(f"report to {coordinator} not confirmed", delay=0.0) from exc
         self.executed += len(fresh)
 
+    def on_cancel(self, msg: Message) -> int:
+        """``task.cancel``: stop the attempts it names; returns how many were running.
+
+        Raises:
+            DecodeError: a malformed payload (dead-lettered).
+        """
+        epoch = count(need(msg.payload, "epoch", int), "epoch")
+        if not self.fence.admit(epoch):
+            return 0  # a deposed coordinator's
+        attempts = items(need(msg.payload, "attempts", list), "attempts")
+        stopped = 0
+        for pair in attempts[:CANCELLED_MEMORY]:
+            task_id, attempt = items(pair, "attempt", 2)
+            key = (text(task_id, "task_id", 256), count(attempt, "attempt"))
+            self._stopped[key] = None
+            if len(self._stopped) > CANCELLED_MEMORY:
+                self._stopped.popitem(last=False)
+            run = self._running.get(key)
+            if run is not None and run.cancel():
+                stopped += 1
+        if stopped:
+            log.info("stopped %d cancelled task attempt(s)", stopped)
+        return stopped
+
     async def _run(self, msg: AssignMsg) -> ResultMsg:
         token = task_id_var.set(msg.task_id)
         try:
             async with self.agent.working():
-                return await self.execute(msg)
+                res = await self.execute(msg)
         finally:
             task_id_var.reset(token)
+        self._record(msg.type, res)
+        return res
+
+    def _record(self, task_type: str, res: ResultMsg) -> None:
+        """Count an attempt's outcome and time it (served as metrics)."""
+        if task_type not in self.durations and len(self.durations) >= MAX_TYPES:
+            task_type = "other"
+        outcome = "succeeded" if res.ok else "retry" if res.transient else "failed"
+        self.outcomes[(task_type, outcome)] += 1
+        self.durations.setdefault(task_type, Latency()).observe(res.duration)
 
     async def execute(self, msg: AssignMsg) -> ResultMsg:
         """Run one attempt and describe its outcome (never raises)."""
@@ -287,4 +351,5 @@ def install(agent: AgentContext) -> TaskExecutor:
     executor = TaskExecutor(agent)
     agent.on_start(executor.start)
     agent.handle("guardian.rerun", lambda msg: rerun(executor, msg))
+    agent.handle("task.cancel", executor.on_cancel)
     return executor

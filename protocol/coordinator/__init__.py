@@ -2,16 +2,20 @@
 
 * :class:`CoordinatorState` — feed it :mod:`events <.events>` with
   :meth:`~CoordinatorState.handle`, perform the :mod:`actions <.actions>` it returns;
-* :class:`FleetView` — health and capacity of the agents it schedules on.
+* :class:`FleetView` — health and capacity of the agents it schedules on;
+* :mod:`.queries` — what a task waits for, for ``robeing task show|list``.
 
 The I/O shell that hosts it is ``robeing.agents.roles.coordinator``.
 """
 
+from . import queries
 from .actions import (
     AckSubmission,
     Action,
     Assign,
     Audit,
+    CancelAnswered,
+    CancelAttempts,
     DeadLetterTask,
     DeliverFinals,
     PurgeAssignments,
@@ -22,6 +26,7 @@ from .actions import (
 from .events import (
     AssignmentFailed,
     BecameActive,
+    CancelRequested,
     ConnectionClosed,
     Event,
     FinalsNotStored,
@@ -43,6 +48,9 @@ __all__ = [
     "AssignmentFailed",
     "Audit",
     "BecameActive",
+    "CancelAnswered",
+    "CancelAttempts",
+    "CancelRequested",
     "ConnectionClosed",
     "CoordinatorConfig",
     "CoordinatorState",
@@ -62,4 +70,5 @@ __all__ = [
     "SendProgress",
     "SubmissionReceived",
     "Tick",
+    "queries",
 ]

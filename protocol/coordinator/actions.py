@@ -19,6 +19,8 @@ __all__ = [
     "Action",
     "Assign",
     "Audit",
+    "CancelAnswered",
+    "CancelAttempts",
     "DeadLetterTask",
     "DeliverFinals",
     "PurgeAssignments",
@@ -105,6 +107,32 @@ class PurgeAssignments:
     agent_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class CancelAttempts:
+    """Tell ``agent_id`` to stop running ``attempts`` (``(task id, attempt)``): they were cancelled.
+
+    A courtesy: their results would be discarded as stale anyway.
+    """
+
+    agent_id: str
+    attempts: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelAnswered:
+    """The answer to a :class:`~.events.CancelRequested`.
+
+    ``outcome``: ``cancelled`` (the task's final, state ``cancelled``, goes out
+    with the same actions), ``finished`` (it had already ended), ``unknown``
+    (no task of that id), ``refused`` (not the requester's, or a part of a
+    split task); ``detail`` says it in words.
+    """
+
+    task_id: str
+    outcome: str
+    detail: str
+
+
 Action = (
     Assign
     | SendProgress
@@ -114,4 +142,6 @@ Action = (
     | DeadLetterTask
     | PurgeAssignments
     | Audit
+    | CancelAttempts
+    | CancelAnswered
 )

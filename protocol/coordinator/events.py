@@ -16,6 +16,7 @@ from ..taskmsgs import FinalResult, ResultMsg, Submission
 __all__ = [
     "AssignmentFailed",
     "BecameActive",
+    "CancelRequested",
     "ConnectionClosed",
     "Event",
     "FinalsNotStored",
@@ -126,6 +127,17 @@ class QuarantineChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelRequested:
+    """``requester`` (the envelope's verified sender) asks to cancel its task ``task_id``.
+
+    The machine answers with one :class:`~.actions.CancelAnswered`.
+    """
+
+    requester: str
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time passed: detect silent agents, expire tasks, retry, dispatch."""
 
@@ -140,5 +152,6 @@ Event = (
     | FinalsStored
     | FinalsNotStored
     | QuarantineChanged
+    | CancelRequested
     | Tick
 )

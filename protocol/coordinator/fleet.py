@@ -22,7 +22,8 @@ Rules:
       skill; they leave scheduling as soon as it beats again. Dead agents are
       remembered (bounded) with their skills for this.
     * A lost agent leaves the registry and the ledger at once; a heartbeat of
-      it afterwards is a rejoin and starts afresh.
+      it afterwards is a rejoin and starts afresh. One that said it is leaving
+      (a graceful stop) is reported ``left``, not ``dead``.
     * A heartbeat of an older process than the newest one seen for the agent
       (an earlier ``started_at``: a frozen process that woke after its
       replacement started) changes nothing, even after the agent was lost.
@@ -92,6 +93,7 @@ class FleetView:
         self.dead: dict[str, tuple[float, frozenset[str]]] = {}  # id -> (when, its skills)
         self.backups: dict[str, Heartbeat] = {}  # standby id -> its last heartbeat
         self.started: dict[str, float] = {}  # agent id -> newest process start (outlives a loss)
+        self.departed: set[str] = set()  # lost because they said they were leaving
         self.counters: Counter[str] = Counter()
         self.blocked: set[str] = set()  # quarantined by a guardian's order
         # An unconfirmed close waits for this long for a heartbeat to refute it.
@@ -113,7 +115,10 @@ class FleetView:
         if agent_id in self.blocked:
             return []
         if beat.state == "leaving":
+            if len(self.departed) < DEAD_MEMORY:
+                self.departed.add(agent_id)
             return [Lost(agent_id, "left")]
+        self.departed.discard(agent_id)
         if beat.incarnation:
             self.incarnations[agent_id] = beat.incarnation
         info: dict[str, Any] = {"standby": beat.standby}
@@ -227,7 +232,7 @@ class FleetView:
     def health_report(self, now: float, limit: int = 500) -> dict[str, str]:
         health = {h.agent_id: h.state.value for h in self.health.snapshot(now)[:limit]}
         for agent_id in list(self.dead)[-100:]:
-            health.setdefault(agent_id, "dead")
+            health.setdefault(agent_id, "left" if agent_id in self.departed else "dead")
         return health
 
     # -- internals -------------------------------------------------------------------

@@ -26,7 +26,7 @@ Invariants (checked by the seeded simulator in ``tests/unit``):
       an accepted task is never acknowledged without its result on record.
       A resubmission waits too, for each task it names whose final is unstored.
     * Every submitted task ends: it succeeds, fails, dead-letters after its
-      attempts, or expires at its deadline.
+      attempts, expires at its deadline, or is cancelled (:mod:`.cancels`).
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from ..taskgraph import (
     TaskState,
 )
 from ..taskmsgs import AssignMsg, FinalResult, ResultMsg, TaskRequest
+from . import queries
 from .actions import (
     AckSubmission,
     Action,
@@ -64,9 +65,11 @@ from .actions import (
     PurgeAssignments,
 )
 from .audit import Auditor
+from .cancels import cancel
 from .events import (
     AssignmentFailed,
     BecameActive,
+    CancelRequested,
     ConnectionClosed,
     Event,
     FinalsNotStored,
@@ -84,12 +87,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CoordinatorConfig", "CoordinatorState"]
 
-_FINAL_STATE = {
-    TaskState.SUCCEEDED: "succeeded",
-    TaskState.FAILED: "failed",
-    TaskState.EXPIRED: "expired",
-    TaskState.DEAD_LETTERED: "dead_lettered",
-}
 MAX_EXPIRATION_S = (2**32 - 1) / 1000  # RabbitMQ refuses longer per-message TTLs
 
 
@@ -195,6 +192,8 @@ class CoordinatorState:
             self._on_not_stored(event, now)
         elif isinstance(event, QuarantineChanged):
             self._agents_lost(self.fleet.quarantine(event.agent_id, event.quarantined), now)
+        elif isinstance(event, CancelRequested):
+            self._out += cancel(self, event, now)
         return self._advance(now)
 
     # -- events ---------------------------------------------------------------------
@@ -218,10 +217,11 @@ class CoordinatorState:
             self._out.append(intake.refused)
         if intake.ack:
             self._out.append(AckSubmission(event.token))
-        bad = {t.id: why for t in intake.new if (why := self._problems(t, now))}
+        bad = {t.id: why for t in intake.new if (why := self._problems(t, event.submitter, now))}
         new = [t for t in intake.new if t.id not in bad]
+        ended = self.submissions.ended(new, self.graph)  # finished tasks depended on
         try:
-            self.graph.submit([self._spec(t) for t in new], now=now)
+            self.graph.submit([self._spec(t) for t in new], now=now, finished=ended)
         except (InvalidTask, RobeingError) as exc:
             bad.update((t.id, str(exc)) for t in new)
             new = []
@@ -232,10 +232,11 @@ class CoordinatorState:
         for t in new:
             self.submissions.started(t.id, len(self.graph.get(t.id).children))
 
-    def _problems(self, t: TaskRequest, now: float) -> str:
+    def _problems(self, t: TaskRequest, submitter: str, now: float) -> str:
         problems = t.problems()
         if t.deadline is not None and t.deadline > now + self.config.max_horizon:
             problems.append(f"deadline more than {self.config.max_horizon / 86400:g} days ahead")
+        problems += self.submissions.foreign_dependencies(t, submitter)
         return "; ".join(problems)
 
     def _running_root(self, task_id: str) -> bool:
@@ -376,9 +377,8 @@ class CoordinatorState:
         """
         by_agent: dict[str, list[AssignMsg]] = {}
         priority: dict[str, int] = {}
-        fleet, waiting = self.fleet, list[tuple[str, Resources]]()
-        made = dispatch(self.graph, fleet.registry, now=now, ledger=fleet.ledger, waiting=waiting)
-        for a in made:
+        fleet, held = self.fleet, list[tuple[str, Resources]]()  # tasks waiting for resources
+        for a in dispatch(self.graph, fleet.registry, now=now, ledger=fleet.ledger, waiting=held):
             by_agent.setdefault(a.agent_id, []).append(
                 AssignMsg(a.task_id, a.attempt, self.epoch, a.type, a.payload,
                           dict(a.dep_results), a.deadline, self.config.coordinator_id)
@@ -386,7 +386,7 @@ class CoordinatorState:
             priority[a.agent_id] = max(priority.get(a.agent_id, 0), a.priority)
             timeout_at = now + self.config.attempt_timeout
             heapq.heappush(self._attempts, (timeout_at, a.task_id, a.attempt))
-        for task_id, need in waiting:  # lost a race for resources: say why, once
+        for task_id, need in held:  # lost a race for resources: say why, once
             if (note := self.submissions.waiting(task_id, need, fleet.ledger)) is not None:
                 self._notices.append(note)
         finished = [rec for rec in self.graph.pop_finished() if rec.spec.parent is None]
@@ -405,8 +405,10 @@ class CoordinatorState:
     def _finish(self, records: list[TaskRecord], now: float) -> None:
         finals = []
         for rec in records:
-            state = _FINAL_STATE.get(rec.state, "dead_lettered")
-            result, reason = rec.result if state == "succeeded" else None, rec.reason
+            state = rec.state.value
+            attempts = self.graph.attempts(rec.id)
+            result = rec.result if state == "succeeded" else None
+            reason = queries.final_reason(self, rec, attempts, now)
             if result is not None and (size := len(pack(result))) > self.config.max_result_bytes:
                 limit = self.config.max_result_bytes
                 state, result = "failed", None
@@ -417,7 +419,7 @@ class CoordinatorState:
                     state,
                     result,
                     reason,
-                    rec.attempt,
+                    attempts,
                     now,
                     self.submissions.submitter(rec.id),
                 )
@@ -467,6 +469,7 @@ class CoordinatorState:
             "agents": len(fleet.registry),
             "health": fleet.health_report(now),
             "in_flight": {k: v for k, v in in_flight.items() if v},
+            "waiting": queries.waiting_counts(self, now),
             "backups_idle": fleet.idle_backups(),
             "quarantined": sorted(fleet.blocked)[:500],
             "resources": {

@@ -22,17 +22,20 @@ Rules:
       submission (the ready queue's order); a task that lost waits for its
       resources and its submitter is told so once, with what it needs and
       what is free, instead of hearing nothing.
+    * A task may depend only on its submitter's own tasks; a finished one,
+      forgotten by the task graph, is stood in for by its final.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 
 from ..envelope import pack
 from ..ledger import ResourceLedger
 from ..resources import Resources
+from ..taskgraph import Finished, TaskState
 from ..taskmsgs import FinalResult, Submission, TaskRequest
 from .actions import AckSubmission, DeliverFinals, Recipient, RefuseTasks, SendProgress
 
@@ -140,6 +143,23 @@ class Submissions:
             return running[0]
         final = self.finals.get(task_id)
         return final.submitter if final is not None and final.submitter else None
+
+    def foreign_dependencies(self, task: TaskRequest, submitter: str) -> list[str]:
+        """Problems of ``task``'s dependencies on tasks of other submitters."""
+        return [
+            f"depends on task {dep!r} of another submitter"
+            for dep in task.depends_on
+            if self.owner(dep) not in (None, submitter)
+        ]
+
+    def ended(self, tasks: Iterable[TaskRequest], running: Container[str]) -> dict[str, Finished]:
+        """Finished tasks, no longer ``running``, that ``tasks`` depend on, from their finals."""
+        return {
+            dep: Finished(TaskState(final.state), final.result, final.error)
+            for t in tasks
+            for dep in t.depends_on
+            if dep not in running and (final := self.finals.get(dep)) is not None
+        }
 
     def started(self, task_id: str, parts: int) -> None:
         """``task_id`` runs as ``parts`` subtasks (1 when not split)."""

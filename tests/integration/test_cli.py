@@ -7,99 +7,16 @@ agent processes.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
-import time
-import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from clitools import RunCli
 
 pytestmark = pytest.mark.broker
 
 UNREACHABLE_URL = "amqp://guest:guest@127.0.0.1:1/"
-# Variables that would change what the commands under test do.
-_LEAKY_ENV = (
-    "AGENT_ROLE",
-    "AGENT_ID",
-    "SPECIALIZATION",
-    "CLUSTER_ID",
-    "AGENT_COUNT",
-    "ROBEING_CLIENT_ID",
-    "ROBEING_APP",
-    "ROBEING_LOG_LEVEL",
-    "ROBEING_LOG_FORMAT",
-)
-
-
-@dataclass(frozen=True)
-class CliResult:
-    code: int
-    out: str
-    err: str
-    seconds: float
-
-    @property
-    def err_lines(self) -> list[str]:
-        return [line for line in self.err.splitlines() if line.strip()]
-
-    def describe(self) -> str:
-        return (
-            f"exit {self.code} after {self.seconds:.1f}s\nstdout:\n{self.out}\nstderr:\n{self.err}"
-        )
-
-
-RunCli = Callable[..., Awaitable[CliResult]]
-
-
-@pytest.fixture
-def run_cli() -> RunCli:
-    """Factory: run ``python -m robeing.agents ARGS`` with AMQP_URL and ROBEING_KEYS set."""
-
-    async def run(*args: str, amqp_url: str, keys: Path, timeout: float = 60.0) -> CliResult:
-        env = {k: v for k, v in os.environ.items() if k not in _LEAKY_ENV}
-        env.update(AMQP_URL=amqp_url, ROBEING_KEYS=str(keys))
-        started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "robeing.agents",
-            *args,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            command = " ".join(args)
-            raise AssertionError(f"robeing {command} still running after {timeout}s") from None
-        assert proc.returncode is not None
-        return CliResult(
-            proc.returncode,
-            out.decode(errors="replace"),
-            err.decode(errors="replace"),
-            time.monotonic() - started,
-        )
-
-    return run
-
-
-@pytest.fixture
-def unique_id() -> Callable[[str], str]:
-    """Factory: an agent id no other test in the session's vhost uses."""
-
-    def make(prefix: str) -> str:
-        return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-    return make
 
 
 @pytest.fixture

@@ -28,6 +28,11 @@ steps) at the first broken rule. Each rule has a tag:
   and every assignment carries it.
 * ``ack``: a submission is acknowledged once, after every task in it has a
   stored final.
+* ``cancel``: every request gets one answer; only the task's submitter
+  cancels it, and only while it is unfinished; a ``cancelled`` answer comes
+  with the task's ``cancelled`` final; a refused or unknown one changes
+  nothing; agents are told to stop only attempts they hold; a ``cancelled``
+  final belongs to a task its submitter cancelled, or names one as the cause.
 * ``liveness`` (at the end): every submission is acknowledged and every
   submitter's reply queue got a final for each task it submitted.
 """
@@ -44,6 +49,8 @@ from robeing.protocol.coordinator import (
     Action,
     Assign,
     BecameActive,
+    CancelAnswered,
+    CancelAttempts,
     DeliverFinals,
     Event,
     HeartbeatReceived,
@@ -77,6 +84,8 @@ class Checker:
         self.epoch = 0
         # What the submitters know: their tasks, who asked, what they were told.
         self.specs: dict[str, TaskRequest] = {}
+        self.owners: dict[str, str] = {}  # task id -> who first submitted it
+        self.cancelled: set[str] = set()  # tasks their submitter cancelled
         self.recipients: dict[str, set[Recipient]] = {}
         self.seen: dict[tuple[str, str], tuple[FinalResult, int]] = {}  # first final, machine
         self.got: set[tuple[str, str, str]] = set()  # (submitter, reply queue, task) told
@@ -166,6 +175,7 @@ class Checker:
     def published(self, batch: Batch) -> None:
         for t in batch.tasks:
             self.specs.setdefault(t.id, t)
+            self.owners.setdefault(t.id, batch.submitter)
             self.recipients.setdefault(t.id, set()).add((batch.submitter, batch.reply_to))
 
     # --- assignments --------------------------------------------------------------------
@@ -233,6 +243,11 @@ class Checker:
         self.delivered[task_id] = final
         self.deadline(final)
         self.provenance(final)
+        if final.state == "cancelled" and not (
+            task_id in self.cancelled
+            or any(f"'{c}'" in (final.error or "") for c in self.cancelled)
+        ):
+            self.fail("cancel", f"{task_id} ended cancelled, nobody cancelled it: {final.error}")
 
     def deadline(self, final: FinalResult) -> None:
         """A task expires at its deadline, not before, and succeeds only before it."""
@@ -289,6 +304,42 @@ class Checker:
             low <= action.done <= action.total
         ):
             self.fail("final", f"bad progress notice {action}")
+
+    # --- cancellations ---------------------------------------------------------------------------
+
+    def cancel(self, requester: str, task_id: str, feed: Callable[[], list[Action]]) -> None:
+        """Feed a cancel request: one answer, from the owner only, and what it implies."""
+        machine, owner = self.sim.machine, self.owners.get(task_id)
+        before = machine.graph.get(task_id).state if task_id in machine.graph else None
+        asked = owner == requester and task_id not in self.cancelled
+        if asked:  # its final may go out in this very step
+            self.cancelled.add(task_id)
+        actions = feed()
+        answers = [a for a in actions if isinstance(a, CancelAnswered)]
+        if len(answers) != 1 or answers[0].task_id != task_id:
+            self.fail("cancel", f"cancel of {task_id} by {requester} answered {answers}")
+        outcome = answers[0].outcome
+        if asked and outcome != "cancelled":
+            self.cancelled.discard(task_id)
+        finals = {
+            f.task_id: f for a in actions if isinstance(a, DeliverFinals) for f, _ in a.finals
+        }
+        if outcome == "cancelled":
+            if owner != requester or before is None or before.terminal:
+                self.fail("cancel", f"{requester} cancelled {task_id} of {owner} ({before})")
+            if finals.get(task_id) is None or finals[task_id].state != "cancelled":
+                self.fail("cancel", f"{task_id} cancelled without its cancelled final: {finals}")
+        elif outcome in ("refused", "unknown"):
+            after = machine.graph.get(task_id).state if task_id in machine.graph else None
+            if after != before or task_id in finals:
+                self.fail("cancel", f"a {outcome} cancel of {task_id} moved {before} to {after}")
+        elif outcome != "finished" or owner != requester:
+            self.fail("cancel", f"cancel of {task_id} by {requester} (owner {owner}): {outcome}")
+
+    def cancel_attempts(self, action: CancelAttempts) -> None:
+        for task_id, attempt in action.attempts:
+            if self.assigned.get((task_id, attempt, self.epoch)) != action.agent_id:
+                self.fail("cancel", f"{action.agent_id} told to stop {task_id}#{attempt}")
 
     # --- what must change nothing ---------------------------------------------------------------
 

@@ -16,7 +16,10 @@ A scenario fixes everything random that is known before a run starts:
   zombies (a frozen process replaced, that wakes later), forged results
   (from a non-holder, of an old epoch, of an earlier attempt), coordinator
   failovers, and rates of duplicated results, refused assignments and failed
-  stores.
+  stores;
+* cancellations: by the task's submitter (mostly while it runs), by another
+  submitter (refused), of a part of a split task (refused) and of ids nobody
+  submitted.
 
 Tasks only ask for skills some primary has and for cpu some primary offers
 (or for more than anyone, with a deadline), so that once the faults stop every
@@ -93,7 +96,7 @@ def random_scenario(seed: int) -> Scenario:
     def maybe(p: float, lo: float, hi: float) -> float:
         return rng.uniform(lo, hi) if rng.random() < p else 0.0
 
-    return Scenario(
+    scenario = Scenario(
         seed=seed,
         agents=agents,
         batches=_batches(rng, skills, max_cpu, fault_until),
@@ -103,6 +106,33 @@ def random_scenario(seed: int) -> Scenario:
         p_assign_fail=maybe(0.5, 0.05, 0.2),
         p_store_fail=maybe(0.5, 0.1, 0.4),
     )
+    # Drawn last, so the draws above (and the runs they make) stay as they were.
+    scenario.faults += _cancels(rng, scenario.batches, fault_until)
+    return scenario
+
+
+def _cancels(
+    rng: random.Random, batches: list[Batch], until: float
+) -> list[tuple[float, str, Any]]:
+    """``(time, "cancel", (requester, task id))``; see the module doc."""
+    own = [b for b in batches if not b.resubmission]
+    if not own or rng.random() < 0.4:
+        return []
+    out: list[tuple[float, str, Any]] = []
+    for _ in range(rng.randint(1, 3)):
+        batch = rng.choice(own)
+        task = rng.choice(batch.tasks)
+        at = min(batch.at + rng.uniform(0.0, 4.0), until)
+        r = rng.random()
+        requester, task_id = batch.submitter, task.id
+        if r < 0.15:
+            requester = "c1" if batch.submitter == "c0" else "c0"
+        elif r < 0.25 and task.agents > 1:
+            task_id = f"{task.id}.0"
+        elif r < 0.3:
+            task_id = f"nosuch{len(out)}"
+        out.append((at, "cancel", (requester, task_id)))
+    return out
 
 
 def _fleet(rng: random.Random) -> list[AgentSpec]:

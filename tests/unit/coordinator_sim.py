@@ -16,7 +16,9 @@ as ``robeing.agents.roles.coordinator`` does around it in production:
   second, run what they are assigned for a random time, refuse assignments
   from an epoch older than one they saw, and report success, a transient or a
   permanent failure, or a timeout at the deadline;
-* the faults the scenario switches on (see :mod:`coordinator_scenarios`).
+* the faults the scenario switches on (see :mod:`coordinator_scenarios`),
+  and its submitters' cancellations: an agent told that an attempt was
+  cancelled stops it, or (now and then) reports it anyway.
 
 A :class:`~coordinator_checks.Checker` checks every step; :func:`run` returns
 a :class:`Result` with the first violation (seed and trace included) and how
@@ -41,6 +43,9 @@ from robeing.protocol.coordinator import (
     Assign,
     AssignmentFailed,
     BecameActive,
+    CancelAnswered,
+    CancelAttempts,
+    CancelRequested,
     ConnectionClosed,
     CoordinatorConfig,
     CoordinatorState,
@@ -85,6 +90,7 @@ class Agent:
     highest_epoch: int = 0
     queue: list[tuple[AssignMsg, float | None]] = field(default_factory=list)
     running: set[tuple[str, int, int]] = field(default_factory=set)
+    cancelled: set[tuple[str, int]] = field(default_factory=set)  # told to stop these
 
     @property
     def incarnation(self) -> str:
@@ -299,6 +305,13 @@ class Simulation:
             self.kinds["assignment failures"] += 1
             self.handle(event)
 
+    def on_cancel(self, data: tuple[str, str]) -> None:
+        """A submitter asks to cancel a task (lost while no coordinator is active)."""
+        if self.m is None:
+            return
+        requester, task_id = data
+        self.check.cancel(requester, task_id, lambda: self.handle(CancelRequested(*data)))
+
     def on_result(self, data: tuple[str, ResultMsg]) -> None:
         if self.m is None:
             self.inbox.append(data)
@@ -330,6 +343,11 @@ class Simulation:
             self.kinds["dead letters"] += 1
         elif isinstance(action, SendProgress):
             self.check.progress(action)
+        elif isinstance(action, CancelAttempts):
+            self.check.cancel_attempts(action)
+            self.agents[action.agent_id].cancelled.update(action.attempts)
+        elif isinstance(action, CancelAnswered):
+            self.kinds[f"cancels {action.outcome}"] += 1
 
     def assign(self, action: Assign) -> None:
         self.check.assign(action)
@@ -399,6 +417,11 @@ class Simulation:
             return
         agent.running.discard((msg.task_id, msg.attempt, msg.epoch))
         key = (msg.task_id, msg.attempt, msg.epoch)
+        if (msg.task_id, msg.attempt) in agent.cancelled:
+            self.kinds["cancelled attempts"] += 1
+            if self.rng.random() < 0.7:
+                return  # it stopped: no result
+            self.kinds["results of cancelled attempts"] += 1
         value = f"{msg.task_id}#{msg.attempt}@{msg.epoch}/{agent_id}"
         r, sc = self.rng.random(), self.sc
         if timeout:

@@ -204,11 +204,21 @@ MIRRORED: dict[tuple[str, ...], dict[str, str]] = {
             "anomaly_factor",
             "anomaly_floor",
             "anomaly_fanout",
+            "metrics_port",
             *_COORDINATOR,
         )
     },
     ("coordinator",): {
-        name: name for name in ("agent_id", "app", "heartbeat_interval", *_COORDINATOR)
+        name: name
+        for name in (
+            "agent_id",
+            "app",
+            "cluster_id",
+            "standby",
+            "heartbeat_interval",
+            "metrics_port",
+            *_COORDINATOR,
+        )
     },
     **{client: {"as_id": "agent_id"} for client in _CLIENTS},
     ("broker", "users"): {"events_vhost": "events_vhost"},
@@ -218,7 +228,6 @@ MIRRORED: dict[tuple[str, ...], dict[str, str]] = {
 NOT_MIRRORED: dict[tuple[str, ...], str] = {
     ("agent", "role"): "required (except with --check): there is no default role",
     ("agent", "bft_groups"): "text, parsed into Settings.bft_groups",
-    ("coordinator", "standby"): "a label only: it does not set Settings.standby",
     ("submit", "max_attempts"): "per task; unset leaves the coordinator's own",
     ("submit", "resources"): "what a task needs, not what an agent contributes",
     ("keys", "issue", "agent_id"): "required: the identity to issue",

@@ -18,7 +18,10 @@ from coordinator_sim import run
 
 from robeing.protocol.coordinator import (
     AckSubmission,
+    Action,
     BecameActive,
+    CancelAnswered,
+    CancelRequested,
     CoordinatorState,
     FleetView,
     Lost,
@@ -58,6 +61,10 @@ MIN_SHARE = {
     "contributions changed": 0.1,
     "quarantines": 0.2,
     "unstored finals superseded": 0.02,
+    "cancels cancelled": 0.3,
+    "cancels refused": 0.1,
+    "cancels finished": 0.05,
+    "cancelled attempts": 0.1,
 }
 
 
@@ -219,6 +226,25 @@ class StaysAtFirstEpoch(CoordinatorState):
         super()._become_active(BecameActive(1, event.finals))
 
 
+class CancelsForAnyone(CoordinatorState):
+    """Lets anyone cancel a task, as if its submitter asked."""
+
+    def handle(self, event: Any, now: float) -> list[Action]:
+        if isinstance(event, CancelRequested):
+            owner = self.submissions.owner(event.task_id)
+            event = CancelRequested(owner or event.requester, event.task_id)
+        return super().handle(event, now)
+
+
+class AnswersWithoutCancelling(CoordinatorState):
+    """Says a task was cancelled, and lets it run on."""
+
+    def handle(self, event: Any, now: float) -> list[Action]:
+        if isinstance(event, CancelRequested) and event.task_id in self.graph:
+            return [*self._advance(now), CancelAnswered(event.task_id, "cancelled", "")]
+        return super().handle(event, now)
+
+
 BROKEN: dict[str, tuple[Callable[..., CoordinatorState], str]] = {
     "acks early": (AcksEarly, "ack"),
     "drops a final": (DropsAFinal, "liveness"),
@@ -233,6 +259,8 @@ BROKEN: dict[str, tuple[Callable[..., CoordinatorState], str]] = {
     "ignores quarantine": (IgnoresQuarantine, "assign"),
     "overbooks agents": (OverbooksAgents, "ledger"),
     "stays at first epoch": (StaysAtFirstEpoch, "epoch"),
+    "cancels for anyone": (CancelsForAnyone, "cancel"),
+    "answers without cancelling": (AnswersWithoutCancelling, "cancel"),
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich.console import Console
+
 from robeing.agents.cli.status import fleet_rows, pool_note, render
 from robeing.agents.heartbeats import status_from_heartbeat
 from robeing.protocol.heartbeat import Heartbeat
@@ -61,3 +63,40 @@ def test_pool_note_shows_free_over_total_per_contributed_dimension() -> None:
 def test_no_pool_no_note() -> None:
     assert pool_note(None) is None
     assert pool_note({"capacity": {}, "available": {}, "reservations": 0}) is None
+
+
+def _status(agent_id: str, role: str = "worker", **extra: object) -> object:
+    hb = Heartbeat(role, "alive", ("data_processing",), load=0, capacity=32, extras=extra)
+    return status_from_heartbeat(agent_id, role, hb, now=100.0)
+
+
+def test_at_80_columns_ids_stay_whole_and_optional_columns_go() -> None:
+    """Given a coordinator and two workers with long, similar ids, When the table is drawn 80
+    columns wide, Expect every id whole on one line (the two workers told apart), and the
+    columns that do not fit dropped rather than every cell cut."""
+    agents = {
+        "coordinator-prod-eu-west-1": _status(
+            "coordinator-prod-eu-west-1", "coordinator", coordinator={"active": True}
+        ),
+        "worker-prod-eu-west-1-a": _status("worker-prod-eu-west-1-a"),
+        "worker-prod-eu-west-1-b": _status("worker-prod-eu-west-1-b"),
+    }
+    console = Console(width=80, record=True, color_system=None)
+    console.print(render(fleet_rows(agents, now=100.0), {}, None, console.width))  # type: ignore[arg-type]
+    text = console.export_text()
+    lines = text.splitlines()
+    for agent_id in agents:
+        assert any(agent_id in line for line in lines), text
+    assert max(len(line) for line in lines) <= 80
+    assert "health" in text and "role" in text and "rejected" not in text
+
+
+def test_an_agent_that_left_shows_left_with_its_certified_role() -> None:
+    """Given the coordinator's report that w9 left (a SIGTERM stop) and its certificate's role,
+    Expect a row 'left' with role worker, not 'dead' with role '?'."""
+    coordinator = _status(
+        "c1", "coordinator", coordinator={"active": True, "health": {"w9": "left", "w8": "dead"}}
+    )
+    rows = fleet_rows({"c1": coordinator}, now=100.0, role_of={"w9": "worker"}.get)  # type: ignore[dict-item]
+    by_id = {r["id"]: (r["health"], r["role"]) for r in rows}
+    assert by_id["w9"] == ("left", "worker") and by_id["w8"] == ("dead", "?")

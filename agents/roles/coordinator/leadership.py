@@ -29,6 +29,7 @@ from ...heartbeats import listen_heartbeats
 log = logging.getLogger(__name__)
 
 LOCK_RETRY_S = 0.25  # how often a standby tries to take the lead
+STANDBY_HEAD_START_S = 2.0  # what a --standby coordinator leaves the others at its start
 CLAIM_CHECK_S = 10.0  # how often a standby checks who holds the lock
 
 
@@ -48,6 +49,11 @@ async def take_the_lead(agent: AgentContext) -> int:
     broker = agent.broker
     standby_logged = False
     next_check = time.monotonic() + CLAIM_CHECK_S
+    # A coordinator started with --standby leaves the lead to those started
+    # with it: it first tries for the lock after a head start. Then it tries as
+    # often as any, so its takeover when the active one dies is as quick.
+    if agent.settings.standby:
+        await asyncio.sleep(STANDBY_HEAD_START_S)
     while not await broker.try_exclusive(topo.lock_spec()):
         if not standby_logged:
             log.info("another coordinator is active; %s waits as standby", agent.id)

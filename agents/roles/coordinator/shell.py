@@ -33,6 +33,9 @@ from ....protocol.coordinator import (
     AssignmentFailed,
     Audit,
     BecameActive,
+    CancelAnswered,
+    CancelAttempts,
+    CancelRequested,
     ConnectionClosed,
     CoordinatorConfig,
     CoordinatorState,
@@ -49,6 +52,7 @@ from ....protocol.coordinator import (
     SendProgress,
     SubmissionReceived,
     Tick,
+    queries,
 )
 from ....protocol.envelope import Envelope, pack
 from ....protocol.errors import DecodeError, ProtocolError, TooLarge
@@ -56,9 +60,10 @@ from ....protocol.evidence import ed25519_signer
 from ....protocol.failure_detector import DetectorConfig
 from ....protocol.heartbeat import Heartbeat
 from ....protocol.taskgraph import SplitStrategy, merge_results, split_list
-from ....protocol.taskmsgs import ResultMsg, Submission
+from ....protocol.taskmsgs import ResultMsg, Submission, TaskQuery
 from ....protocol.validation import Claim
 from ...context import AgentContext, Message, Receipt
+from ...stats import Latency
 from ...tasking.finals import FinalsOutbox, read_finals
 from .leadership import foreign_consumers, take_the_lead
 
@@ -83,6 +88,7 @@ class Coordinator:
         self.invalid_records = 0  # results records that did not verify at the last load
         self.foreign_consumers: dict[str, int] = {}  # our queue -> other consumers on it
         self._tokens = 0
+        self.decisions = Latency()  # time the machine takes per event
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
         self.guardians: dict[str, tuple[float, float]] = {}  # id -> (verify rate, last seen)
@@ -154,7 +160,11 @@ class Coordinator:
         )
         await agent.consume(
             topo.task_queue_spec(topology),
-            {"task.submit": self._on_submit},
+            {
+                "task.submit": self._on_submit,
+                "task.revoke": self._on_revoke,
+                "task.query": self._on_query,
+            },
             prefetch=SUBMISSION_PREFETCH,
             load=False,
             exclusive=True,
@@ -205,12 +215,51 @@ class Coordinator:
         if self.state is not None:
             self.state.auditor.rate = max(live, default=0.0)
 
-    async def _on_submit(self, msg: Message) -> None:
-        """Hold a ``task.submit`` until its finals are stored (malformed: dead-lettered)."""
+    async def _on_submit(self, msg: Message) -> dict[str, Any] | None:
+        """Hold a ``task.submit`` until its finals are stored (malformed: dead-lettered).
+
+        A submitter that asks (``requires_ack``) is answered at once with what
+        became of each task (:func:`~robeing.protocol.coordinator.queries.intake_answer`).
+        """
         submission = Submission.from_data(msg.payload)
         self._tokens += 1
         self._held[self._tokens] = msg.defer()
         await self._handle(SubmissionReceived(self._tokens, msg.sender, submission))
+        if not msg.envelope.requires_ack or self.state is None:
+            return None
+        ids = [t.id for t in submission.tasks]
+        return queries.intake_answer(self.state, ids, time.time())
+
+    async def _on_revoke(self, msg: Message) -> dict[str, Any]:
+        """``task.revoke``: cancel the sender's task; the answer says what happened."""
+        query = TaskQuery.from_data(msg.payload)
+        if query.task_id is None:
+            raise DecodeError("task.revoke needs a task_id")
+        answer: CancelAnswered | None = None
+        for action in self._actions(CancelRequested(msg.sender, query.task_id)):
+            if isinstance(action, CancelAnswered):
+                answer = action
+            else:
+                self._spawn(self._perform(action))
+        assert answer is not None, "the machine answers every cancel request"
+        return {"task_id": answer.task_id, "outcome": answer.outcome, "detail": answer.detail}
+
+    def _on_query(self, msg: Message) -> dict[str, Any]:
+        """``task.query``: one of the sender's tasks, or a list (never payloads or results)."""
+        query = TaskQuery.from_data(msg.payload)
+        assert self.state is not None, "the machine is built at start"
+        now = time.time()
+        if query.task_id is not None:
+            return queries.describe(self.state, msg.sender, query.task_id, now)
+        rows = queries.list_tasks(
+            self.state,
+            msg.sender,
+            now,
+            states=query.states,
+            everyone=query.everyone,
+            limit=query.limit,
+        )
+        return {"tasks": rows}
 
     async def on_result(self, msg: Message) -> None:
         """``task.result`` from an agent: one result or a batch."""
@@ -246,7 +295,10 @@ class Coordinator:
 
     def _actions(self, event: Event) -> list[Action]:
         assert self.state is not None, "the machine is built at start"
-        return self.state.handle(event, time.time())
+        started = time.perf_counter()
+        actions = self.state.handle(event, time.time())
+        self.decisions.observe(time.perf_counter() - started)
+        return actions
 
     async def _handle(self, event: Event) -> None:
         """From a handler: a single action runs in the handler's task.
@@ -324,6 +376,19 @@ class Coordinator:
         elif isinstance(action, PurgeAssignments):
             with contextlib.suppress(Exception):
                 await agent.broker.purge(topo.work_queue(action.agent_id))
+        elif isinstance(action, CancelAttempts):
+            await self._tell_agent(action)
+
+    async def _tell_agent(self, action: CancelAttempts) -> None:
+        """Ask an agent to stop cancelled attempts (a courtesy: their results are stale)."""
+        assert self.state is not None
+        payload = {"epoch": self.state.epoch, "attempts": [list(a) for a in action.attempts]}
+        try:
+            await self.agent.send(
+                action.agent_id, "task.cancel", payload, priority=9, persistent=False
+            )
+        except Exception as exc:
+            log.debug("could not tell %s to stop cancelled tasks: %s", action.agent_id, exc)
 
     async def _audit(self, action: Audit) -> None:
         """Hand a sampled attempt to a live guardian, with our signed claim of what was reported."""
@@ -405,5 +470,6 @@ class Coordinator:
                 "active": self.serving,
                 "invalid_records": self.invalid_records,
                 "foreign_consumers": sum(self.foreign_consumers.values()),
+                "decisions": self.decisions.to_data(),
             }
         }
