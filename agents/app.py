@@ -78,6 +78,8 @@ class TaskDef:
         inline: run a sync handler on the event loop instead of a worker
             thread — for handlers that finish in well under the heartbeat
             interval (the thread handoff costs ~0.2 ms per task, measured).
+        verify: a guardian may re-run a sample of its finished tasks on other
+            agents and compare the results; False for non-deterministic handlers.
     """
 
     type: str
@@ -87,6 +89,7 @@ class TaskDef:
     merge: Merger | None = None
     transient: tuple[builtins.type[BaseException], ...] = (TimeoutError, ConnectionError)
     inline: bool = False
+    verify: bool = True
 
 
 class Middleware:
@@ -146,11 +149,14 @@ class App:
         merge: Merger | None = None,
         transient: tuple[type[BaseException], ...] = (TimeoutError, ConnectionError),
         inline: bool = False,
+        verify: bool = True,
     ) -> Callable[[TaskFn], TaskFn]:
         """Register the decorated function as the handler of tasks of ``task_type``.
 
         The coordinator needs the same registration (start it with the same
-        ``--app``) to know the type's specialization, split and merge.
+        ``--app``) to know the type's specialization, split and merge, and
+        whether guardians may validate it (``verify=False``: results differ
+        from run to run, so comparing them proves nothing).
 
         Raises:
             ConfigError: a task of that type is already registered.
@@ -160,7 +166,7 @@ class App:
             if task_type in self.tasks:
                 raise ConfigError(f"a task {task_type!r} is already registered")
             self.tasks[task_type] = TaskDef(
-                task_type, fn, specialization, split, merge, transient, inline
+                task_type, fn, specialization, split, merge, transient, inline, verify
             )
             return fn
 

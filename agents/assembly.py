@@ -1,8 +1,9 @@
 """Putting an agent together, once, at the edge (the CLI and :class:`~robeing.agents.Client`).
 
 :func:`build_agent` makes the runtime and installs, through its context, in
-this order: the built-in handlers, the role's behaviour, consensus (votes and
-the PBFT groups listing the agent), the user's app, then — for agents that
+this order: the built-in handlers, the enforcement of the guardians'
+quarantine orders, the role's behaviour, consensus (votes and the PBFT
+groups listing the agent), the user's app, then — for agents that
 take work — the built-in task types the app does not define and the
 executor of assignments; with ``--metrics-port``, the metrics server.
 Nothing below this module imports a role or the runtime's concrete class,
@@ -22,6 +23,8 @@ from .app import App
 from .consensus import install_consensus
 from .keystore import Keystore
 from .roles import install_role
+from .roles.guardian import enforce
+from .roles.messenger import accept_blobs, accept_relayed, receive_transfers
 from .runtime import Agent
 from .settings import Settings
 from .tasking import executor
@@ -90,6 +93,11 @@ def assemble(agent: Agent, app: App | None = None) -> Agent:
         ConfigError: a handler or task type registered twice.
     """
     builtins.install(agent)
+    if agent.role.takes_work:
+        enforce(agent)  # every agent keeps and enforces the guardians' quarantine orders
+        receive_transfers(agent)  # takes payloads larger than a message in chunks,
+        accept_relayed(agent)  # messages a messenger held for it,
+        accept_blobs(agent)  # and task inputs a messenger holds
     install_role(agent)
     install_consensus(agent, agent.settings.bft_groups)
     if app is not None:

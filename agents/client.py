@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from ..broker import topology as topo
@@ -33,6 +34,7 @@ from ..protocol.taskmsgs import MAX_TASKS, FinalResult, Submission, TaskQuery, T
 from .assembly import build_agent
 from .context import AgentContext, Message
 from .heartbeats import AgentStatus, listen_heartbeats
+from .roles.messenger.transfer import send_file
 from .settings import Settings
 from .tasking.finals import read_finals
 
@@ -53,6 +55,7 @@ class TaskHandle:
         self.task_id = task_id
         self.done = 0
         self.total = 1
+        self.note = ""  # why it waits, when the coordinator said (resources taken by others)
         self.taken = False
         self.warning: str | None = None
         self._final: asyncio.Future[FinalResult] = asyncio.get_running_loop().create_future()
@@ -170,6 +173,8 @@ class Client:
         if handle is None or handle.finished:
             return
         handle.done, handle.total = int(p.get("done", 0)), int(p.get("total", 1))
+        if isinstance(p.get("note"), str):
+            handle.note = p["note"][:500]
         if handle.on_progress is not None:
             handle.on_progress(handle)
 
@@ -367,6 +372,69 @@ class Client:
         self, receiver: str, message_type: str, payload: Any = None, **kw: Any
     ) -> Any:
         return await self._agent.request(receiver, message_type, payload, **kw)
+
+    async def send_file(
+        self, receiver: str, message_type: str, path: str | Path, **kw: Any
+    ) -> dict[str, Any]:
+        """Send a file of any size in signed, encrypted chunks (see ``messenger.transfer``).
+
+        The receiver's handler for ``message_type`` gets ``{"file", "size", "sha256", …}``.
+
+        Raises:
+            RobeingError: the receiver refused or could not complete the transfer.
+        """
+        return await send_file(self._agent, receiver, message_type, Path(path), **kw)
+
+    async def put_blob(self, messenger: str, path: str | Path) -> dict[str, Any]:
+        """Put a file of any size on ``messenger`` for tasks to read.
+
+        Returns:
+            The reference a task's payload carries: ``{"blob", "size", "holder"}``;
+            the agent that runs the task reads it with
+            ``robeing.agents.roles.messenger.fetch_blob(ctx.agent, ref)``.
+
+        Raises:
+            RobeingError: the transfer failed or the messenger refused it.
+        """
+        info = await send_file(self._agent, messenger, "blob.store", Path(path))
+        return {"blob": info["sha256"], "size": info["size"], "holder": messenger}
+
+    async def send_via(
+        self,
+        messenger: str,
+        receiver: str,
+        message_type: str,
+        payload: Any = None,
+        *,
+        ttl: float = 3600.0,
+        priority: int = 5,
+    ) -> dict[str, Any]:
+        """Have ``messenger`` hold a message for ``receiver`` until it is back (or ``ttl``).
+
+        The message is sealed here for ``receiver`` (signed, encrypted to it):
+        the messenger can neither read nor alter it.
+
+        Returns:
+            ``{"id", "to", "expires"}``; ask :meth:`relay_status` with the id.
+
+        Raises:
+            UnknownPeer: no certificate of ``receiver`` (its identity must exist).
+            RobeingError: the messenger refused to hold it.
+        """
+        sealed = self._agent.seal(
+            Envelope(message_type, payload, receiver=receiver, priority=priority)
+        )
+        held: dict[str, Any] = await self._agent.request(
+            messenger, "relay.forward", {"to": receiver, "sealed": sealed, "ttl": ttl}
+        )
+        return held
+
+    async def relay_status(self, messenger: str, relay_id: str) -> dict[str, Any]:
+        """``pending``, ``delivered``, ``expired`` or ``refused: …`` for a held message."""
+        status: dict[str, Any] = await self._agent.request(
+            messenger, "relay.status", {"id": relay_id}
+        )
+        return status
 
     async def broadcast(self, message_type: str, payload: Any = None, **kw: Any) -> str:
         return await self._agent.broadcast(message_type, payload, **kw)

@@ -38,6 +38,8 @@ from ..broker.base import BrokerOps, Consumer, Delivery
 from ..broker.topology import QueueSpec
 from ..protocol.envelope import Envelope
 from ..protocol.identity import Certificate, Identity, TrustStore
+from ..protocol.policy import PolicyBook
+from ..protocol.quarantine import QuarantineBook
 from ..protocol.roles import Role
 
 if TYPE_CHECKING:
@@ -197,6 +199,8 @@ class AgentContext(Protocol):
         incarnation: this process's instance id (in the connection name).
         broker: broker operations beyond consuming (locks, streams, purges).
         task_defs: the task types this agent knows, by type.
+        quarantine: the quarantine orders it enforces.
+        access_policy: the access policy it enforces.
     """
 
     @property
@@ -225,6 +229,16 @@ class AgentContext(Protocol):
 
     @property
     def task_defs(self) -> Mapping[str, TaskDef]: ...
+
+    @property
+    def quarantine(self) -> QuarantineBook:
+        """The guardians' quarantine orders this agent enforces on every inbound message."""
+        ...
+
+    @property
+    def access_policy(self) -> PolicyBook:
+        """The guardians' newest access policy this agent enforces on every inbound message."""
+        ...
 
     @property
     def coordinator_keys(self) -> GroupKeys | None:
@@ -331,6 +345,25 @@ class AgentContext(Protocol):
         """Whether ``signer``'s certified key signed ``data`` (unknown or revoked: False)."""
         ...
 
+    def open_held(self, data: bytes) -> Opened:
+        """Open an envelope a relay held for us: every check but the age bound.
+
+        Raises:
+            ProtocolError: it fails a check (or its sender is quarantined).
+        """
+        ...
+
+    async def dispatch(self, opened: Opened, queue: str = "relay") -> Any:
+        """Run our handler for an envelope that came by another path (a relay).
+
+        Returns:
+            What the handler returned.
+
+        Raises:
+            Reject: no handler for its type; or whatever the handler raised.
+        """
+        ...
+
     def sign_rejection(self, queue: str, body: bytes, reason: str) -> bytes:
         """Our signed report of refusing ``body`` from ``queue`` (see ``protocol/rejections``)."""
         ...
@@ -347,6 +380,15 @@ class AgentContext(Protocol):
 
     def handle_answer(self, message_type: str, handler: Handler) -> None:
         """Handle ``message_type`` arriving on our reply queue (not ACKs or replies)."""
+        ...
+
+    def add_task(self, tdef: TaskDef, *, default: bool = False) -> None:
+        """Know the task type ``tdef`` (announced in heartbeats); an app's own type
+        replaces a ``default`` of the same name.
+
+        Raises:
+            ConfigError: the type is already known and neither is a default.
+        """
         ...
 
     async def consume(

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..broker import topology as topo
+from ..broker.base import Consumer
 from ..protocol.errors import DecodeError
 from ..protocol.heartbeat import Heartbeat
+from ..protocol.roles import ROLES
 from .context import AgentContext, Message
 
-__all__ = ["AgentStatus", "listen_heartbeats", "status_from_heartbeat"]
+__all__ = ["AgentStatus", "follow_heartbeats", "listen_heartbeats", "status_from_heartbeat"]
 
 
 @dataclass
@@ -61,6 +64,10 @@ def status_from_heartbeat(sender: str, role: str, beat: Heartbeat, now: float) -
         "standby": beat.standby,
         "backup_for": beat.backup_for,
         "resources": beat.resources.to_mapping() if beat.resources is not None else {},
+        # The certified role's priority, and what it says it can run.
+        "priority": ROLES[role].priority if role in ROLES else None,
+        "task_types": None if beat.tasks is None else list(beat.tasks),
+        "proficiency": dict(beat.proficiency),
     }
     return AgentStatus(
         id=sender,
@@ -77,6 +84,43 @@ def status_from_heartbeat(sender: str, role: str, beat: Heartbeat, now: float) -
     )
 
 
+async def follow_heartbeats(
+    agent: AgentContext, on_status: Callable[[AgentStatus], None], tag: str = ""
+) -> Consumer:
+    """Call ``on_status`` with every verified heartbeat until the consumer is cancelled.
+
+    The queue is exclusive and bounded, an *observer*: what fails the checks
+    is counted and dropped (the coordinator, who owns heartbeats, refuses it).
+
+    Raises:
+        BrokerError: the broker is unreachable.
+    """
+    spec = topo.QueueSpec(
+        topo.listen_queue(agent.id, tag or os.urandom(3).hex()),
+        durable=False,
+        exclusive=True,
+        auto_delete=True,
+        arguments={"x-max-length": 100_000},
+    )
+
+    def on_heartbeat(msg: Message) -> None:
+        try:
+            beat = Heartbeat.from_data(msg.payload)
+        except DecodeError:
+            return
+        on_status(status_from_heartbeat(msg.sender, msg.sender_role, beat, agent.clock()))
+
+    return await agent.consume(
+        spec,
+        {"heartbeat": on_heartbeat},
+        prefetch=1000,
+        bindings=[(topo.EVENTS_EXCHANGE, "heartbeat.#")],
+        work=False,
+        load=False,
+        observer=True,
+    )
+
+
 async def listen_heartbeats(agent: AgentContext, seconds: float) -> dict[str, AgentStatus]:
     """The agents whose heartbeats ``agent`` hears within ``seconds``, by id.
 
@@ -89,30 +133,11 @@ async def listen_heartbeats(agent: AgentContext, seconds: float) -> dict[str, Ag
         BrokerError: the broker is unreachable.
     """
     seen: dict[str, AgentStatus] = {}
-    spec = topo.QueueSpec(
-        f"robeing.listen.{agent.id}.{os.urandom(3).hex()}",
-        durable=False,
-        exclusive=True,
-        auto_delete=True,
-        arguments={"x-max-length": 100_000},
-    )
 
-    def on_heartbeat(msg: Message) -> None:
-        try:
-            beat = Heartbeat.from_data(msg.payload)
-        except DecodeError:
-            return
-        seen[msg.sender] = status_from_heartbeat(msg.sender, msg.sender_role, beat, agent.clock())
+    def on_status(status: AgentStatus) -> None:
+        seen[status.id] = status
 
-    consumer = await agent.consume(
-        spec,
-        {"heartbeat": on_heartbeat},
-        prefetch=1000,
-        bindings=[(topo.EVENTS_EXCHANGE, "heartbeat.#")],
-        work=False,
-        load=False,
-        observer=True,
-    )
+    consumer = await follow_heartbeats(agent, on_status)
     try:
         await asyncio.sleep(seconds)
     finally:

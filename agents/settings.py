@@ -54,6 +54,32 @@ def check_agent_id(agent_id: str) -> str:
     return agent_id
 
 
+def parse_specializations(values: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, float]]:
+    """Split ``("analysis:0.9", "nlp")`` into skills and the proficiency given with them.
+
+    A suffix that is not a number stays part of the name (``:`` is allowed in names).
+
+    Raises:
+        ConfigError: a proficiency outside ``[0, 1]``.
+    """
+    skills: list[str] = []
+    levels: dict[str, float] = {}
+    for value in values:
+        name, sep, level = value.rpartition(":")
+        try:
+            number = float(level) if sep and name else None
+        except ValueError:
+            number = None
+        if number is None:
+            skills.append(value)
+            continue
+        if not 0.0 <= number <= 1.0:
+            raise ConfigError(f"proficiency in {value!r} must be between 0 and 1")
+        skills.append(name)
+        levels[name] = number
+    return tuple(dict.fromkeys(skills)), levels
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything an agent process needs to run.
@@ -62,7 +88,10 @@ class Settings:
         role: one of coordinator, specialist, worker, messenger, guardian
             (``client`` for submitters).
         agent_id: unique id; default ``<role>-<host>-<pid>``.
-        specializations: skills offered (e.g. ``data_processing``).
+        specializations: skills offered (e.g. ``data_processing``); a skill
+            may carry the proficiency its agent claims in it, ``analysis:0.9``
+            (in ``[0, 1]``; without one it counts fully), which is moved to
+            ``proficiency``.
         cluster_id: the cluster this agent belongs to.
         amqp_url: broker URL including the vhost.
         keys_dir: where the authority key, certificates and agent keys live.
@@ -97,6 +126,22 @@ class Settings:
         resources: what this agent contributes to the resource pool (cpu,
             memory, storage, bandwidth); tasks that ask for resources run
             only on agents with that much free. ``None``: contributes nothing.
+        state_dir: where an agent keeps what must outlive it (the quarantine
+            orders it enforces), one file per agent; default: ``state``
+            beside the keys directory.
+        quarantine_after: (guardian) verified refusals of one sender, within
+            the alert window and from at least two reporters, that quarantine it.
+        verify_rate: (guardian) the fraction of finished tasks it re-runs on
+            another agent to validate their results (0: none).
+        anomaly_factor: (guardian) a sender this many times above its usual
+            message rate is an anomaly (alerted), when also above ``anomaly_floor``.
+        anomaly_floor: (guardian) messages per second below which no rate is anomalous.
+        anomaly_fanout: (guardian) distinct receivers at once that make a sender anomalous.
+        http: (messenger) ``HOST:PORT`` to serve the HTTP/JSON gateway on.
+        http_rate: (messenger) requests per second each gateway client may
+            make (twice that in a burst).
+        proficiency: claimed level per skill in ``[0, 1]`` (from
+            ``specializations``); the coordinator weights the skill match by it.
         metrics_port: serve Prometheus metrics on this TCP port (``/metrics``;
             0: any free port); None: no metrics.
         generated_id: set when ``agent_id`` was generated (``<role>-<host>-<pid>``):
@@ -131,15 +176,33 @@ class Settings:
     bft_groups: tuple[GroupSpec, ...] = ()
     events_vhost: str = "/"
     resources: Resources | None = None
+    state_dir: Path | None = None
+    quarantine_after: int = 50
+    verify_rate: float = 0.05
+    anomaly_factor: float = 10.0
+    anomaly_floor: float = 100.0
+    anomaly_fanout: int = 50
+    http: str | None = None
+    http_rate: float = 50.0
+    proficiency: dict[str, float] = field(default_factory=dict, hash=False)
     metrics_port: int | None = None
 
     def __post_init__(self) -> None:
+        skills, levels = parse_specializations(self.specializations)
+        object.__setattr__(self, "specializations", skills)
+        object.__setattr__(self, "proficiency", {**levels, **self.proficiency})
         if self.role not in ROLES:
             raise ConfigError(f"unknown role {self.role!r}; choose one of {', '.join(AGENT_ROLES)}")
         if not self.agent_id:
             object.__setattr__(self, "agent_id", default_agent_id(self.role))
             object.__setattr__(self, "generated_id", True)
         check_agent_id(self.agent_id)
+        if self.http is not None and not re.fullmatch(r"[^:\s]*:\d{1,5}", self.http):
+            raise ConfigError(f"--http takes HOST:PORT, got {self.http!r}")
+        if self.http_rate <= 0:
+            raise ConfigError("the HTTP rate limit must be positive")
+        if not 0.0 <= self.verify_rate <= 1.0 or self.quarantine_after < 1:
+            raise ConfigError("verify rate must be in [0, 1] and quarantine-after at least 1")
         if self.heartbeat_interval <= 0:
             raise ConfigError("heartbeat interval must be positive")
         if self.concurrency < 1:
@@ -159,8 +222,18 @@ class Settings:
         for spec in self.specializations:
             if not _ID_RE.match(spec):
                 raise ConfigError(f"invalid specialization {spec!r}")
+        for spec, level in self.proficiency.items():
+            if spec not in self.specializations or not 0.0 <= level <= 1.0:
+                raise ConfigError(f"proficiency {spec}:{level} must be in [0, 1] for a skill")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics port must be 0 to 65535, got {self.metrics_port}")
+
+    def state_file(self, kind: str) -> Path:
+        """Where this agent keeps its ``kind`` state (see ``state_dir``)."""
+        root = (
+            self.state_dir if self.state_dir is not None else Path(self.keys_dir).parent / "state"
+        )
+        return root / f"{self.agent_id}.{kind}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -231,6 +304,14 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ROBEING_BFT_GROUP": ("bft_groups", parse_groups),
     "ROBEING_RESOURCES": ("resources", parse_resources),
     "ROBEING_METRICS_PORT": ("metrics_port", int),
+    "ROBEING_STATE_DIR": ("state_dir", Path),
+    "ROBEING_QUARANTINE_AFTER": ("quarantine_after", int),
+    "ROBEING_VERIFY_RATE": ("verify_rate", float),
+    "ROBEING_ANOMALY_FACTOR": ("anomaly_factor", float),
+    "ROBEING_ANOMALY_FLOOR": ("anomaly_floor", float),
+    "ROBEING_ANOMALY_FANOUT": ("anomaly_fanout", int),
+    "ROBEING_HTTP": ("http", str),
+    "ROBEING_HTTP_RATE": ("http_rate", float),
     "ROBEING_ACCEPTABLE_PAUSE": ("acceptable_pause", float),
     "ROBEING_DEAD_AFTER": ("dead_after", float),
     "ROBEING_MAX_ATTEMPTS": ("max_attempts", int),

@@ -10,6 +10,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+SENDERS_KEPT = 4096
+SENDERS_ANNOUNCED = 32  # per heartbeat: a flood's sender is among the busiest
 MAX_TYPES = 256  # message types counted apart; senders choose types, so the count is bounded
 
 
@@ -25,6 +27,8 @@ class Stats:
     late_answers: int = 0
     ignored_broadcasts: int = 0  # broadcasts of a type we have no handler for
     rejected: Counter[str] = field(default_factory=Counter)
+    # Accepted messages per verified sender (guardians watch rates from these).
+    by_sender: Counter[str] = field(default_factory=Counter)
     by_type: Counter[str] = field(default_factory=Counter)  # accepted messages, by type
     _logged: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
@@ -50,6 +54,12 @@ class Stats:
         else:
             log.debug("rejected message (%s) from %s: %s", reason, source, detail)
 
+    def accepted(self, sender: str) -> None:
+        """Count one message accepted from ``sender`` (bounded: the busiest kept)."""
+        self.by_sender[sender] += 1
+        if len(self.by_sender) > SENDERS_KEPT:
+            self.by_sender = Counter(dict(self.by_sender.most_common(SENDERS_KEPT // 4)))
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "received": self.received,
@@ -57,6 +67,7 @@ class Stats:
             "failed": self.failed,
             "duplicates": self.duplicates,
             "rejected": dict(self.rejected),
+            "from": dict(self.by_sender.most_common(SENDERS_ANNOUNCED)),
         }
 
 

@@ -194,13 +194,17 @@ class Codec:
 
     # -- receiving -----------------------------------------------------------
 
-    def open(self, data: bytes, now: float, redelivered: bool = False) -> Opened:
+    def open(
+        self, data: bytes, now: float, redelivered: bool = False, held: bool = False
+    ) -> Opened:
         """Verify and decrypt wire bytes (DESIGN §2 order, cheapest first).
 
         Args:
             data: the message body exactly as received.
             now: our clock.
             redelivered: the broker's redelivered flag for this delivery.
+            held: it was held on the way by a relay, which the sender asked to
+                (``robeing send --via``): no age bound, like the durable types.
 
         Returns:
             The verified envelope with its sender's certificate.
@@ -230,7 +234,7 @@ class Codec:
             raise UnknownSender(f"certificate of {cert.agent_id!r} used by {sender!r}")
         self.trust.verify(cert, raw.body, raw.signature)
         msg_type = fields["type"]
-        self.window.check(fields["timestamp"], now, age_exempt=msg_type in self._age_exempt)
+        self.window.check(fields["timestamp"], now, age_exempt=held or msg_type in self._age_exempt)
         try:
             self.seen.add(fields["id"], now)
         except Replay:

@@ -108,6 +108,24 @@ def decode_statement(data: bytes, domain: bytes) -> Statement:
     return Statement(domain, body[0], tuple(body[1]), body[2])
 
 
+def split_signed(data: bytes, what: str) -> tuple[bytes, bytes]:
+    """``(statement, signature)`` of the wire form ``msgpack([statement, signature])``.
+
+    Raises:
+        DecodeError: not that shape (the message names ``what``).
+    """
+    try:
+        wire = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=4096)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as exc:
+        raise DecodeError(f"{what} is not msgpack: {exc}") from None
+    if not isinstance(wire, list) or len(wire) != 2:
+        raise DecodeError(f"{what} must be [statement, signature]")
+    statement, signature = wire
+    if not isinstance(statement, bytes) or not isinstance(signature, bytes):
+        raise DecodeError(f"{what} must be [statement, signature] bytes")
+    return statement, signature
+
+
 def ed25519_signer(signing_key: nacl.signing.SigningKey | bytes) -> Signer:
     """Build a :data:`Signer` from an Ed25519 signing key or its 32-byte seed.
 

@@ -11,13 +11,22 @@ a reader that knows no section still reads the rest. Unknown keys whose
 value is a map come back as :attr:`Heartbeat.extras`; other unknown keys are
 ignored, so a newer agent may add fields.
 
+What an agent can do: ``specializations`` (skills), ``proficiency`` (a
+skill's claimed level in ``[0, 1]``; a skill without one counts fully) and
+``tasks`` (the task types it has handlers for; absent — ``None`` — from an
+agent that predates the field, which the coordinator takes as "any"). Both
+new fields go on the wire only when set, so a heartbeat without them reads
+and writes the same bytes as before.
+
 Invariants:
     * ``Heartbeat.from_data(hb.to_data()) == hb`` for every valid heartbeat,
       and :meth:`Heartbeat.from_data` raises nothing but
       :class:`~robeing.protocol.errors.DecodeError`.
     * Bounded: at most :data:`MAX_SPECIALIZATIONS` specializations and
-      :data:`MAX_EXTRAS` sections, strings of at most :data:`MAX_TEXT`
-      characters, ``load >= 0``, ``capacity >= 1``, a finite ``started_at``.
+      :data:`MAX_EXTRAS` sections, at most :data:`MAX_TASK_TYPES` task types,
+      a proficiency only for an announced skill and within ``[0, 1]``,
+      strings of at most :data:`MAX_TEXT` characters, ``load >= 0``,
+      ``capacity >= 1``, a finite ``started_at``.
 """
 
 from __future__ import annotations
@@ -31,12 +40,20 @@ from .errors import DecodeError
 from .fields import count, ensure, finite, mapping, need, strings, text
 from .resources import InvalidResources, Resources
 
-__all__ = ["MAX_EXTRAS", "MAX_SPECIALIZATIONS", "MAX_TEXT", "STATES", "Heartbeat"]
+__all__ = [
+    "MAX_EXTRAS",
+    "MAX_SPECIALIZATIONS",
+    "MAX_TASK_TYPES",
+    "MAX_TEXT",
+    "STATES",
+    "Heartbeat",
+]
 
 STATES = ("starting", "alive", "standby", "stopping", "leaving")
 MAX_TEXT = 128
 MAX_SPECIALIZATIONS = 64
 MAX_EXTRAS = 16
+MAX_TASK_TYPES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +76,13 @@ class Heartbeat:
         incarnation: id of this process's connection (tells restarts apart).
         stats: its message counters.
         extras: role sections by name, each a map.
+        tasks: the task types it has handlers for (None: not announced).
+        proficiency: claimed level per skill in ``[0, 1]`` (absent: 1).
 
     Raises:
         ValueError: a section of ``extras`` is not a map, or reuses a field's
-            name (on the flat wire form it would overwrite that field).
+            name (on the flat wire form it would overwrite that field); a
+            proficiency is outside ``[0, 1]`` or for a skill not offered.
     """
 
     role: str
@@ -79,9 +99,20 @@ class Heartbeat:
     incarnation: str = ""
     stats: Mapping[str, Any] = field(default_factory=dict, hash=False)
     extras: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    tasks: tuple[str, ...] | None = None
+    proficiency: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "specializations", tuple(self.specializations))
+        if self.tasks is not None:
+            object.__setattr__(self, "tasks", tuple(self.tasks))
+        bad = sorted(
+            k
+            for k, v in self.proficiency.items()
+            if k not in self.specializations or not 0.0 <= v <= 1.0
+        )
+        if bad:
+            raise ValueError(f"proficiency must be in [0, 1] for an offered skill: {bad}")
         if self.resources is not None and self.resources.is_zero():
             object.__setattr__(self, "resources", None)
         clash = sorted(_FIELDS.intersection(self.extras))
@@ -98,7 +129,7 @@ class Heartbeat:
             Nothing.
         """
         # Key order as agents have always sent it: the description, then the live state.
-        return {
+        data: dict[str, Any] = {
             "role": self.role,
             "specializations": list(self.specializations),
             "cluster_id": self.cluster_id,
@@ -114,6 +145,11 @@ class Heartbeat:
             "stats": dict(self.stats),
             **{name: dict(section) for name, section in self.extras.items()},
         }
+        if self.tasks is not None:
+            data["tasks"] = list(self.tasks)
+        if self.proficiency:
+            data["proficiency"] = dict(self.proficiency)
+        return data
 
     @classmethod
     def from_data(cls, data: Any) -> Heartbeat:
@@ -138,15 +174,30 @@ class Heartbeat:
             if isinstance(k, str) and k not in _FIELDS and isinstance(v, dict)
         }
         ensure(len(extras) <= MAX_EXTRAS, f"a heartbeat holds at most {MAX_EXTRAS} sections")
+        skills = strings(
+            d.get("specializations", []),
+            "specializations",
+            max_items=MAX_SPECIALIZATIONS,
+            max_len=MAX_TEXT,
+        )
+        raw_tasks = d.get("tasks")
+        tasks = (
+            None
+            if raw_tasks is None
+            else strings(raw_tasks, "tasks", max_items=MAX_TASK_TYPES, max_len=MAX_TEXT)
+        )
+        levels = need(d, "proficiency", dict, {})
+        ensure(len(levels) <= MAX_SPECIALIZATIONS, "too many proficiencies")
+        proficiency = {}
+        for skill, level in levels.items():
+            ensure(isinstance(skill, str) and skill in skills, "proficiency of a skill not offered")
+            value = finite(level, "proficiency")
+            ensure(0.0 <= value <= 1.0, "field 'proficiency' must be in [0, 1]")
+            proficiency[skill] = value
         return cls(
             role=text(need(d, "role", str), "role", MAX_TEXT),
             state=state,
-            specializations=strings(
-                d.get("specializations", []),
-                "specializations",
-                max_items=MAX_SPECIALIZATIONS,
-                max_len=MAX_TEXT,
-            ),
+            specializations=skills,
             cluster_id=text(d.get("cluster_id", "default"), "cluster_id", MAX_TEXT),
             priority=count(d.get("priority", 3), "priority", low=1, high=9),
             standby=need(d, "standby", bool, False),
@@ -158,6 +209,8 @@ class Heartbeat:
             incarnation=text(d.get("incarnation", ""), "incarnation", MAX_TEXT),
             stats=need(d, "stats", dict, {}),
             extras=extras,
+            tasks=tasks,
+            proficiency=proficiency,
         )
 
 

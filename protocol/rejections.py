@@ -27,7 +27,13 @@ from dataclasses import dataclass
 import msgpack
 
 from .errors import DecodeError
-from .evidence import SignatureCheck, Signer, decode_statement, encode_statement
+from .evidence import (
+    SignatureCheck,
+    Signer,
+    decode_statement,
+    encode_statement,
+    split_signed,
+)
 from .fields import count, finite, items, need, text
 
 __all__ = [
@@ -119,13 +125,7 @@ class RejectionReport:
         Raises:
             DecodeError: malformed, or the signature does not verify.
         """
-        try:
-            wire = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=4096)
-        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as exc:
-            raise DecodeError(f"rejection report is not msgpack: {exc}") from None
-        statement, signature = items(wire, "report", 2)
-        if not isinstance(statement, bytes) or not isinstance(signature, bytes):
-            raise DecodeError("rejection report must be [statement, signature] bytes")
+        statement, signature = split_signed(data, "rejection report")
         st = decode_statement(statement, REJECT_DOMAIN)
         queue, digest = items(list(st.slot), "report slot", 2)
         reason, sender, size, at = items(st.content, "report content", 4)

@@ -1,11 +1,14 @@
 """The role table of the original design, as data the runtime uses.
 
 Each role has a priority (lower is more important: coordinator 1, specialist
-2, guardian 2, worker 3, messenger 4), responsibilities (documentation shown
-by ``robeing status`` and ``robeing agent --help``), and capabilities, which
-decide the message types the role may send. A receiver refuses an envelope
-whose sender's certified role lacks the capability its type needs
-(``NotAllowed``, reason ``not_allowed``) — the last check of DESIGN §2.
+2, guardian 2, worker 3, messenger 4; the coordinator scores specialists
+above workers with it, see ``protocol/scheduling.py``), its responsibilities
+and capabilities as the original design names them, each with what
+implements it here (shown by ``robeing roles``, ``robeing agent --role X
+--help`` and ``robeing status``), and its *permissions*: the message types
+the role may send. A receiver refuses an envelope whose sender's certified
+role lacks the permission its type needs (``NotAllowed``, reason
+``not_allowed``) — the last check of DESIGN §2.
 
 The ``client`` role is not an agent: it is the identity of a submitter (the
 CLI or a Python program) that publishes tasks, sends messages and asks for
@@ -21,13 +24,22 @@ from .errors import ConfigError, NotAllowed
 
 @dataclass(frozen=True, slots=True)
 class Role:
-    """One row of the role table."""
+    """One row of the role table.
+
+    Attributes:
+        name: the role. priority: 1 (most important) to 9.
+        responsibilities: ``(name in the original design, what does it here)``.
+        capabilities: the permissions: what the role may send (see TYPE_CAPABILITY).
+        takes_work: it runs as an agent (the client does not).
+        abilities: the original design's capabilities, ``(name, what does it here)``.
+    """
 
     name: str
     priority: int
-    responsibilities: tuple[str, ...]
+    responsibilities: tuple[tuple[str, str], ...]
     capabilities: frozenset[str]
     takes_work: bool = True
+    abilities: tuple[tuple[str, str], ...] = ()
 
 
 # Capabilities. A message type needs at most one of them (see TYPE_CAPABILITY).
@@ -49,39 +61,74 @@ ROLES: dict[str, Role] = {
             "coordinator",
             1,
             (
-                "distribute tasks to the best agents",
-                "split tasks, track deadlines and dependencies, merge results",
-                "resolve conflicts between agents",
+                ("task_distribution", "places tasks on the best agents; splits and merges"),
+                ("conflict_resolution", "one task id per submitter and payload; resource races"),
+                ("resource_management", "keeps the resource pool's ledger, fences attempts"),
             ),
             _AGENT_BASE | {ASSIGN},
+            abilities=(
+                ("overview", "the fleet's health, load and tasks in its heartbeats"),
+                ("planning", "task graphs: dependencies, deadlines, priorities"),
+                ("monitoring", "failure detection; reassigns a lost agent's tasks"),
+            ),
         ),
         Role(
             "specialist",
             2,
-            ("deep domain work in its specializations",),
+            (
+                ("domain_expertise", "preferred for tasks of its skills (priority 2)"),
+                ("deep_analysis", "describe, outliers, correlate, trend, histogram"),
+            ),
             _AGENT_BASE,
+            abilities=(
+                ("specialized_processing", "analysis tasks a plain worker does not offer"),
+                ("expert_knowledge", "a proficiency per skill: --specialization analysis:0.9"),
+            ),
         ),
         Role(
             "guardian",
             2,
             (
-                "validate messages and results",
-                "monitor the dead-letter queue and agent behaviour",
-                "record evidence and quarantine misbehaving agents",
+                ("security", "signed quarantine orders and access policies"),
+                ("monitoring", "verified refusals and message rates per sender"),
+                ("validation", "re-runs a sample of finished tasks and compares"),
             ),
             _AGENT_BASE | {GUARD},
+            abilities=(
+                ("threat_detection", "alerts on refusals and rate anomalies; evidence"),
+                ("access_control", "quarantine; a signed role → message-type policy"),
+            ),
         ),
-        Role("worker", 3, ("execute tasks",), _AGENT_BASE),
+        Role(
+            "worker",
+            3,
+            (
+                ("task_execution", "runs its app's tasks and the built-in ones"),
+                ("data_processing", "wordcount, sort, statistics, sha256, convert"),
+            ),
+            _AGENT_BASE,
+            abilities=(
+                ("parallel_processing", "--concurrency tasks at once; split tasks"),
+                ("batch_operations", "assignments and results batched per round"),
+            ),
+        ),
         Role(
             "messenger",
             4,
-            ("protocol handling", "format conversion between JSON, msgpack and CSV"),
+            (
+                ("communication", "relays messages to agents that are away"),
+                ("data_transfer", "chunked, signed, encrypted transfers of any size"),
+            ),
             _AGENT_BASE | {CONVERT},
+            abilities=(
+                ("protocol_handling", "an HTTP/JSON gateway: --http HOST:PORT"),
+                ("format_conversion", "JSON, msgpack, CSV and records"),
+            ),
         ),
         Role(
             "client",
             5,
-            ("submit tasks and send messages on behalf of a user",),
+            (("submission", "submits tasks and sends messages on behalf of a user"),),
             frozenset({SUBMIT, MESSAGE, VOTE}),
             takes_work=False,
         ),
@@ -110,8 +157,10 @@ TYPE_CAPABILITY: dict[str, str] = {
     "heartbeat": HEARTBEAT,
     "vote.": VOTE,
     "pbft.": VOTE,
-    "guardian.alert": GUARD,
-    "guardian.quarantine": GUARD,
+    "guardian.": GUARD,  # alerts, quarantine orders, evidence, access policies
+    "guardian.report": MESSAGE,  # a read-only query anyone may ask
+    "guardian.command": MESSAGE,  # an operator's request; the guardian decides who may
+    "guardian.audit": ASSIGN,  # a coordinator's sample of finished tasks to validate
 }
 
 

@@ -1,16 +1,24 @@
 """Which agents get a task: the registry of live agents, scoring and selection.
 
+The score and the registry are kept in one piece: ``select`` inlines the
+score and prunes on its bound, so the two must change together.
+
 Score of an eligible agent for a task (higher is better)::
 
-    50 * (number of required skills the agent has)
+    50 * (sum of its proficiency in each required skill it has)
     - 10 * load                       (in-flight units)
     + 20 * performance                (learned, in [0, 1]; see robeing.protocol.performance)
+    + 15 * role rank                  (only when it matched a skill; see below)
 
-The match term counts *each* matched skill: an agent that covers two of a
-task's three skills outranks one that covers a single skill at equal load.
-An agent qualifies with at least one required skill; a task without skills
-may run on any registered worker. Ties are broken by agent id (ascending), so
-selection is deterministic.
+Match: each matched skill counts, weighted by the proficiency the agent
+claims in it (``--specialization analysis:0.9``; none stated counts 1.0).
+Role rank: ``4 - priority`` of the certified role (specialist 2, worker 1,
+messenger 0), for domain work only (a task without skills has no role
+term). At 15 a level, a specialist outranks a worker of the same skill and
+load, still with one task more in flight (15 > 10) but not two (15 < 20):
+deep work waits briefly for the expert, then spills over; it never
+outweighs a skill (30 < 50). Only agents that run the task's type qualify
+(those that announced no types: any). Ties go to the lower agent id.
 
 Invariants:
     * Only agents whose role can run tasks (``task_roles``) are indexed; an
@@ -54,11 +62,18 @@ __all__ = [
     "TaskLike",
     "UnknownAgent",
     "dispatch",
+    "role_rank",
     "score",
 ]
 
 TASK_ROLES = frozenset({"worker", "specialist"})
 """Roles that run tasks; coordinators, messengers and guardians never do."""
+
+ROLE_RANK_TOP = 4  # rank = 4 - priority: specialist 2, worker 1, messenger 0
+
+
+def role_rank(priority: int) -> int:
+    return max(0, ROLE_RANK_TOP - priority)
 
 
 class InvalidAgent(ConfigError):
@@ -107,9 +122,10 @@ class ScoreWeights:
     match: float = 50.0
     load: float = 10.0
     performance: float = 20.0
+    role: float = 15.0
 
     def __post_init__(self) -> None:
-        if min(self.match, self.load, self.performance) < 0:
+        if min(self.match, self.load, self.performance, self.role) < 0:
             raise ConfigError(f"score weights must be >= 0, got {self!r}")
 
 
@@ -122,9 +138,13 @@ class AgentInfo:
         specializations: skills it offers.
         load: in-flight work units. capacity: units it accepts at once.
         cluster_id: the cluster it belongs to, if any.
+        priority: its certified role's priority (1 most important).
+        tasks: the task types it can run (None: not announced, any).
+        proficiency: claimed level in ``[0, 1]`` per skill (absent: 1).
 
     Raises:
-        InvalidAgent: empty id or skill, negative load or capacity.
+        InvalidAgent: empty id or skill, negative load or capacity, a
+            priority outside 1-9 or a proficiency outside ``[0, 1]``.
     """
 
     id: str
@@ -133,13 +153,28 @@ class AgentInfo:
     load: int = 0
     capacity: int = 1
     cluster_id: str | None = None
+    priority: int = 3
+    tasks: frozenset[str] | None = None
+    proficiency: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "specializations", frozenset(self.specializations))
+        if self.tasks is not None:
+            object.__setattr__(self, "tasks", frozenset(self.tasks))
         if not self.id or not all(self.specializations):
             raise InvalidAgent(f"agent id and specializations must be non-empty: {self!r}")
         if self.load < 0 or self.capacity < 0:
             raise InvalidAgent(f"agent {self.id!r}: load and capacity must be >= 0")
+        if not 1 <= self.priority <= 9 or not all(0 <= v <= 1 for v in self.proficiency.values()):
+            raise InvalidAgent(f"agent {self.id!r}: priority 1-9, proficiency in [0, 1]")
+
+    def level(self, skills: frozenset[str]) -> float:
+        """The match of ``skills``: the sum of its proficiency in each it has."""
+        return sum(self.proficiency.get(s, 1.0) for s in self.specializations & skills)
+
+    def runs(self, task_type: str | None) -> bool:
+        """Whether it can run tasks of ``task_type`` (None: any will do)."""
+        return task_type is None or self.tasks is None or task_type in self.tasks
 
     @property
     def available(self) -> bool:
@@ -157,6 +192,7 @@ class Requirements:
         resources: resources per execution (checked by the resource ledger).
         deadline: absolute deadline, if any. priority: 0-9.
         cluster_id: only agents of this cluster qualify, if set.
+        task_type: only agents that run this type qualify, if set.
 
     Raises:
         ConfigError: ``agents < 1``, priority outside 0-9, or an empty skill.
@@ -168,6 +204,7 @@ class Requirements:
     deadline: float | None = None
     priority: int = 0
     cluster_id: str | None = None
+    task_type: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "skills", frozenset(self.skills))
@@ -188,6 +225,7 @@ class Requirements:
             deadline=task.deadline,
             priority=task.priority,
             cluster_id=task.cluster_id,
+            task_type=getattr(task, "type", None),
         )
 
 
@@ -202,14 +240,16 @@ def score(
 ) -> float:
     """The selection score of ``agent`` for ``requirements`` (see module doc).
 
-    Args:
-        agent: the candidate.
-        requirements: what the task needs.
-        performance: the agent's learned performance in ``[0, 1]``.
-        weights: the weights of the three terms.
+    ``performance``: the agent's learned performance in ``[0, 1]``.
     """
-    matched = len(agent.specializations & requirements.skills) if requirements.skills else 0
-    return weights.match * matched - weights.load * agent.load + weights.performance * performance
+    matched = agent.level(requirements.skills) if requirements.skills else 0.0
+    rank = role_rank(agent.priority) if matched else 0
+    return (
+        weights.match * matched
+        - weights.load * agent.load
+        + weights.performance * performance
+        + weights.role * rank
+    )
 
 
 class _NeutralPerformance:
@@ -336,7 +376,8 @@ class AgentRegistry:
 
         Returns:
             Agents of a task role, below capacity, with a required skill (any,
-            when none is required) and in the required cluster.
+            when none is required), a handler for the required task type and
+            in the required cluster.
         """
         if n <= 0:
             return []
@@ -344,9 +385,10 @@ class AgentRegistry:
         pools = [p for s in skills if (p := self._by_skill.get(s))] if skills else [self._general]
         levels = sorted({level for pool in pools for level in pool})
         w = self._weights
-        match_w, load_w, perf_w = w.match, w.load, w.performance
+        match_w, load_w, perf_w, role_w = w.match, w.load, w.performance, w.role
         # The best score any agent at load level L could still reach.
-        ceiling = match_w * len(skills) + perf_w
+        ceiling = match_w * len(skills) + perf_w + (role_w * ROLE_RANK_TOP if skills else 0.0)
+        task_type = requirements.task_type
         excluded = exclude if isinstance(exclude, set | frozenset | dict) else set(exclude)
         cluster = requirements.cluster_id
         perf = self._performance.score
@@ -366,12 +408,15 @@ class AgentRegistry:
                     if (
                         agent_id in excluded
                         or (cluster is not None and agent.cluster_id != cluster)
+                        or not agent.runs(task_type)
                         or (admit is not None and not admit(agent_id))
                     ):
                         continue
                     # score() inlined (the load is the level): it runs for every candidate.
-                    matched = len(agent.specializations & skills) if skills else 0
+                    matched = agent.level(skills) if skills else 0.0
                     value = match_w * matched - load_w * level + perf_w * perf(agent_id, now)
+                    if matched:
+                        value += role_w * role_rank(agent.priority)
                     ranked.append((-value, agent_id, agent))
                     if len(top) < n:
                         heapq.heappush(top, value)
@@ -410,6 +455,7 @@ def dispatch(
     now: float,
     limit: int | None = None,
     ledger: ResourceLedger | None = None,
+    waiting: list[tuple[str, Resources]] | None = None,
 ) -> list[Assignment]:
     """Assign READY tasks to agents, highest priority first, one agent each.
 
@@ -430,23 +476,28 @@ def dispatch(
         now: current time.
         limit: assign at most this many tasks.
         ledger: the resource pool.
+        waiting: gets ``(task id, need)`` of each task that waits for resources.
 
     Returns:
         The assignments made, in the order they were made.
     """
     made: list[Assignment] = []
     # Requirements that found no agent in this round; they will not find one later in it.
-    hopeless: set[tuple[frozenset[str], str | None, Resources | None]] = set()
+    hopeless: set[tuple[frozenset[str], str | None, Resources | None, str]] = set()
     if not registry.has_available():
         return made  # a full fleet: do not walk the ready queue at all
     for task in graph.iter_ready(now):
         if limit is not None and len(made) >= limit:
             break
         spec, need = task.spec, task.spec.need
-        key = (spec.skills, spec.cluster_id, need)
+        key = (spec.skills, spec.cluster_id, need, spec.type)
         if key in hopeless:
+            if need is not None and waiting is not None:
+                waiting.append((task.id, need))
             continue
-        requirements = Requirements(skills=spec.skills, cluster_id=spec.cluster_id)
+        requirements = Requirements(
+            skills=spec.skills, cluster_id=spec.cluster_id, task_type=spec.type
+        )
         admit = None
         if need is not None:
             if ledger is None:
@@ -457,6 +508,8 @@ def dispatch(
         chosen = registry.select(requirements, 1, now=now, admit=admit)
         if not chosen:
             hopeless.add(key)
+            if need is not None and waiting is not None:
+                waiting.append((task.id, need))
             continue
         agent_id = chosen[0].id
         if need is not None and ledger is not None:

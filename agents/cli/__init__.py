@@ -31,8 +31,10 @@ from . import (
     broker,
     consensus,
     dead_letters,
+    guardian,
     keys,
     messaging,
+    roles,
     status,
     tasks,
     tasks_admin,
@@ -111,6 +113,8 @@ cli.add_command(up.up)
 cli.add_command(consensus.propose)
 cli.add_command(consensus.bft)
 cli.add_command(broker.broker)
+cli.add_command(roles.roles)
+cli.add_command(guardian.guardian)
 
 
 def main(argv: list[str] | None = None) -> None:

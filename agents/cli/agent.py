@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -40,6 +41,7 @@ from .options import (
     metrics_port_option,
     queue_expiry_option,
 )
+from .roles import RoleHelpCommand
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +52,13 @@ _NOT_NEEDED = {
 }
 
 
-@click.command(epilog=EXIT_CODES_HELP)
+@click.command(cls=RoleHelpCommand, epilog=EXIT_CODES_HELP)
 @click.option(
     "--role",
     envvar=["AGENT_ROLE", "ROLE"],
     show_envvar=True,
     default=None,
+    is_eager=True,  # read before --help, which then describes the role
     type=click.Choice(AGENT_ROLES, case_sensitive=False),
     help="What this agent does (required, except with --check).",
 )
@@ -66,7 +69,8 @@ _NOT_NEEDED = {
     envvar="SPECIALIZATION",
     multiple=True,
     default=default_of(Settings, "specializations"),
-    help="Skill offered; repeat or comma-separate.",
+    help="Skill offered, optionally with a proficiency in [0, 1] (analysis:0.9); "
+    "repeat or comma-separate.",
 )
 @cluster_id_option()
 @app_option("Module (or module:attr) holding your App with handlers.")
@@ -128,6 +132,69 @@ _NOT_NEEDED = {
     help="What this agent contributes to the resource pool, e.g. "
     "cpu=2,memory=4GiB,storage=20GB,bandwidth=100MB (bytes; bandwidth per second).",
 )
+@env_option(
+    "--state-dir",
+    envvar="ROBEING_STATE_DIR",
+    type=click.Path(path_type=Path),
+    default=default_of(Settings, "state_dir"),
+    help="Where the agent keeps what outlives it (quarantine orders); "
+    "default: 'state' beside the keys directory.",
+)
+@env_option(
+    "--quarantine-after",
+    envvar="ROBEING_QUARANTINE_AFTER",
+    type=click.IntRange(min=1),
+    default=default_of(Settings, "quarantine_after"),
+    show_default=True,
+    help="(guardian) Verified refusals of one sender within a minute, from two "
+    "reporters or more, that quarantine it.",
+)
+@env_option(
+    "--verify-rate",
+    envvar="ROBEING_VERIFY_RATE",
+    type=click.FloatRange(0.0, 1.0),
+    default=default_of(Settings, "verify_rate"),
+    show_default=True,
+    help="(guardian) Fraction of finished tasks re-run on another agent to validate them.",
+)
+@env_option(
+    "--anomaly-factor",
+    envvar="ROBEING_ANOMALY_FACTOR",
+    type=click.FloatRange(min=1.0),
+    default=default_of(Settings, "anomaly_factor"),
+    show_default=True,
+    help="(guardian) Alert when a sender sends this many times its usual rate...",
+)
+@env_option(
+    "--anomaly-floor",
+    envvar="ROBEING_ANOMALY_FLOOR",
+    type=click.FloatRange(min=0.0),
+    default=default_of(Settings, "anomaly_floor"),
+    show_default=True,
+    help="(guardian) ...and at least this many messages per second.",
+)
+@env_option(
+    "--anomaly-fanout",
+    envvar="ROBEING_ANOMALY_FANOUT",
+    type=click.IntRange(min=1),
+    default=default_of(Settings, "anomaly_fanout"),
+    show_default=True,
+    help="(guardian) Alert when a sender reaches more distinct receivers at once.",
+)
+@env_option(
+    "--http",
+    envvar="ROBEING_HTTP",
+    default=default_of(Settings, "http"),
+    help="(messenger) Serve the HTTP/JSON gateway on HOST:PORT (e.g. 127.0.0.1:8080).",
+)
+@env_option(
+    "--http-rate",
+    envvar="ROBEING_HTTP_RATE",
+    type=click.FloatRange(min=0.01),
+    default=default_of(Settings, "http_rate"),
+    show_default=True,
+    help="(messenger) Requests per second per gateway client (twice that in a burst).",
+)
 @metrics_port_option()
 @queue_expiry_option()
 @coordinator_options
@@ -148,6 +215,14 @@ def agent(
     bft_groups: str | None,
     bft_timeout: float,
     resources: Resources | None,
+    state_dir: Path | None,
+    quarantine_after: int,
+    verify_rate: float,
+    anomaly_factor: float,
+    anomaly_floor: float,
+    anomaly_fanout: int,
+    http: str | None,
+    http_rate: float,
     metrics_port: int | None,
     queue_expiry: float,
     **coordinator: Any,
@@ -170,6 +245,14 @@ def agent(
         backup_for=backup_for,
         bft_groups=parse_groups(bft_groups, view_change_timeout=bft_timeout),
         resources=resources,
+        state_dir=state_dir,
+        quarantine_after=quarantine_after,
+        verify_rate=verify_rate,
+        anomaly_factor=anomaly_factor,
+        anomaly_floor=anomaly_floor,
+        anomaly_fanout=anomaly_fanout,
+        http=http,
+        http_rate=http_rate,
         metrics_port=metrics_port,
         topology=TopologySettings(agent_queue_expiry_s=queue_expiry),
         **coordinator,  # the Settings fields of the same names

@@ -99,6 +99,31 @@ def keys_revoke(common: Common, agent_id: str, announce: bool) -> None:
         click.echo("announced to live agents")
 
 
+@keys.command("token")
+@click.option("--id", "agent_id", required=True, help="The client identity the token speaks for.")
+@click.option(
+    "--ttl-days", type=click.FloatRange(min=0.001, max=366), default=30.0, show_default=True
+)
+@pass_common
+def keys_token(common: Common, agent_id: str, ttl_days: float) -> None:
+    """Issue a bearer token for the HTTP gateway, bound to a client's certificate.
+
+    The client's identity is issued first if this keys directory can (it holds
+    the authority key) and has none. The token is signed with the client's
+    key and carries its certificate: it is valid only while the certificate is
+    (revoking the client ends its tokens).
+    """
+    from ...protocol.evidence import ed25519_signer
+    from ...protocol.tokens import issue_token
+    from ..keystore import Keystore
+
+    ident = Keystore(common.keys_dir).load_identity(agent_id, "client")
+    token = issue_token(
+        ident.certificate.raw, ed25519_signer(ident.signing_key), time.time(), ttl_days * 86400
+    )
+    click.echo(token)
+
+
 @keys.command("list")
 @json_option()
 @pass_common

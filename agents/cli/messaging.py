@@ -7,8 +7,10 @@ waiting for the receiver's signed ACK or, with ``--request``, for its reply;
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -21,6 +23,27 @@ from .options import as_option, json_option, payload_option, priority_option
 @click.option("--to", "receiver", required=True, help="Receiving agent id.")
 @click.option("--type", "message_type", required=True, help="Message type.")
 @payload_option()
+@click.option(
+    "--file",
+    "file_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Send this file, of any size, in signed and encrypted chunks; the receiver's "
+    "handler gets where it stored it.",
+)
+@click.option(
+    "--via",
+    default=None,
+    help="A messenger that holds the message until the receiver is back (store and forward).",
+)
+@click.option(
+    "--ttl",
+    type=click.FloatRange(min=0.1, max=7 * 86400),
+    default=3600.0,
+    show_default=True,
+    help="With --via: seconds the messenger holds it before giving up.",
+)
+@click.option("--wait", is_flag=True, help="With --via: wait until delivered or expired.")
 @click.option("--ack", is_flag=True, help="Wait for the receiver's signed ACK.")
 @click.option("--request", "is_request", is_flag=True, help="Wait for and print the reply.")
 @priority_option()
@@ -33,6 +56,10 @@ def send(
     receiver: str,
     message_type: str,
     payload: str | None,
+    file_path: Path | None,
+    via: str | None,
+    ttl: float,
+    wait: bool,
     ack: bool,
     is_request: bool,
     priority: int,
@@ -44,10 +71,29 @@ def send(
     from ..client import Client, parse_payload
 
     body = parse_payload(payload)
+    if file_path is not None and payload is not None:
+        raise click.UsageError("--file and --payload exclude each other")
 
     async def go() -> dict[str, Any]:
         async with Client(common.client_settings(as_id)) as client:
             started = time.perf_counter()
+            if file_path is not None:
+                done = await client.send_file(receiver, message_type, file_path, timeout=timeout)
+                seconds = time.perf_counter() - started
+                return {
+                    "to": receiver,
+                    "type": message_type,
+                    "transfer": done,
+                    "seconds": round(seconds, 3),
+                    "mib_per_s": round(done["size"] / (1 << 20) / max(seconds, 1e-9), 1),
+                }
+            if via is not None:
+                held = await client.send_via(via, receiver, message_type, body, ttl=ttl)
+                relayed = {"to": receiver, "via": via, "id": held["id"], "state": "pending"}
+                while wait and relayed["state"] == "pending":
+                    await asyncio.sleep(0.5)
+                    relayed["state"] = (await client.relay_status(via, held["id"]))["state"]
+                return relayed
             if is_request:
                 result = await client.request(
                     receiver, message_type, body, priority=priority, timeout=timeout
@@ -69,6 +115,16 @@ def send(
     out = run(go())
     if as_json:
         emit_json(out)
+    elif "via" in out:
+        click.echo(f"{out['state']}: message {out['id']} for {receiver}, held by {via}")
+        if out["state"] not in ("pending", "delivered"):
+            raise SystemExit(1)
+    elif "transfer" in out:
+        t = out["transfer"]
+        click.echo(
+            f"sent {t['size']} bytes to {receiver} in {out['seconds']} s "
+            f"({out['mib_per_s']} MiB/s), sha256 {t['sha256'][:16]}… checked"
+        )
     elif "reply" in out:
         click.echo(json.dumps(out["reply"], default=str))
     elif "ack" in out:

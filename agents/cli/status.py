@@ -71,6 +71,18 @@ def coordinator_view(agents: dict[str, AgentStatus]) -> dict[str, Any]:
     return {}
 
 
+def quarantine_view(agents: dict[str, AgentStatus]) -> dict[str, Any]:
+    """Quarantined agents as the guardians' heartbeats report them (newest order wins)."""
+    out: dict[str, Any] = {}
+    for a in agents.values():
+        report = a.extra.get("guardian") if a.role == "guardian" else None
+        held = report.get("quarantined") if isinstance(report, dict) else None
+        for target, order in (held or {}).items():
+            if isinstance(order, dict) and order.get("at", 0) >= out.get(target, {}).get("at", 0):
+                out[target] = order
+    return out
+
+
 def fleet_rows(
     agents: dict[str, AgentStatus],
     now: float,
@@ -87,12 +99,16 @@ def fleet_rows(
     health: dict[str, str] = view.get("health", {})
     in_flight: dict[str, int] = view.get("in_flight", {})
     idle_backups = set(view.get("backups_idle", []))
+    quarantined = quarantine_view(agents)
     rows = []
     for a in agents.values():
         row = a.as_dict(now)
         state = health.get(a.id) or ("backup" if a.extra.get("standby") else "alive")
         if a.id in idle_backups:
             state = "backup"
+        if a.id in quarantined:
+            state = "quarantined"
+            row["quarantine"] = quarantined[a.id]
         row["health"] = (
             state
             if a.role != "coordinator"
@@ -128,6 +144,7 @@ _HEALTH_STYLE = {
     "backup": "cyan",
     "standby": "cyan",
     "recovering": "magenta",
+    "quarantined": "red",
 }
 
 
@@ -155,10 +172,19 @@ def pool_note(pool: dict[str, Any] | None) -> str | None:
     return f"pool: {', '.join(parts)}; {pool.get('reservations', 0)} reserved"
 
 
+def _types(types: list[str] | None, shown: int = 6) -> str:
+    """``sort, wordcount, +3``: an agent's task types, abbreviated (None: not announced)."""
+    if types is None:
+        return "?"
+    more = f", +{len(types) - shown}" if len(types) > shown else ""
+    return ", ".join(types[:shown]) + more if types else "-"
+
+
 # Columns in the order shown; to fit the width, the optional ones go in the order listed.
 _COLUMNS = (
     "id",
     "role",
+    "prio",
     "specializations",
     "cluster",
     "health",
@@ -166,23 +192,28 @@ _COLUMNS = (
     "tasks",
     "last seen",
     "rejected",
+    "task types",
 )
-_OPTIONAL = ("rejected", "cluster", "last seen", "specializations", "tasks")
+_OPTIONAL = ("task types", "rejected", "cluster", "last seen", "prio", "specializations", "tasks")
 
 
 def _cells(r: dict[str, Any]) -> dict[str, str]:
     seen = r.get("last_seen_s")
     style = _HEALTH_STYLE.get(r["health"], "white")
+    levels = r.get("proficiency") or {}
+    skills = [f"{s}:{levels[s]:g}" if s in levels else s for s in r["specializations"]]
     return {
         "id": r["id"],
         "role": r["role"],
-        "specializations": ", ".join(r["specializations"]) or "-",
+        "prio": str(r.get("priority") or "-"),
+        "specializations": ", ".join(skills) or "-",
         "cluster": r.get("cluster_id") or "-",
         "health": f"[{style}]{r['health']}[/]",
         "load": f"{r['load']}/{r['capacity']}",
         "tasks": str(r["tasks_in_flight"]),
         "last seen": "-" if seen is None else f"{seen:.1f}s ago",
         "rejected": str(sum(r.get("stats", {}).get("rejected", {}).values())),
+        "task types": _types(r.get("task_types")),
     }
 
 
@@ -228,6 +259,9 @@ def render(
         notes.append(f"dead letters: {dl['messages']}")
     if (note := pool_note(pool)) is not None:
         notes.append(note)
+    held = [r["id"] for r in rows if r["health"] == "quarantined"]
+    if held:
+        notes.append(f"quarantined: {', '.join(held)}")
     table.caption = "  ".join(notes) or None
     return table
 
@@ -261,7 +295,7 @@ async def show_status(settings: Settings, as_json: bool, watch: bool, listen: fl
             now = time.time()
             rows = fleet_rows(agents, now, role_of)
             if as_json:
-                out = {"agents": rows, "queues": health}
+                out = {"agents": rows, "queues": health, "quarantined": quarantine_view(agents)}
                 print(json.dumps(out, indent=2, sort_keys=True, default=str), flush=True)
             else:
                 if watch:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -21,7 +22,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ...protocol.resources import Resources
 from ...protocol.taskmsgs import FinalResult
 from ..client import Client, TaskHandle, parse_payload
-from .common import EXIT_CODES_HELP, CliError, Common, GaveUp, pass_common, run, split_list
+from .common import (
+    EXIT_CODES_HELP,
+    CliError,
+    Common,
+    ConfigFailure,
+    GaveUp,
+    pass_common,
+    run,
+    split_list,
+)
 from .options import RESOURCES, as_option, json_option, payload_option, priority_option
 
 CHECK_S = 5.0  # how long submit waits for the coordinator to take the task
@@ -54,6 +64,14 @@ CHECK_S = 5.0  # how long submit waits for the coordinator to take the task
     default=None,
     help="What one execution needs from the pool, e.g. cpu=1,memory=512MiB.",
 )
+@click.option(
+    "--file",
+    "file_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="An input of any size: put on --holder first; the payload's 'blob' names it.",
+)
+@click.option("--holder", default=None, help="With --file: the messenger that holds it.")
 @click.option("--wait", is_flag=True, help="Show progress and print the result.")
 @click.option(
     "--timeout",
@@ -83,6 +101,8 @@ def submit(
     task_id: str | None,
     max_attempts: int | None,
     resources: Resources | None,
+    file_path: Path | None,
+    holder: str | None,
     wait: bool,
     timeout: float,
     no_check: bool,
@@ -91,9 +111,14 @@ def submit(
 ) -> None:
     """Submit a task; with --wait, follow it to its result."""
     settings, body = common.client_settings(as_id), parse_payload(payload)
+    if file_path is not None and (holder is None or not isinstance(body, dict | None)):
+        raise ConfigFailure("--file needs --holder MESSENGER, and a --payload that is an object")
 
     async def go() -> FinalResult | None:
+        nonlocal body
         async with Client(settings) as client:
+            if file_path is not None and holder is not None:
+                body = {**(body or {}), "blob": await client.put_blob(holder, file_path)}
             handle = await client.submit(
                 task_type,
                 body,
@@ -199,6 +224,8 @@ async def _follow(handle: TaskHandle, task_type: str, timeout: float, show: bool
 
         def update(h: TaskHandle) -> None:
             bar.update(row, completed=h.done, total=h.total)
+            if h.note:
+                bar.update(row, description=f"{h.task_id[:12]} ({h.note})")
 
         handle.on_progress = update
         final = await handle.result(timeout)

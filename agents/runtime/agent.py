@@ -1,5 +1,9 @@
 """The agent process: identity + connection + the one inbound path + heartbeats + shutdown.
 
+It is kept in one piece: :class:`Agent` is the whole agent context, one class that
+reads as the context's surface; its parts (inbound, outbox, heartbeats) are
+already modules of their own.
+
 :class:`Agent` implements :class:`~robeing.agents.context.AgentContext` and
 imports no role: what an agent does is installed on it through that context
 (:mod:`robeing.agents.assembly`).
@@ -43,6 +47,8 @@ from ...protocol.codec import Codec, Opened
 from ...protocol.envelope import Envelope
 from ...protocol.errors import ConfigError
 from ...protocol.identity import Certificate, Identity, TrustStore
+from ...protocol.policy import PolicyBook
+from ...protocol.quarantine import QuarantineBook
 from ...protocol.records import GroupKeys
 from ...protocol.replay import ReplayWindow
 from ...protocol.roles import Role, get_role
@@ -112,8 +118,11 @@ class Agent:
             self.codec, self.transport, self._reply_queue, lookup_peer, settings.ack_timeout, clock
         )
         self.stats = Stats()
+        self._quarantine = QuarantineBook(max_skew=settings.max_skew)
+        self._policy = PolicyBook()
         self._handlers: dict[str, Handler] = {}
         self._task_defs: dict[str, TaskDef] = {}
+        self._default_tasks: set[str] = set()  # built-in types an app's own may replace
         self._middleware: list[Middleware] = []
         self._inbound = Inbound(self, self.codec, self.outbox, self.stats, self._middleware)
         self._start_hooks: list[Hook] = []
@@ -171,6 +180,14 @@ class Agent:
     def coordinator_keys(self) -> GroupKeys | None:
         return self._group_keys
 
+    @property
+    def quarantine(self) -> QuarantineBook:
+        return self._quarantine
+
+    @property
+    def access_policy(self) -> PolicyBook:
+        return self._policy
+
     def open_stored(self, data: bytes) -> Opened:
         return self.codec.open_stored(data, self._clock())
 
@@ -205,15 +222,16 @@ class Agent:
         self._stop_hooks.extend(app.stop_hooks)
 
     def add_task(self, tdef: TaskDef, *, default: bool = False) -> None:
-        """Know the task type ``tdef``; a ``default`` does not override an app's own.
+        """Know the task type ``tdef``; a ``default`` never overrides an app's own.
 
         Raises:
-            ConfigError: the type is already known and this is not a default.
+            ConfigError: the type is already known and neither is a default.
         """
-        if tdef.type in self._task_defs:
+        if tdef.type in self._task_defs and (default or tdef.type not in self._default_tasks):
             if default:
                 return
             raise ConfigError(f"a task {tdef.type!r} is already registered")
+        (self._default_tasks.add if default else self._default_tasks.discard)(tdef.type)
         self._task_defs[tdef.type] = tdef
 
     def handle(self, message_type: str, handler: Handler, *, replace: bool = False) -> None:
@@ -414,6 +432,12 @@ class Agent:
         except Exception:
             return False
         return True
+
+    def open_held(self, data: bytes) -> Opened:
+        return self._inbound.open_held(data)
+
+    async def dispatch(self, opened: Opened, queue: str = "relay") -> Any:
+        return await self._inbound.dispatch(self._handlers, opened, queue)
 
     def sign_rejection(self, queue: str, body: bytes, reason: str) -> bytes:
         return self._inbound.report(queue, body, reason, None)

@@ -62,6 +62,9 @@ class Heartbeats:
             incarnation=agent.incarnation,
             stats=agent.stats.as_dict(),
             extras=sections,
+            # What it runs: a coordinator knows task types (to split and merge) but runs none.
+            tasks=tuple(sorted(agent.task_defs)) if st.role != "coordinator" else (),
+            proficiency=dict(st.proficiency),
         )
 
     async def send(self, state: str | None = None) -> None:

@@ -8,10 +8,14 @@ and how to treat what has none).
 For each delivery, in order:
 
 1. the codec's checks (DESIGN §2: size, decode, version, certificate,
-   signature, time window, replay, role). A failure is dead-lettered with its
-   reason, counted and logged once (an *observer* route counts and drops it:
-   the owner of that traffic dead-letters it). A broker redelivery of a
-   message already accepted is acknowledged and dropped (``duplicates``);
+   signature, time window, replay, role), then the guardians' quarantine
+   (a quarantined sender's messages are refused, reason ``quarantined``;
+   its heartbeats still count, so its health stays visible) and access
+   policy (reason ``policy``). A failure is
+   dead-lettered with its reason, counted and logged once (an *observer*
+   route counts and drops it: the owner of that traffic dead-letters it). A
+   broker redelivery of a message already accepted is acknowledged and
+   dropped (``duplicates``);
 2. on the reply queue: ACKs and replies go to their waiter, other answers to
    their handler; the broker never redelivers these, so nothing is settled;
 3. the handler for the type, middleware around it, and the settlement its
@@ -148,6 +152,8 @@ class Inbound:
         middleware: list[Middleware],
     ) -> None:
         self.context = context
+        self.quarantine = context.quarantine
+        self.policy = context.access_policy
         self.codec = codec
         self.outbox = outbox
         self.stats = stats
@@ -190,6 +196,21 @@ class Inbound:
             return
         env = opened.envelope
         self.stats.count_type(env.type)
+        self.stats.accepted(env.sender)
+        if env.type != "heartbeat" and (
+            self.quarantine.blocks(env.sender) or self.policy.current is not None
+        ):
+            try:
+                self.quarantine.check(env.sender)
+                self.policy.check(opened.certificate.role, env.type)
+            except ProtocolError as exc:
+                if route.answers or route.observer:  # nothing to settle, or not ours to refuse
+                    self.stats.rejected[exc.reason] += 1
+                    if route.observer:
+                        await delivery.ack()
+                    return
+                await self._fail(delivery, opened, exc.reason, exc)
+                return
         if route.answers:
             await self._answer(delivery, opened)
             return
@@ -298,6 +319,29 @@ class Inbound:
         await delivery.dead_letter(
             reason, detail, self.report(delivery.queue, delivery.body, reason, sender)
         )
+
+    def open_held(self, data: bytes) -> Opened:
+        """Open an envelope a relay held (no age bound); refuse a quarantined sender.
+
+        Raises:
+            ProtocolError: it fails a check.
+        """
+        opened = self.codec.open(data, self.context.clock(), held=True)
+        self.quarantine.check(opened.envelope.sender)
+        self.policy.check(opened.certificate.role, opened.envelope.type)
+        return opened
+
+    async def dispatch(self, handlers: Mapping[str, Handler], opened: Opened, queue: str) -> Any:
+        """Run the handler for an envelope that came by another path (no delivery to settle).
+
+        Raises:
+            Reject: no handler for its type; or what the handler raised.
+        """
+        fn = handlers.get(opened.envelope.type)
+        if fn is None:
+            raise Reject(f"agent {self.context.id!r} has no handler for {opened.envelope.type!r}")
+        message = Message(opened.envelope, opened.certificate, self.context, queue=queue)
+        return await call_handler(fn, message)
 
     def report(self, queue: str, body: bytes, reason: str, sender: str | None) -> bytes:
         """Our signed report of refusing ``body`` (as the dead-letter queue will store it)."""

@@ -50,8 +50,10 @@ from ...broker import topology as topo
 from ...protocol.election import EpochFence, StaleEpoch
 from ...protocol.envelope import DEFAULT_LIMITS, pack
 from ...protocol.errors import Reject, Retry, TooLarge, Unroutable, error_to_data
+from ...protocol.evidence import ed25519_signer
 from ...protocol.fields import count, items, need, text
 from ...protocol.taskmsgs import AssignMsg, ResultMsg
+from ...protocol.validation import Claim
 from ..app import TaskContext, TaskDef
 from ..batching import Coalescer
 from ..context import AgentContext, Message
@@ -78,6 +80,7 @@ class TaskExecutor:
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (task type, outcome)
         self.durations: dict[str, Latency] = {}  # by task type
         self.reporter = ResultReporter(agent)
+        self.sign = ed25519_signer(agent.identity.signing_key)
         self._running: dict[tuple[str, int], asyncio.Future[ResultMsg]] = {}
         self._stopped: OrderedDict[tuple[str, int], None] = OrderedDict()
 
@@ -314,12 +317,39 @@ async def _call(tdef: TaskDef, ctx: TaskContext) -> Any:
     return value
 
 
+async def rerun(executor: TaskExecutor, msg: Message) -> dict[str, Any]:
+    """``guardian.rerun`` (guardians only): run a finished task again and sign what came out.
+
+    Returns:
+        ``{"ok", "claim"}``: the claim (:class:`~robeing.protocol.validation.Claim`)
+        that this agent computed that result (or that error) for the task's input.
+
+    Raises:
+        Reject: malformed, or a task type this agent does not run.
+    """
+    p = msg.payload if isinstance(msg.payload, dict) else {}
+    task_id, task_type, payload = p.get("task_id"), p.get("type"), p.get("payload")
+    if not isinstance(task_id, str) or not isinstance(task_type, str):
+        raise Reject("guardian.rerun needs {'task_id', 'type', 'payload'}")
+    if task_type not in executor.agent.task_defs:
+        raise Reject(f"agent {executor.agent.id!r} has no task {task_type!r}")
+    assign = AssignMsg(task_id, 0, 0, task_type, payload, {}, None, msg.sender)
+    async with executor.agent.working():
+        res = await executor.execute(assign)
+    outcome = res.result if res.ok else {"error": (res.error or {}).get("type", "Error")}
+    agent = executor.agent
+    claim = Claim.make(agent.id, task_id, agent.id, task_type, payload, outcome, executor.sign)
+    return {"ok": res.ok, "claim": claim.raw}
+
+
 def install(agent: AgentContext) -> TaskExecutor:
-    """Make ``agent`` run task assignments: its work queue, built-in task types.
+    """Make ``agent`` run task assignments: its work queue, built-in task types, and the
+    guardians' re-runs of finished tasks.
 
     The app's own task types win over built-ins of the same name.
     """
     executor = TaskExecutor(agent)
     agent.on_start(executor.start)
+    agent.handle("guardian.rerun", lambda msg: rerun(executor, msg))
     agent.handle("task.cancel", executor.on_cancel)
     return executor

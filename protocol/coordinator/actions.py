@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..taskmsgs import AssignMsg, FinalResult
+from .audit import Audit
 
 __all__ = [
     "AckSubmission",
     "Action",
     "Assign",
+    "Audit",
     "CancelAnswered",
     "CancelAttempts",
     "DeadLetterTask",
@@ -47,12 +49,13 @@ class Assign:
 
 @dataclass(frozen=True, slots=True)
 class SendProgress:
-    """Tell a submitter how many parts of a split task are done."""
+    """Tell a submitter how many parts of a split task are done (``note``: why it waits)."""
 
     recipient: Recipient
     task_id: str
     done: int
     total: int
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +141,7 @@ Action = (
     | AckSubmission
     | DeadLetterTask
     | PurgeAssignments
+    | Audit
     | CancelAttempts
     | CancelAnswered
 )

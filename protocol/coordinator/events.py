@@ -22,6 +22,7 @@ __all__ = [
     "FinalsNotStored",
     "FinalsStored",
     "HeartbeatReceived",
+    "QuarantineChanged",
     "ResultsReceived",
     "SubmissionReceived",
     "Tick",
@@ -115,6 +116,17 @@ class FinalsNotStored:
 
 
 @dataclass(frozen=True, slots=True)
+class QuarantineChanged:
+    """A guardian's verified order put ``agent_id`` in quarantine, or released it.
+
+    A quarantined agent gets no work; what it holds is reassigned at once.
+    """
+
+    agent_id: str
+    quarantined: bool
+
+
+@dataclass(frozen=True, slots=True)
 class CancelRequested:
     """``requester`` (the envelope's verified sender) asks to cancel its task ``task_id``.
 
@@ -139,6 +151,7 @@ Event = (
     | AssignmentFailed
     | FinalsStored
     | FinalsNotStored
+    | QuarantineChanged
     | CancelRequested
     | Tick
 )

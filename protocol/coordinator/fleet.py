@@ -14,7 +14,9 @@ Rules:
       nothing; a close the broker cannot attribute to the agent's own user
       only makes it suspected until its heartbeats confirm or refute it.
     * An agent is schedulable only while its heartbeats say ``alive``, its
-      certified role runs tasks and it is not a backup standing idle.
+      certified role runs tasks and it is not a backup standing idle; it is
+      scored with its certified role's priority, and offered only the task
+      types its heartbeats announce.
     * Backups (``standby``) take work only while a primary they stand in for
       is dead: the one named by ``backup_for``, or any dead agent sharing a
       skill; they leave scheduling as soon as it beats again. Dead agents are
@@ -27,6 +29,8 @@ Rules:
       replacement started) changes nothing, even after the agent was lost.
     * Load in the registry is the caller's count of live attempts (a
       heartbeat's own load lags the assignments).
+    * A quarantined agent (``blocked``) is lost to scheduling: its
+      heartbeats change nothing until it is released.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from ..heartbeat import Heartbeat
 from ..ledger import ResourceLedger
 from ..performance import PerformanceTracker
 from ..resources import Resources
+from ..roles import ROLES
 from ..scheduling import AgentInfo, AgentRegistry
 
 log = logging.getLogger(__name__)
@@ -90,6 +95,7 @@ class FleetView:
         self.started: dict[str, float] = {}  # agent id -> newest process start (outlives a loss)
         self.departed: set[str] = set()  # lost because they said they were leaving
         self.counters: Counter[str] = Counter()
+        self.blocked: set[str] = set()  # quarantined by a guardian's order
         # An unconfirmed close waits for this long for a heartbeat to refute it.
         self.close_grace = max(1.5 * detector.heartbeat_interval, 0.5)
         self._load_of = load_of
@@ -105,6 +111,8 @@ class FleetView:
         """
         if self._from_older_process(agent_id, beat.started_at):
             self.counters["stale_heartbeats"] += 1
+            return []
+        if agent_id in self.blocked:
             return []
         if beat.state == "leaving":
             if len(self.departed) < DEAD_MEMORY:
@@ -141,6 +149,10 @@ class FleetView:
                     load=self._load_of(agent_id),
                     capacity=max(1, beat.capacity),
                     cluster_id=beat.cluster_id or None,
+                    # The certified role's priority: the one a heartbeat claims is a claim.
+                    priority=ROLES[role].priority if role in ROLES else 9,
+                    tasks=None if beat.tasks is None else frozenset(beat.tasks),
+                    proficiency=beat.proficiency,
                 )
             )
         except RobeingError as exc:
@@ -175,6 +187,21 @@ class FleetView:
             return self._lost_in(self.health.suspect(agent_id, now, self.close_grace))
         self.counters["connection_deaths"] += 1
         return self._lost_in(self.health.connection_closed(agent_id, now))
+
+    def quarantine(self, agent_id: str, quarantined: bool) -> list[Lost]:
+        """A guardian's order: a quarantined agent is lost to scheduling until released.
+
+        Returns:
+            The agent, when the order newly quarantines it (its tasks go elsewhere).
+        """
+        if not quarantined:
+            self.blocked.discard(agent_id)  # its next heartbeat rejoins it
+            return []
+        if agent_id in self.blocked:
+            return []
+        self.blocked.add(agent_id)
+        self.counters["quarantined"] += 1
+        return [Lost(agent_id, "quarantined")]
 
     def tick(self, now: float) -> list[Lost]:
         """Suspect silent agents and declare long-suspected ones lost."""

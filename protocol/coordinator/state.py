@@ -18,7 +18,7 @@ Invariants (checked by the seeded simulator in ``tests/unit``):
     * A result counts only if it is for the live attempt of the task, from
       the agent holding it, under our epoch (fencing); anything else is
       counted as stale and changes nothing.
-    * No assignment goes to an agent declared lost (it left the registry).
+    * No assignment goes to an agent declared lost or quarantined (it left the registry).
     * Reservations in the ledger never exceed what agents contribute, and a
       task holds at most one, freed when its attempt ends.
     * A submission is acknowledged only after every task in it has a final
@@ -43,6 +43,7 @@ from ..envelope import pack
 from ..errors import RobeingError
 from ..failure_detector import DetectorConfig
 from ..performance import PerformanceTracker
+from ..resources import Resources
 from ..scheduling import dispatch
 from ..taskgraph import (
     InvalidTask,
@@ -63,6 +64,7 @@ from .actions import (
     DeliverFinals,
     PurgeAssignments,
 )
+from .audit import Auditor
 from .cancels import cancel
 from .events import (
     AssignmentFailed,
@@ -73,6 +75,7 @@ from .events import (
     FinalsNotStored,
     FinalsStored,
     HeartbeatReceived,
+    QuarantineChanged,
     ResultsReceived,
     SubmissionReceived,
     Tick,
@@ -147,6 +150,8 @@ class CoordinatorState:
             config.detector, self.perf, self.graph.assigned_to, config.task_roles
         )
         self.submissions = Submissions()
+        # Unpredictable to agents (the shell sets the rate from the guardians' heartbeats).
+        self.auditor = Auditor(rng if rng is not None else random.SystemRandom())
         self.counters: Counter[str] = Counter()
         self._skills = dict(skills or {})
         self._out: list[Action] = []
@@ -185,6 +190,8 @@ class CoordinatorState:
             self._out += self.submissions.stored(event.task_ids)
         elif isinstance(event, FinalsNotStored):
             self._on_not_stored(event, now)
+        elif isinstance(event, QuarantineChanged):
+            self._agents_lost(self.fleet.quarantine(event.agent_id, event.quarantined), now)
         elif isinstance(event, CancelRequested):
             self._out += cancel(self, event, now)
         return self._advance(now)
@@ -276,13 +283,10 @@ class CoordinatorState:
             self.counters["stale_results"] += 1
             return
         self._end_attempt(res.task_id, sender)
-        self.perf.record(
-            sender,
-            now=now,
-            success=res.ok,
-            latency=res.duration,
-            deadline_met=rec.deadline is None or now <= rec.deadline,
-        )
+        met = rec.deadline is None or now <= rec.deadline
+        self.perf.record(sender, now=now, success=res.ok, latency=res.duration, deadline_met=met)
+        if res.ok and (audit := self.auditor.consider(rec, sender, res.result)) is not None:
+            self._out.append(audit)
         root = rec.spec.parent
         if root is not None and res.ok:
             notice = self.submissions.part_done(root)
@@ -373,23 +377,18 @@ class CoordinatorState:
         """
         by_agent: dict[str, list[AssignMsg]] = {}
         priority: dict[str, int] = {}
-        fleet = self.fleet
-        for a in dispatch(self.graph, fleet.registry, now=now, ledger=fleet.ledger):
+        fleet, held = self.fleet, list[tuple[str, Resources]]()  # tasks waiting for resources
+        for a in dispatch(self.graph, fleet.registry, now=now, ledger=fleet.ledger, waiting=held):
             by_agent.setdefault(a.agent_id, []).append(
-                AssignMsg(
-                    a.task_id,
-                    a.attempt,
-                    self.epoch,
-                    a.type,
-                    a.payload,
-                    dict(a.dep_results),
-                    a.deadline,
-                    self.config.coordinator_id,
-                )
-            )
+                AssignMsg(a.task_id, a.attempt, self.epoch, a.type, a.payload,
+                          dict(a.dep_results), a.deadline, self.config.coordinator_id)
+            )  # fmt: skip
             priority[a.agent_id] = max(priority.get(a.agent_id, 0), a.priority)
             timeout_at = now + self.config.attempt_timeout
             heapq.heappush(self._attempts, (timeout_at, a.task_id, a.attempt))
+        for task_id, need in held:  # lost a race for resources: say why, once
+            if (note := self.submissions.waiting(task_id, need, fleet.ledger)) is not None:
+                self._notices.append(note)
         finished = [rec for rec in self.graph.pop_finished() if rec.spec.parent is None]
         if finished:
             self._finish(finished, now)
@@ -472,6 +471,7 @@ class CoordinatorState:
             "in_flight": {k: v for k, v in in_flight.items() if v},
             "waiting": queries.waiting_counts(self, now),
             "backups_idle": fleet.idle_backups(),
+            "quarantined": sorted(fleet.blocked)[:500],
             "resources": {
                 "capacity": ledger.capacity().to_mapping(),
                 "available": ledger.available().to_mapping(),

@@ -8,19 +8,33 @@ Rules:
       is idempotent for that submitter (answered from its final, or added as
       a recipient while it runs); the same id from anyone else is refused
       with a reason, and never answered with the owner's final.
+    * A task id names one task (conflict resolution): the same submitter
+      reusing an id with another type, payload or dependencies is refused —
+      the first submission wins, and the refusal says to use a new id. (A
+      final read back from the results stream after a failover carries no
+      digest of its task, so there a reuse is answered from the final.)
     * A held submission is acknowledged only once every task it names has
       its final stored (a resubmission waits for an unstored final too).
     * Finals are remembered by task id for idempotent resubmissions; a final
       whose store failed is stored again later.
+    * Resource races (conflict resolution): when tasks need more of the pool
+      than is free, the higher priority goes first, then the earlier
+      submission (the ready queue's order); a task that lost waits for its
+      resources and its submitter is told so once, with what it needs and
+      what is free, instead of hearing nothing.
     * A task may depend only on its submitter's own tasks; a finished one,
       forgotten by the task graph, is stood in for by its final.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 
+from ..envelope import pack
+from ..ledger import ResourceLedger
+from ..resources import Resources
 from ..taskgraph import Finished, TaskState
 from ..taskmsgs import FinalResult, Submission, TaskRequest
 from .actions import AckSubmission, DeliverFinals, Recipient, RefuseTasks, SendProgress
@@ -53,6 +67,14 @@ class Intake:
     ack: bool = False
 
 
+CONFLICT = "type, payload or dependencies: the first submission wins; use a new id"
+
+
+def digest(t: TaskRequest) -> bytes:
+    """What makes a task the same task: its type, payload and dependencies."""
+    return hashlib.sha256(pack([t.type, t.payload, list(t.depends_on)])).digest()
+
+
 class Submissions:
     """Submitters, held submissions, progress and finals of one coordinator."""
 
@@ -64,6 +86,8 @@ class Submissions:
         self._progress: dict[str, tuple[int, int]] = {}  # root id -> (done, total)
         self._unstored: dict[str, FinalResult] = {}  # finals whose store failed
         self._storing: set[str] = set()  # finals handed to the shell, not yet confirmed
+        self._digests: dict[str, bytes] = {}  # task id -> what it was submitted as
+        self._told_waiting: set[str] = set()  # told they wait for resources
 
     def restore(self, finals: Iterable[FinalResult]) -> None:
         """Remember finals stored by earlier coordinators."""
@@ -89,6 +113,8 @@ class Submissions:
             owner = self.owner(t.id)
             if owner is not None and owner != submitter:
                 refused.append((t.id, f"task id {t.id!r} belongs to another submitter"))
+            elif self._digests.get(t.id, digest(t)) != digest(t):
+                refused.append((t.id, f"task id {t.id!r} was submitted with another {CONFLICT}"))
             elif t.id in self.finals:  # idempotent resubmission: answer from the store
                 out.known.append((self.finals[t.id], (recipient,)))
                 if t.id in self._storing or t.id in self._unstored:
@@ -107,6 +133,7 @@ class Submissions:
         for task_id in batch.waiting:
             self._batches.setdefault(task_id, []).append(batch)
         self._submitters.update((t.id, recipient) for t in out.new)
+        self._digests.update((t.id, digest(t)) for t in out.new)
         return out
 
     def owner(self, task_id: str) -> str | None:
@@ -149,6 +176,21 @@ class Submissions:
             return None
         return SendProgress(recipient, root, done + 1, total)
 
+    def waiting(self, task_id: str, need: Resources, ledger: ResourceLedger) -> SendProgress | None:
+        """The notice that ``task_id`` (or the task it is part of) waits for resources, once."""
+        root = task_id.rpartition(".")[0] if task_id not in self._submitters else task_id
+        recipient = self._submitters.get(root)
+        if recipient is None or not recipient[1] or root in self._told_waiting:
+            return None
+        self._told_waiting.add(root)
+        done, total = self._progress.get(root, (0, 1))
+        note = (
+            f"waiting for resources: needs {need.to_mapping()} on one agent, "
+            f"{ledger.available().to_mapping() or 'nothing'} free in the pool; tasks of higher "
+            "priority go first, then those submitted earlier"
+        )
+        return SendProgress(recipient, root, done, total, note)
+
     def submitter(self, task_id: str) -> str:
         return self._submitters.get(task_id, ("", ""))[0]
 
@@ -159,6 +201,7 @@ class Submissions:
             self.finals[final.task_id] = final
             self._storing.add(final.task_id)
             self._progress.pop(final.task_id, None)
+            self._told_waiting.discard(final.task_id)
             recipients = [r for r in self._watchers.pop(final.task_id, []) if r[1]]
             own = self._submitters.pop(final.task_id, None)
             if own is not None and own[1]:

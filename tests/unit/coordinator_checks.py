@@ -186,6 +186,8 @@ class Checker:
             self.fail("assign", f"assignment to {action.agent_id}, which runs no tasks")
         if action.agent_id in self.lost:
             self.fail("assign", f"assignment to {action.agent_id}, declared lost")
+        if action.agent_id in self.sim.quarantined:
+            self.fail("assign", f"assignment to {action.agent_id}, in quarantine")
         if agent.spec.standby and not self.backup_needed(agent.spec):
             self.fail("assign", f"assignment to backup {action.agent_id}; no primary is lost")
         for msg in action.messages:
@@ -297,8 +299,9 @@ class Checker:
             self.fail("ack", f"submission acknowledged; no stored final for {missing}")
 
     def progress(self, action: SendProgress) -> None:
+        low = 0 if action.note else 1  # a task told why it waits may have no part done
         if action.recipient not in self.recipients.get(action.task_id, ()) or not (
-            0 < action.done <= action.total
+            low <= action.done <= action.total
         ):
             self.fail("final", f"bad progress notice {action}")
 
@@ -360,7 +363,12 @@ class Checker:
         kinds["old-epoch results"] += res.epoch != machine.epoch
         if machine.counters["stale_results"] != stale + 1:
             self.fail("stale", f"stale result {res} from {sender} was not counted stale")
-        effects = [a for a in actions if not isinstance(a, Assign)]
+        # Dispatch may run on any event: its assignments and its waiting notices are no effect.
+        effects = [
+            a
+            for a in actions
+            if not isinstance(a, Assign) and not (isinstance(a, SendProgress) and a.note)
+        ]
         if effects:
             self.fail("stale", f"stale result {res} from {sender} caused {effects}")
         if rec is None or before is None:

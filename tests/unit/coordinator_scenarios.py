@@ -264,4 +264,6 @@ def _faults(
     if rng.random() < 0.5:
         for _ in range(rng.randint(1, 2)):
             faults.append((rng.uniform(2.0, until), "failover", rng.uniform(0.2, 3.0)))
+    if rng.random() < 0.4:
+        faults.append((at(), "quarantine", (rng.choice(workers), rng.uniform(1.0, 8.0))))
     return faults

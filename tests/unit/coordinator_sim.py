@@ -56,6 +56,7 @@ from robeing.protocol.coordinator import (
     FinalsStored,
     HeartbeatReceived,
     PurgeAssignments,
+    QuarantineChanged,
     ResultsReceived,
     SendProgress,
     SubmissionReceived,
@@ -134,6 +135,7 @@ class Simulation:
         self.stream: dict[str, FinalResult] = {}
         self.storing: dict[int, tuple[FinalResult, ...]] = {}  # stores in flight
         self.inbox: list[tuple[str, ResultMsg]] = []  # results while no coordinator runs
+        self.quarantined: set[str] = set()  # by a guardian's order, now
         self.check = Checker(self)
 
     @property
@@ -196,6 +198,8 @@ class Simulation:
     def on_quiet(self, _: None) -> None:
         """Faults stop; every agent comes back with what it first offered."""
         self.quiet = True
+        for agent_id in sorted(self.quarantined):
+            self.on_release(agent_id)
         for agent in self.agents.values():
             agent.cpu = agent.spec.cpu
             if agent.state == "crashed":
@@ -213,11 +217,30 @@ class Simulation:
         self.check.new_machine()
         self.handle(BecameActive(epoch, tuple(self.stream.values())))
         self.check.became_active(epoch)
+        for agent_id in sorted(self.quarantined):  # the shell hands on the orders it holds
+            self.handle(QuarantineChanged(agent_id, True))
         for index in sorted(self.held):
             self.deliver(index)
         inbox, self.inbox = self.inbox, []
         for sender, res in inbox:
             self.feed_result(sender, res)
+
+    def on_quarantine(self, data: tuple[str, float]) -> None:
+        """A guardian quarantines an agent for a while (its results are refused meanwhile)."""
+        agent_id, duration = data
+        if agent_id in self.quarantined:
+            return
+        self.kinds["quarantines"] += 1
+        self.quarantined.add(agent_id)
+        if self.m is not None:
+            self.handle(QuarantineChanged(agent_id, True))
+        self.push(self.now + duration, "release", agent_id)
+
+    def on_release(self, agent_id: str) -> None:
+        if agent_id in self.quarantined:
+            self.quarantined.discard(agent_id)
+            if self.m is not None:
+                self.handle(QuarantineChanged(agent_id, False))
 
     def on_failover(self, downtime: float) -> None:
         if self.m is None:

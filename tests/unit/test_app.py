@@ -399,3 +399,16 @@ def test_report_summarises_counts(make_watch: WatchFactory) -> None:
     assert len(report["top_senders"]) == 10
     assert report["top_senders"]["s11"] == 12
     assert "s0" not in report["top_senders"]
+
+
+def test_quarantine_needs_the_threshold_from_two_reporters_within_the_window() -> None:
+    """Given 10 verified refusals of one sender, all reported by one agent, Expect no
+    quarantine (one compromised reporter cannot get an honest agent quarantined); with a
+    second reporter, Expect it; once the refusals age out of the window, Expect none."""
+    watch = DeadLetterWatch(threshold=1000, window=10.0, min_reporters=2)
+    for t in range(10):
+        watch.observe("no_handler", "q", "mallory", float(t) / 10, reporter="w1")
+    assert not watch.supports_quarantine("mallory", 10, now=1.0)
+    watch.observe("no_handler", "q", "mallory", 1.0, reporter="w2")
+    assert watch.supports_quarantine("mallory", 10, now=1.0)
+    assert not watch.supports_quarantine("mallory", 10, now=11.0)

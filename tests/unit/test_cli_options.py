@@ -196,6 +196,14 @@ MIRRORED: dict[tuple[str, ...], dict[str, str]] = {
             "standby",
             "backup_for",
             "resources",
+            "state_dir",
+            "quarantine_after",
+            "verify_rate",
+            "http",
+            "http_rate",
+            "anomaly_factor",
+            "anomaly_floor",
+            "anomaly_fanout",
             "metrics_port",
             *_COORDINATOR,
         )
@@ -225,6 +233,9 @@ NOT_MIRRORED: dict[tuple[str, ...], str] = {
     ("keys", "issue", "agent_id"): "required: the identity to issue",
     ("keys", "issue", "role"): "required: the identity's role",
     ("keys", "revoke", "agent_id"): "required: the identity to revoke",
+    ("guardian", "quarantine", "agent_id"): "required: the agent to quarantine",
+    ("keys", "token", "agent_id"): "required: the client the token speaks for",
+    ("guardian", "release", "agent_id"): "required: the agent to release",
 }
 
 

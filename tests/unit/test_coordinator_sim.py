@@ -59,6 +59,7 @@ MIN_SHARE = {
     "failovers": 0.3,
     "dead letters": 0.08,
     "contributions changed": 0.1,
+    "quarantines": 0.2,
     "unstored finals superseded": 0.02,
     "cancels cancelled": 0.3,
     "cancels refused": 0.1,
@@ -76,7 +77,8 @@ def quiet_coordinator_logs(caplog: pytest.LogCaptureFixture) -> None:
 def test_simulated_runs_keep_the_coordinators_promises() -> None:
     """Given 1,000 seeded runs (random fleets, DAGs, splits, deadlines, resources;
     crashes, graceful leaves, stale closes, pauses past death, zombies, duplicated,
-    forged and stale-epoch results, refused assignments, failed stores and failovers),
+    forged and stale-epoch results, refused assignments, failed stores, failovers and
+    quarantines),
     Expect no violated invariant after any step and, once the faults stop, every task
     final and every submission acknowledged; Expect each kind of fault exercised in a
     good share of runs."""
@@ -209,6 +211,14 @@ class OverbooksAgents(CoordinatorState):
         self.fleet.ledger = self.Ledger()
 
 
+class IgnoresQuarantine(CoordinatorState):
+    """Keeps scheduling on quarantined agents."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fleet.quarantine = lambda agent_id, quarantined: []  # type: ignore[method-assign]
+
+
 class StaysAtFirstEpoch(CoordinatorState):
     """Stamps epoch 1 whatever epoch it was given."""
 
@@ -246,6 +256,7 @@ BROKEN: dict[str, tuple[Callable[..., CoordinatorState], str]] = {
     "trusts any close": (TrustsAnyClose, "fleet"),
     "trusts older processes": (TrustsOlderProcesses, "fleet"),
     "backups always on": (BackupsAlwaysOn, "assign"),
+    "ignores quarantine": (IgnoresQuarantine, "assign"),
     "overbooks agents": (OverbooksAgents, "ledger"),
     "stays at first epoch": (StaysAtFirstEpoch, "epoch"),
     "cancels for anyone": (CancelsForAnyone, "cancel"),

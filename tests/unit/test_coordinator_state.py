@@ -564,3 +564,39 @@ def test_a_task_id_belongs_to_its_submitter() -> None:
     again = c.submit(task("t1"), who="alice", reply_to="qa2")
     (answer,) = of(DeliverFinals, again)
     assert not answer.store and answer.finals[0][1] == (("alice", "qa2"),)
+
+
+def test_one_submitter_reusing_a_task_id_with_another_payload_is_refused() -> None:
+    """Given t1 submitted by alice with payload 1, When alice submits t1 again with payload 2
+    (while it runs, and after it finished), Expect a refusal stating the rule — the first
+    submission wins, use a new id — and nothing run twice; the same payload again is still
+    an idempotent resubmission."""
+    c = Coordinator()
+    c.join("w1")
+    c.submit(task("t1", payload=1), who="alice", reply_to="qa")
+    running = c.submit(task("t1", payload=2), who="alice", reply_to="qa")
+    (refusal,) = of(RefuseTasks, running)
+    assert "first submission wins" in refusal.tasks[0][1] and of(Assign, running) == []
+    c.result("w1", "t1")
+    c.handle(FinalsStored(("t1",)))
+    assert of(RefuseTasks, c.submit(task("t1", payload=2), who="alice", reply_to="qa"))
+    (answer,) = of(DeliverFinals, c.submit(task("t1", payload=1), who="alice", reply_to="qa"))
+    assert not answer.store
+
+
+def test_the_loser_of_a_race_for_resources_is_told_why_it_waits_then_runs() -> None:
+    """Given one agent contributing 2 cpus, When alice's task needing 2 cpus (priority 5)
+    and bob's (priority 5, submitted later) arrive, Expect alice's assigned and bob told
+    once that it waits for resources (what it needs, what is free, the rule); when
+    alice's finishes, Expect bob's assigned."""
+    c = Coordinator()
+    c.join("w1", resources=Resources(cpu=2))
+    first = c.submit(task("ta", resources={"cpu": 2}), who="alice", reply_to="qa")
+    assert of(Assign, first)[0].messages[0].task_id == "ta"
+    second = c.submit(task("tb", resources={"cpu": 2}), who="bob", reply_to="qb")
+    (notice,) = of(SendProgress, second)
+    assert notice.recipient == ("bob", "qb") and notice.task_id == "tb"
+    assert "needs {'cpu': 2" in notice.note and "higher priority go first" in notice.note
+    assert of(SendProgress, c.tick(1.0)) == []  # told once
+    done = c.result("w1", "ta")
+    assert [m.task_id for a in of(Assign, done) for m in a.messages] == ["tb"]

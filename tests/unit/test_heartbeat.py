@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from typing import Any
 
@@ -16,6 +17,7 @@ from robeing.protocol.errors import DecodeError
 from robeing.protocol.heartbeat import (
     MAX_EXTRAS,
     MAX_SPECIALIZATIONS,
+    MAX_TASK_TYPES,
     MAX_TEXT,
     STATES,
     Heartbeat,
@@ -117,6 +119,16 @@ def test_a_section_named_like_a_field_or_not_a_map_is_refused_at_construction() 
         ({"stats": [1, 2]}, "stats"),
         ({f"s{i}": {} for i in range(MAX_EXTRAS + 1)}, "sections"),
         ({"x" * (MAX_TEXT + 1): {}}, "section"),
+        ({"tasks": "sort"}, "tasks"),
+        ({"tasks": ["t"] * (MAX_TASK_TYPES + 1)}, "tasks"),
+        ({"tasks": ["t" * (MAX_TEXT + 1)]}, "tasks"),
+        ({"tasks": [3]}, "tasks"),
+        ({"proficiency": [0.5]}, "proficiency"),
+        ({"proficiency": {"nlp": 1.5}}, "proficiency"),
+        ({"proficiency": {"nlp": -0.1}}, "proficiency"),
+        ({"proficiency": {"nlp": math.nan}}, "proficiency"),
+        ({"proficiency": {"nlp": True}}, "proficiency"),
+        ({"proficiency": {"cooking": 0.5}}, "proficiency"),
     ],
 )
 def test_an_invalid_known_field_is_a_decode_error_naming_it(
@@ -126,6 +138,28 @@ def test_an_invalid_known_field_is_a_decode_error_naming_it(
     state, resources) or too many sections, Expect DecodeError naming it."""
     with pytest.raises(DecodeError, match=field):
         Heartbeat.from_data({**TODAYS_WIRE, **change})
+
+
+def test_task_types_and_proficiency_travel_only_when_announced() -> None:
+    """Given a heartbeat announcing its task types and a skill's proficiency,
+    Expect both back from the wire; given one without, Expect neither key on
+    the wire and ``tasks`` None (an older agent: the coordinator reads "any")."""
+    hb = Heartbeat.from_data(
+        {**TODAYS_WIRE, "tasks": ["sort", "describe"], "proficiency": {"nlp": 0.9}}
+    )
+
+    assert hb.tasks == ("sort", "describe")
+    assert hb.proficiency == {"nlp": 0.9}
+    assert Heartbeat.from_data(TODAYS_WIRE).tasks is None
+    assert "tasks" not in Heartbeat("worker", "alive").to_data()
+    assert Heartbeat("worker", "alive", tasks=()).to_data()["tasks"] == []
+
+
+def test_a_proficiency_out_of_range_or_for_another_skill_is_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match="proficiency"):
+        Heartbeat("worker", "alive", specializations=("a",), proficiency={"a": 2.0})
+    with pytest.raises(ValueError, match="proficiency"):
+        Heartbeat("worker", "alive", specializations=("a",), proficiency={"b": 0.5})
 
 
 def test_a_payload_that_is_no_map_is_a_decode_error() -> None:
@@ -162,6 +196,13 @@ heartbeats = st.builds(
         SECTIONS,
         max_size=MAX_EXTRAS,
     ),
+    tasks=st.none() | st.lists(NAMES, max_size=MAX_TASK_TYPES).map(tuple),
+).flatmap(
+    lambda hb: st.dictionaries(
+        st.sampled_from(hb.specializations) if hb.specializations else st.nothing(),
+        st.floats(0.0, 1.0),
+        max_size=len(hb.specializations),
+    ).map(lambda levels: dataclasses.replace(hb, proficiency=levels))
 )
 
 

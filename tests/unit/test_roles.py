@@ -66,6 +66,12 @@ def test_unknown_role_lists_the_valid_ones() -> None:
         ("pbft.prepare", VOTE),
         ("guardian.alert", GUARD),
         ("guardian.quarantine", GUARD),
+        # guardians only: orders, policies, re-runs; coordinators hand out audits
+        ("guardian.orders", GUARD),
+        ("guardian.policy", GUARD),
+        ("guardian.rerun", GUARD),
+        ("guardian.audit", ASSIGN),
+        ("guardian.command", MESSAGE),  # an operator's request; the guardian decides
         # not a listed type or prefix: plain messages
         ("chat", MESSAGE),
         ("ping", MESSAGE),

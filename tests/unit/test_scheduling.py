@@ -98,6 +98,7 @@ def test_requirements_from_task() -> None:
         deadline=99.0,
         priority=7,
         cluster_id="eu",
+        task_type="job",
     )
 
 
@@ -109,12 +110,56 @@ def test_invalid_requirements(kwargs: dict[str, Any]) -> None:
 
 
 def test_score_counts_each_matched_skill_load_and_performance() -> None:
-    """Given an agent with 2 of 3 required skills, load 3, performance 0.75, Expect
-    50*2 - 10*3 + 20*0.75 = 85; without required skills the match term is 0."""
+    """Given a worker with 2 of 3 required skills, load 3, performance 0.75, Expect
+    50*2 - 10*3 + 20*0.75 + 15*1 (a worker's role rank) = 100; without required
+    skills the match and role terms are 0."""
     agent = worker("a", "nlp", "sql", "vision", load=3)
     needs = Requirements(skills=frozenset({"nlp", "sql", "math"}))
-    assert score(agent, needs, 0.75) == 85
+    assert score(agent, needs, 0.75) == 100
     assert score(agent, Requirements(), 0.75) == -15
+
+
+def test_a_specialist_outranks_a_worker_with_the_same_skill_and_load() -> None:
+    """Given a specialist (priority 2) and a worker (3) with the same skill, Expect the
+    specialist first at equal load and with one task more in flight, the worker first
+    when the specialist has two more; for a task without skills, no role edge."""
+    needs = Requirements(skills=frozenset({"analysis"}))
+    registry = AgentRegistry()
+    registry.upsert(worker("w", "analysis", priority=3))
+    registry.upsert(worker("s", "analysis", role="specialist", priority=2))
+    assert ids(registry.select(needs, 2)) == ["s", "w"]
+    registry.reserve("s")
+    assert ids(registry.select(needs, 1)) == ["s"]
+    registry.reserve("s")
+    assert ids(registry.select(needs, 1)) == ["w"]
+    assert score(worker("s", role="specialist", priority=2), Requirements(), 0.5) == score(
+        worker("w", priority=3), Requirements(), 0.5
+    )
+
+
+def test_proficiency_weights_the_match() -> None:
+    """Given two workers with the skill, one claiming 0.5 in it, Expect the other first;
+    a proficiency of 0.5 is worth 25 points less."""
+    needs = Requirements(skills=frozenset({"nlp"}))
+    registry = AgentRegistry()
+    registry.upsert(worker("a", "nlp", proficiency={"nlp": 0.5}))
+    registry.upsert(worker("b", "nlp"))
+    assert ids(registry.select(needs, 2)) == ["b", "a"]
+    assert score(worker("b", "nlp"), needs, 0.5) - score(
+        worker("a", "nlp", proficiency={"nlp": 0.5}), needs, 0.5
+    ) == pytest.approx(25)
+
+
+def test_only_agents_with_the_task_types_handler_qualify() -> None:
+    """Given an agent announcing its task types without 'whoami', one announcing it and one
+    that announced none (an older agent), Expect the first never chosen for 'whoami'."""
+    registry = AgentRegistry()
+    registry.upsert(worker("a", "x", tasks=frozenset({"sort"})))
+    registry.upsert(worker("b", "x", tasks=frozenset({"whoami"}), load=2))
+    registry.upsert(worker("c", "x", load=3))
+    needs = Requirements(skills=frozenset({"x"}), task_type="whoami")
+    assert ids(registry.select(needs, 3)) == ["b", "c"]
+    assert ids(registry.select(Requirements(task_type="sort"), 3)) == ["a", "c"]
 
 
 # --- registry -----------------------------------------------------------------------
@@ -299,6 +344,7 @@ def naive_select(
         and a.id not in exclude
         and (not requirements.skills or a.specializations & requirements.skills)
         and (requirements.cluster_id is None or a.cluster_id == requirements.cluster_id)
+        and (a.tasks is None or requirements.task_type in (None, *a.tasks))
     ]
     eligible.sort(key=lambda a: (-score(a, requirements, perf.score(a.id)), a.id))
     return [a.id for a in eligible[:n]]
@@ -313,6 +359,9 @@ agent_infos = st.builds(
     load=st.integers(0, 5),
     capacity=st.integers(0, 8),
     cluster_id=st.sampled_from([None, "eu", "us"]),
+    priority=st.integers(1, 9),
+    tasks=st.none() | st.frozensets(st.sampled_from(["t1", "t2"]), max_size=2),
+    proficiency=st.dictionaries(st.sampled_from(SKILLS), st.sampled_from([0.0, 0.3, 0.9, 1.0])),
 )
 operations = st.one_of(
     st.tuples(st.just("upsert"), agent_infos),
@@ -329,6 +378,7 @@ operations = st.one_of(
     cluster=st.sampled_from([None, None, "eu"]),
     n=st.integers(1, 8),
     exclude=st.sets(st.sampled_from(AGENT_IDS), max_size=4),
+    task_type=st.sampled_from([None, "t1", "t2"]),
 )
 def test_property_select_matches_a_full_sort(
     fleet: list[AgentInfo],
@@ -338,6 +388,7 @@ def test_property_select_matches_a_full_sort(
     cluster: str | None,
     n: int,
     exclude: set[str],
+    task_type: str | None,
 ) -> None:
     """Given any fleet and any sequence of heartbeats, removals, reservations and releases,
     Expect select to return exactly what scoring and sorting every agent would, and so never
@@ -355,7 +406,7 @@ def test_property_select_matches_a_full_sort(
             registry.reserve(arg)
         elif op == "release":
             registry.release(arg)
-    requirements = Requirements(skills=skills, cluster_id=cluster)
+    requirements = Requirements(skills=skills, cluster_id=cluster, task_type=task_type)
     expected = naive_select({a.id: a for a in registry}, requirements, n, exclude, perf)
     assert ids(registry.select(requirements, n, exclude=exclude)) == expected
 

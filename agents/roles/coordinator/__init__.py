@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from ...context import AgentContext
+from ...tasking.analysis_tasks import tasks as analysis_tasks
 from .shell import Coordinator
 
 __all__ = ["Coordinator", "install"]
@@ -17,6 +18,9 @@ __all__ = ["Coordinator", "install"]
 def install(agent: AgentContext) -> Coordinator:
     """Give ``agent`` the coordinator's behaviour."""
     coordinator = Coordinator(agent)
+    # Specialists run these; the coordinator needs their skill, split and merge.
+    for tdef in analysis_tasks.tasks.values():
+        agent.add_task(tdef, default=True)
     agent.on_start(coordinator.start)
     agent.on_stop(coordinator.stop)
     agent.add_heartbeat_extra(coordinator.report)

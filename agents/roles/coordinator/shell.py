@@ -31,6 +31,7 @@ from ....protocol.coordinator import (
     Action,
     Assign,
     AssignmentFailed,
+    Audit,
     BecameActive,
     CancelAnswered,
     CancelAttempts,
@@ -45,6 +46,7 @@ from ....protocol.coordinator import (
     FinalsStored,
     HeartbeatReceived,
     PurgeAssignments,
+    QuarantineChanged,
     RefuseTasks,
     ResultsReceived,
     SendProgress,
@@ -54,10 +56,12 @@ from ....protocol.coordinator import (
 )
 from ....protocol.envelope import Envelope, pack
 from ....protocol.errors import DecodeError, ProtocolError, TooLarge
+from ....protocol.evidence import ed25519_signer
 from ....protocol.failure_detector import DetectorConfig
 from ....protocol.heartbeat import Heartbeat
 from ....protocol.taskgraph import SplitStrategy, merge_results, split_list
 from ....protocol.taskmsgs import ResultMsg, Submission, TaskQuery
+from ....protocol.validation import Claim
 from ...context import AgentContext, Message, Receipt
 from ...stats import Latency
 from ...tasking.finals import FinalsOutbox, read_finals
@@ -69,6 +73,7 @@ SUBMISSION_PREFETCH = 10_000
 RESULTS_WINDOW_S = 24 * 3600.0
 TICK_S = 0.1
 CONSUMER_CHECK_S = 10.0  # how often we look for other consumers on our queues
+GUARDIAN_SILENCE_S = 5.0  # a guardian not heard from for this long asks for no validation
 
 
 class Coordinator:
@@ -86,6 +91,9 @@ class Coordinator:
         self.decisions = Latency()  # time the machine takes per event
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
+        self.guardians: dict[str, tuple[float, float]] = {}  # id -> (verify rate, last seen)
+        self._audits = 0
+        self._sign = ed25519_signer(agent.identity.signing_key)
 
     def _machine(self) -> CoordinatorState:
         """Built at start, once the app's task types are known."""
@@ -95,7 +103,7 @@ class Coordinator:
             acceptable_pause=st.acceptable_pause,
             dead_after=st.dead_after,
         )
-        return CoordinatorState(
+        state = CoordinatorState(
             CoordinatorConfig(
                 self.agent.id, detector, st.max_attempts, attempt_timeout=st.attempt_timeout
             ),
@@ -104,6 +112,8 @@ class Coordinator:
             },
             skills={d.type: d.specialization for d in defs if d.specialization},
         )
+        state.auditor.skip = frozenset(d.type for d in defs if not d.verify)
+        return state
 
     # -- leadership ------------------------------------------------------------
 
@@ -135,6 +145,10 @@ class Coordinator:
         )
         self.invalid_records = read.invalid
         self._feed(BecameActive(epoch, tuple(finals)))
+        # The guardians' orders held now, then every change: no work for a quarantined agent.
+        for target in agent.quarantine.quarantined():
+            self._feed(QuarantineChanged(target, True))
+        agent.quarantine.listeners.append(self._on_quarantine)
         await agent.watch_connections(self._on_connection_closed)
         await agent.consume(
             topo.heartbeat_queue_spec(topology),
@@ -186,7 +200,20 @@ class Coordinator:
                 self.state.counters["bad_heartbeats"] += 1
             log.debug("ignoring heartbeat of %s: %s", msg.sender, exc)
             return
+        if msg.sender_role == "guardian":
+            self._guardian_seen(msg.sender, beat)
         self._feed(HeartbeatReceived(msg.sender, msg.sender_role, beat))
+
+    def _guardian_seen(self, guardian: str, beat: Heartbeat) -> None:
+        """Sample finished tasks at the highest rate a live guardian asks for."""
+        now = time.time()
+        section = beat.extras.get("guardian", {})
+        rate = section.get("verify_rate", 0.0) if beat.state == "alive" else 0.0
+        ok = type(rate) in (int, float) and 0 <= rate <= 1
+        self.guardians[guardian] = (float(rate) if ok else 0.0, now)
+        live = [r for r, seen in self.guardians.values() if now - seen < GUARDIAN_SILENCE_S]
+        if self.state is not None:
+            self.state.auditor.rate = max(live, default=0.0)
 
     async def _on_submit(self, msg: Message) -> dict[str, Any] | None:
         """Hold a ``task.submit`` until its finals are stored (malformed: dead-lettered).
@@ -244,6 +271,9 @@ class Coordinator:
             except ProtocolError as exc:
                 log.warning("malformed result from %s: %s", msg.sender, exc)
         await self._handle(ResultsReceived(msg.sender, tuple(results)))
+
+    def _on_quarantine(self, target: str, quarantined: bool) -> None:
+        self._feed(QuarantineChanged(target, quarantined))
 
     def _on_connection_closed(self, agent_id: str, incarnation: str, user: str | None) -> None:
         # Proof only when the broker saw the agent's own per-agent user open it.
@@ -317,6 +347,8 @@ class Coordinator:
                 await receipt.ack()
         elif isinstance(action, SendProgress):
             progress = {"task_id": action.task_id, "done": action.done, "total": action.total}
+            if action.note:
+                progress["note"] = action.note
             await self._tell(action.recipient, "task.progress", progress)
         elif isinstance(action, RefuseTasks):
             refused = [{"task_id": task_id, "reason": why} for task_id, why in action.tasks]
@@ -339,6 +371,8 @@ class Coordinator:
                     action.reason,
                     {topo.REPORT_HEADER: bytearray(report)},
                 )
+        elif isinstance(action, Audit):
+            await self._audit(action)
         elif isinstance(action, PurgeAssignments):
             with contextlib.suppress(Exception):
                 await agent.broker.purge(topo.work_queue(action.agent_id))
@@ -355,6 +389,33 @@ class Coordinator:
             )
         except Exception as exc:
             log.debug("could not tell %s to stop cancelled tasks: %s", action.agent_id, exc)
+
+    async def _audit(self, action: Audit) -> None:
+        """Hand a sampled attempt to a live guardian, with our signed claim of what was reported."""
+        now = time.time()
+        live = sorted(
+            g for g, (r, seen) in self.guardians.items() if r and now - seen < GUARDIAN_SILENCE_S
+        )
+        if not live:
+            return
+        self._audits += 1
+        guardian = live[self._audits % len(live)]
+        claim = Claim.make(
+            self.agent.id, action.task_id, action.agent_id, action.type, action.payload,
+            action.result, self._sign,
+        )  # fmt: skip
+        audit = {
+            "claim": claim.raw,
+            "task_id": action.task_id,
+            "type": action.type,
+            "payload": action.payload,
+            "skills": sorted(action.skills),
+            "agent": action.agent_id,
+        }
+        try:
+            await self.agent.send(guardian, "guardian.audit", audit, persistent=False)
+        except Exception as exc:
+            log.debug("could not hand %s to guardian %s: %s", action.task_id, guardian, exc)
 
     async def _tell(self, recipient: tuple[str, str], message_type: str, payload: Any) -> None:
         """A courtesy notice to a submitter's reply queue (lost with the submitter)."""

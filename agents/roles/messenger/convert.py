@@ -1,4 +1,4 @@
-"""Messenger: protocol handling and format conversion.
+"""Format conversion on request.
 
 Handles ``messenger.convert`` requests: ``{"data": ..., "from": F, "to": T}``
 with the formats of :mod:`robeing.agents.formats` (``json`` text, ``msgpack``
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...protocol.errors import Reject
-from ..context import AgentContext, Message
-from ..formats import convert
+from ....protocol.errors import Reject
+from ...context import Message
+from ...formats import convert
 
 
 def handle_convert(msg: Message) -> Any:
@@ -21,8 +21,3 @@ def handle_convert(msg: Message) -> Any:
     if not isinstance(p, dict) or "data" not in p:
         raise Reject("convert needs {'data': ..., 'from': FORMAT, 'to': FORMAT}")
     return convert(p["data"], str(p.get("from", "json")), str(p.get("to", "json")))
-
-
-def install(agent: AgentContext) -> None:
-    """Give a messenger its handlers."""
-    agent.handle("messenger.convert", handle_convert)

@@ -1,0 +1,125 @@
+"""The messenger's HTTP/JSON gateway driven by a real HTTP client (httpx) against real
+agents: tasks, agents, messages; bad tokens, oversized and malformed bodies, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from robeing.agents.keystore import Keystore
+from robeing.protocol.evidence import ed25519_signer
+from robeing.protocol.tokens import issue_token
+
+pytestmark = pytest.mark.broker
+
+FAST = ("--acceptable-pause", "0.5", "--dead-after", "0.5")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def token_for(keys_dir: Path, client: str, ttl: float = 600.0) -> str:
+    ident = Keystore(keys_dir).load_identity(client, "client")
+    return issue_token(ident.certificate.raw, ed25519_signer(ident.signing_key), time.time(), ttl)
+
+
+@pytest.fixture
+async def gateway(spawn, watcher, keys_dir: Path) -> AsyncIterator[dict]:
+    tag = str(time.monotonic_ns() % 10**7)
+    port = free_port()
+    coord = await spawn("coordinator", f"gc-{tag}", "--app", "apps.sample_app", *FAST)
+    await watcher.wait_coordinator(f"gc-{tag}")
+    worker = f"gw-{tag}"
+    await spawn("worker", worker, "--app", "apps.sample_app", "--specialization", "data_processing")
+    await spawn("messenger", f"gm-{tag}", "--http", f"127.0.0.1:{port}", "--http-rate", "5")
+    await asyncio.sleep(1.2)
+    base = f"http://127.0.0.1:{port}"
+    alice, bob = token_for(keys_dir, f"alice-{tag}"), token_for(keys_dir, f"bob-{tag}")
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=20) as http:
+            yield {"http": http, "alice": alice, "bob": bob, "worker": worker, "tag": tag}
+    finally:
+        await coord.terminate(20)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_tasks_agents_and_messages_over_http(gateway: dict) -> None:
+    """Given a token, Expect a task submitted, followed to its result; the live agents
+    listed with roles and priorities; a request answered by a worker; and another
+    client unable to see the task."""
+    http, alice = gateway["http"], auth(gateway["alice"])
+    wc = {"type": "wordcount", "payload": "a b a", "id": "wc1"}
+    r = await http.post("/tasks", json=wc, headers=alice)
+    assert r.status_code == 202 and r.json() == {"id": "wc1", "state": "submitted"}
+    for _ in range(80):
+        task = (await http.get("/tasks/wc1", headers=alice)).json()
+        if task["state"] not in ("submitted", "running"):
+            break
+        await asyncio.sleep(0.1)
+    assert task["state"] == "succeeded" and task["result"]["counts"] == {"a": 2, "b": 1}
+    assert (await http.get("/tasks/wc1", headers=auth(gateway["bob"]))).status_code == 404
+
+    agents = (await http.get("/agents", headers=alice)).json()["agents"]
+    row = next(a for a in agents if a["id"] == gateway["worker"])
+    assert row["role"] == "worker" and row["priority"] == 3 and "wordcount" in row["task_types"]
+
+    echo = {"type": "echo", "payload": {"x": 1}, "request": True}
+    r = await http.post(f"/messages/{gateway['worker']}", json=echo, headers=alice)
+    assert r.status_code == 200 and r.json()["reply"]["echo"] == {"x": 1}
+
+
+@pytest.mark.parametrize(
+    "headers, status, needle",
+    [
+        ({}, 401, "Bearer"),
+        ({"Authorization": "Bearer nonsense"}, 401, "malformed"),
+        ({"Authorization": "Basic abc"}, 401, "Bearer"),
+    ],
+)
+async def test_requests_without_a_valid_token_are_refused_as_json(
+    gateway: dict, headers: dict[str, str], status: int, needle: str
+) -> None:
+    r = await gateway["http"].get("/agents", headers=headers)
+    assert r.status_code == status and r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert needle in r.json()["error"]["message"]
+
+
+async def test_bad_requests_get_a_json_error_with_the_right_status(gateway: dict) -> None:
+    """Expect 413 for 2 MiB, 400 for malformed JSON or a task without a type, 415 for
+    text, 403 for a type reserved to the protocol, 404 for unknown routes and agents,
+    405 for a wrong method, 429 with Retry-After past the rate limit."""
+    http, h = gateway["http"], auth(gateway["alice"])
+    json_h = {**h, "Content-Type": "application/json"}
+    text_h = {**h, "Content-Type": "text/plain"}
+    huge = b'{"p": "' + b"x" * (2 << 20) + b'"}'
+    worker = f"/messages/{gateway['worker']}"
+    cases = [
+        (await http.post("/tasks", content=huge, headers=json_h), 413),
+        (await http.post("/tasks", content=b"{not json", headers=json_h), 400),
+        (await http.post("/tasks", json={"payload": 1}, headers=h), 400),
+        (await http.post("/tasks", content=b"type=sort", headers=text_h), 415),
+        (await http.post(worker, json={"type": "task.result"}, headers=h), 403),
+        (await http.post("/messages/nobody-here", json={"type": "echo"}, headers=h), 404),
+        (await http.get("/nowhere", headers=h), 404),
+        (await http.delete("/tasks/x", headers=h), 405),
+    ]
+    for response, status in cases:
+        assert response.status_code == status, (status, response.text)
+        assert response.json()["error"]["status"] == status
+    await asyncio.sleep(2.5)  # the bucket refills (5/s, burst 10)
+    statuses = [(await http.get("/agents", headers=h)).status_code for _ in range(15)]
+    assert statuses[:10] == [200] * 10 and 429 in statuses[10:]
+    limited = await http.get("/agents", headers=h)
+    assert limited.status_code == 429 and "Retry-After" in limited.headers
