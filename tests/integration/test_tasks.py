@@ -178,8 +178,9 @@ async def test_transient_errors_are_retried_and_permanent_ones_fail_as_data(
 
 
 async def test_resubmitting_a_task_id_is_idempotent(fleet, client: Client, out: Path) -> None:
-    """Given a finished task, when the same id is submitted again, expect the stored
-    result and no second execution."""
+    """Given a finished task, when the same id is submitted again with the same
+    payload, expect the stored result and no second execution; with another
+    payload, expect a refusal that leaves the stored result alone."""
     f = await fleet(1)
     try:
         first = await (
@@ -190,10 +191,15 @@ async def test_resubmitting_a_task_id_is_idempotent(fleet, client: Client, out: 
                 role="client", amqp_url=client.settings.amqp_url, keys_dir=client.settings.keys_dir
             )
         ) as other:
-            again = await (await other.submit("sleepy", {"seconds": 0.1}, task_id="idem-1")).result(
-                15
-            )
+            again = await (
+                await other.submit("sleepy", {"seconds": 0.1, "tag": "t"}, task_id="idem-1")
+            ).result(15)
+            changed = await (
+                await other.submit("sleepy", {"seconds": 0.1}, task_id="idem-1")
+            ).result(15)
         assert again == first
+        # The same id with another payload is refused, and the stored result stands.
+        assert changed.state == "failed" and "first submission wins" in (changed.error or "")
         assert executions(out, "idem-1") == 1
         fetched = await client.fetch_result("idem-1")
         assert fetched == first
