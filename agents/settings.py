@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..broker.addresses import amqp_urls, management_urls
 from ..broker.topology import TopologySettings
 from ..protocol.errors import ConfigError
 from ..protocol.pbft import GroupSpec, parse_groups
@@ -93,7 +94,11 @@ class Settings:
             (in ``[0, 1]``; without one it counts fully), which is moved to
             ``proficiency``.
         cluster_id: the cluster this agent belongs to.
-        amqp_url: broker URL including the vhost.
+        amqp_url: broker URL including the vhost; the nodes of a cluster as
+            a comma-separated list (same vhost and login in each), tried in an
+            order of the process's own so that a fleet spreads over them.
+        management_url: the management API (a comma-separated list for a
+            cluster) when it is not ``http://<each AMQP host>:15672``.
         keys_dir: where the authority key, certificates and agent keys live.
         app: optional ``module`` or ``module:attribute`` with user handlers.
         heartbeat_interval: seconds between heartbeats.
@@ -154,6 +159,7 @@ class Settings:
     specializations: tuple[str, ...] = ()
     cluster_id: str = "default"
     amqp_url: str = DEFAULT_AMQP_URL
+    management_url: str | None = None
     keys_dir: Path = DEFAULT_KEYS_DIR
     app: str | None = None
     heartbeat_interval: float = 1.0
@@ -207,15 +213,9 @@ class Settings:
             raise ConfigError("heartbeat interval must be positive")
         if self.concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
-        if ";" in self.amqp_url:
-            raise ConfigError(
-                "AMQP_URL holds several URLs separated by ';': give one broker URL, "
-                "e.g. amqp://user:password@host:5672/vhost"
-            )
-        if not self.amqp_url.startswith(("amqp://", "amqps://")):
-            raise ConfigError(
-                f"AMQP_URL must start with amqp:// or amqps://, got {self.amqp_url!r}"
-            )
+        amqp_urls(self.amqp_url)  # one-line ConfigError on a bad list
+        if self.management_url is not None:
+            management_urls(self.management_url)
         if self.backup_for is not None:
             check_agent_id(self.backup_for)
             object.__setattr__(self, "standby", True)
@@ -289,6 +289,7 @@ def _skills(raw: str) -> tuple[str, ...]:
 # The first of AGENT_ROLE and ROLE (the original deployment's) that is set wins.
 ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "AMQP_URL": ("amqp_url", str),
+    "ROBEING_MANAGEMENT_URL": ("management_url", str),
     "ROBEING_KEYS": ("keys_dir", Path),
     "AGENT_ROLE": ("role", str.lower),
     "ROLE": ("role", str.lower),

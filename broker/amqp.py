@@ -6,6 +6,11 @@ Promises:
       dropped connection aio-pika restores channels, queues, bindings and
       consumers; :meth:`AmqpTransport.consumers` lists what must come back,
       and the integration tests compare it with the broker's own count.
+    * Given several broker addresses (the nodes of a cluster, see
+      :mod:`.addresses`), it connects to the first reachable in this process's
+      own order, and when that node is lost it points the same robust
+      connection at the next node that answers, so aio-pika restores
+      everything there (:class:`.failover.Nodes`).
     * Every publish goes through a confirm channel with ``mandatory`` (unless
       asked otherwise) and a timeout: it returns only once the broker has
       confirmed it, raises ``Unroutable`` if no queue took it, and never
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -43,8 +49,10 @@ from ..protocol.errors import BrokerError, PublishTimeout, Unroutable
 from ..protocol.rejections import stored_copy
 from . import queues
 from . import topology as topo
+from .addresses import amqp_urls, safe
 from .base import Consumer, DeliveryHandler
 from .consuming import REFUSED, RETRYABLE, AmqpDelivery, ConsumerSet, Subscription, read_stream
+from .failover import Nodes
 from .management import vhost_of
 from .topology import QueueSpec, TopologySettings
 
@@ -63,13 +71,20 @@ class AmqpTransport:
     """A robust aio-pika connection with confirmed publishing.
 
     Args:
-        url: AMQP URL including the vhost.
+        url: AMQP URL including the vhost, or several (comma-separated) for
+            the nodes of one cluster.
         connection_name: shown in the management UI.
         topology: tunable topology settings.
         publish_timeout: seconds to wait for a publisher confirm.
         retry_window: total seconds a publish may spend retrying while the
             connection recovers.
-        connect_attempts: attempts for the first connection.
+        connect_attempts: attempts for the first connection (each tries
+            every address).
+        seed: seeds this process's order of the addresses; default: the pid
+            and ``connection_name``, so a fleet spreads over the nodes.
+
+    Raises:
+        ConfigError: ``url`` is not a valid list of broker URLs.
     """
 
     def __init__(
@@ -80,8 +95,12 @@ class AmqpTransport:
         publish_timeout: float = 10.0,
         retry_window: float = 30.0,
         connect_attempts: int = 3,
+        seed: str | int | None = None,
     ) -> None:
         self.url = url
+        self.nodes = Nodes(
+            amqp_urls(url), seed if seed is not None else f"{os.getpid()}:{connection_name}"
+        )
         self.connection_name = connection_name
         self.topology = topology or TopologySettings()
         self.publish_timeout = publish_timeout
@@ -117,25 +136,30 @@ class AmqpTransport:
                 reraise=True,
             ):
                 with attempt:
-                    conn = await aio_pika.connect_robust(
-                        self.url,
-                        client_properties={"connection_name": self.connection_name},
-                        timeout=10,
-                        reconnect_interval=1.0,
-                        fail_fast="true",
+                    conn = await self.nodes.connect(
+                        lambda url: aio_pika.connect_robust(
+                            url,
+                            client_properties={"connection_name": self.connection_name},
+                            timeout=10,
+                            reconnect_interval=1.0,
+                            fail_fast="true",
+                        )
                     )
         except aiormq.exceptions.ProbableAuthenticationError as exc:
-            raise BrokerError(f"broker at {_safe(self.url)} refused the credentials") from exc
+            raise BrokerError(
+                f"broker at {safe(self.nodes.address)} refused the credentials"
+            ) from exc
         except aiormq.exceptions.InvalidFrameError as exc:
             # The broker closed the connection instead of opening the vhost.
             raise BrokerError(
-                f"broker at {_safe(self.url)} refused vhost {vhost_of(self.url)!r}: it does not "
-                "exist, or this user may not use it"
+                f"broker at {safe(self.nodes.address)} refused vhost {vhost_of(self.url)!r}: "
+                "it does not exist, or this user may not use it"
             ) from exc
         except Exception as exc:
-            raise BrokerError(f"cannot reach the broker at {_safe(self.url)}: {exc}") from exc
+            raise BrokerError(f"cannot reach the broker at {safe(self.url)}: {exc}") from exc
         self._conn = conn
         conn.reconnect_callbacks.add(self._on_reconnect)
+        self.nodes.watch(conn)
         self._pub = await conn.channel(publisher_confirms=True, on_return_raises=True)
         # Unconfirmed channel for publishes whose delivery is proven otherwise
         # (a request whose ACK we await) or worthless to confirm (a reply).
@@ -161,7 +185,7 @@ class AmqpTransport:
     def _on_reconnect(self, *_: Any) -> None:
         self.reconnects += 1
         self._consumers.reconnected()
-        log.info("reconnected to the broker (%d)", self.reconnects)
+        log.info("reconnected to the broker at %s (%d)", safe(self.nodes.address), self.reconnects)
         for listener in self._reconnect_listeners:
             try:
                 listener()
@@ -169,6 +193,7 @@ class AmqpTransport:
                 log.exception("reconnect listener failed")
 
     async def close(self) -> None:
+        await self.nodes.close()
         if self._conn is not None and not self._conn.is_closed:
             await self._conn.close()
         self._consumers.close()
@@ -192,7 +217,7 @@ class AmqpTransport:
         Raises:
             BrokerError: the topology is missing and we may not declare it.
         """
-        await queues.declare_topology(self._connection(), self.topology, owner, _safe(self.url))
+        await queues.declare_topology(self._connection(), self.topology, owner, safe(self.url))
 
     async def declare_queue(self, spec: QueueSpec) -> None:
         """Declare ``spec`` (idempotent).
@@ -454,13 +479,3 @@ class AmqpTransport:
 def _transient(exc: BaseException) -> bool:
     """Worth retrying: the connection is (temporarily) gone, nothing was refused."""
     return isinstance(exc, RETRYABLE) and not isinstance(exc, REFUSED)
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1) if "://" in url else ("amqp", url)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}@{host}"

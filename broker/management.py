@@ -17,66 +17,109 @@ from urllib.parse import quote, unquote, urlsplit
 import httpx
 
 from ..protocol.errors import BrokerError
+from .addresses import (
+    DEFAULT_MANAGEMENT_PORT,
+    amqp_urls,
+    default_management_urls,
+    management_urls,
+    vhost_of_one,
+)
 from .permissions import HASHING_ALGORITHM, BrokerUser
 from .topology import QueueSpec
 
 
 @dataclass(frozen=True, slots=True)
 class ManagementSettings:
-    """Where the management API is, derived from an AMQP URL by default."""
+    """Where the management API is, derived from an AMQP URL by default.
+
+    ``base_url`` may list several nodes' APIs, comma-separated; calls go to
+    the first that answers (see :class:`Management`).
+    """
 
     base_url: str = "http://127.0.0.1:15672"
     username: str = "guest"
     password: str = field(default="guest", repr=False)
 
     @staticmethod
-    def from_amqp_url(amqp_url: str, port: int = 15672, scheme: str = "http") -> ManagementSettings:
-        parts = urlsplit(amqp_url)
-        host = parts.hostname or "127.0.0.1"
+    def from_amqp_url(
+        amqp_url: str,
+        port: int = DEFAULT_MANAGEMENT_PORT,
+        scheme: str = "http",
+        override: str | None = None,
+    ) -> ManagementSettings:
+        """The API of each node of ``amqp_url`` (a list too), logging in as its user.
+
+        Args:
+            override: ``ROBEING_MANAGEMENT_URL``: the API's address(es) when they
+                are not ``<scheme>://<amqp host>:<port>`` (amqps, managed brokers).
+
+        Raises:
+            ConfigError: ``amqp_url`` or ``override`` is not a valid list.
+        """
+        first = urlsplit(amqp_urls(amqp_url)[0])
+        if override:
+            base = ",".join(management_urls(override))
+        else:
+            defaults = default_management_urls(amqp_url, port)
+            base = ",".join(u.replace("http://", f"{scheme}://", 1) for u in defaults)
         return ManagementSettings(
-            f"{scheme}://{host}:{port}",
-            unquote(parts.username or "guest"),
-            unquote(parts.password or "guest"),
+            base,
+            unquote(first.username or "guest"),
+            unquote(first.password or "guest"),
         )
 
 
 def vhost_of(amqp_url: str) -> str:
-    """The vhost named by an AMQP URL (``/`` when none is given)."""
-    path = urlsplit(amqp_url).path
-    return unquote(path[1:]) if len(path) > 1 else "/"
+    """The vhost named by an AMQP URL (``/`` when none is given).
+
+    For a list, the first entry's: :func:`.addresses.amqp_urls` makes sure
+    every entry names the same one.
+    """
+    return vhost_of_one(amqp_url.split(",", 1)[0].strip())
 
 
 def with_vhost(amqp_url: str, vhost: str) -> str:
-    """``amqp_url`` pointing at ``vhost`` instead."""
-    parts = urlsplit(amqp_url)
-    return parts._replace(path="/" + quote(vhost, safe="")).geturl()
+    """``amqp_url`` (each entry of a list) pointing at ``vhost`` instead."""
+    return ",".join(
+        urlsplit(u.strip())._replace(path="/" + quote(vhost, safe="")).geturl()
+        for u in amqp_url.split(",")
+    )
 
 
 def has_credentials(amqp_url: str) -> bool:
     """Whether ``amqp_url`` names a user (``amqp://user[:password]@host/``)."""
-    return bool(urlsplit(amqp_url).username)
+    return bool(urlsplit(amqp_url.split(",", 1)[0].strip()).username)
 
 
 def with_credentials(amqp_url: str, username: str, password: str) -> str:
-    """``amqp_url`` logging in as ``username`` with ``password`` (both percent-encoded)."""
-    parts = urlsplit(amqp_url)
-    host = parts.netloc.rsplit("@", 1)[-1]
+    """``amqp_url`` (each entry of a list) logging in as ``username`` with ``password``."""
     creds = f"{quote(username, safe='')}:{quote(password, safe='')}"
-    return parts._replace(netloc=f"{creds}@{host}").geturl()
+    out = []
+    for u in amqp_url.split(","):
+        parts = urlsplit(u.strip())
+        host = parts.netloc.rsplit("@", 1)[-1]
+        out.append(parts._replace(netloc=f"{creds}@{host}").geturl())
+    return ",".join(out)
 
 
 class Management:
     """Async management API client.
 
+    With several API addresses (a cluster), calls go to the one that last
+    answered; when it cannot be reached the next is tried. A request that
+    may have reached an API before the failure (a timeout while reading the
+    answer) is retried elsewhere only if repeating it is harmless (GET, PUT,
+    DELETE); a POST is then reported instead.
+
     Raises:
-        BrokerError: from every call, when the API is unreachable or answers
+        BrokerError: from every call, when no API is reachable or one answers
             with an error status.
     """
 
     def __init__(self, settings: ManagementSettings, timeout: float = 10.0) -> None:
         self.settings = settings
+        self._bases = [base.strip().rstrip("/") + "/api" for base in settings.base_url.split(",")]
         self._client = httpx.AsyncClient(
-            base_url=settings.base_url + "/api",
             auth=(settings.username, settings.password),
             timeout=timeout,
         )
@@ -90,14 +133,25 @@ class Management:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    async def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        last: httpx.HTTPError | None = None
+        for _ in range(len(self._bases)):
+            base = self._bases[0]
+            try:
+                return await self._client.request(method, base + path, **kw)
+            except httpx.HTTPError as exc:
+                last = exc
+                unsent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+                if not unsent and method == "POST":
+                    break
+                self._bases.append(self._bases.pop(0))  # the next node's API, from now on
+        raise BrokerError(
+            f"management API at {self.settings.base_url} unreachable: {last}"
+        ) from last
+
     async def _request(self, method: str, path: str, *, missing_ok: bool = False, **kw: Any) -> Any:
         """Call the API; with ``missing_ok`` a 404 answers None instead of raising."""
-        try:
-            resp = await self._client.request(method, path, **kw)
-        except httpx.HTTPError as exc:
-            raise BrokerError(
-                f"management API at {self.settings.base_url} unreachable: {exc}"
-            ) from exc
+        resp = await self._send(method, path, **kw)
         if resp.status_code == 404 and missing_ok:
             return None
         if resp.status_code >= 400:

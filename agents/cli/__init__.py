@@ -57,7 +57,15 @@ __all__ = ["cli", "main"]
     default=default_of(Settings, "amqp_url"),
     show_default=True,
     show_envvar=True,
-    help="Broker URL; the path selects the vhost.",
+    help="Broker URL; the path selects the vhost. A cluster's nodes as a comma-separated list "
+    "(same vhost and login): each process fails over between them in its own order.",
+)
+@click.option(
+    "--management-url",
+    envvar="ROBEING_MANAGEMENT_URL",
+    default=None,
+    show_envvar=True,
+    help="Management API (comma-separated for a cluster), if not http://<each AMQP host>:15672.",
 )
 @click.option(
     "--keys-dir",
@@ -84,9 +92,16 @@ __all__ = ["cli", "main"]
 )
 @click.version_option(package_name="robeing")
 @click.pass_context
-def cli(ctx: click.Context, amqp_url: str, keys_dir: Path, log_level: str, log_format: str) -> None:
+def cli(
+    ctx: click.Context,
+    amqp_url: str,
+    management_url: str | None,
+    keys_dir: Path,
+    log_level: str,
+    log_format: str,
+) -> None:
     """robeing: a multi-agent runtime on RabbitMQ."""
-    ctx.obj = Common(amqp_url, keys_dir, log_level, log_format)
+    ctx.obj = Common(amqp_url, keys_dir, log_level, log_format, management_url)
     # One-shot commands only show problems; `agent` and `up` reconfigure.
     quiet = log_level if log_level in ("debug", "warning", "error") else "warning"
     logs.configure(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -55,16 +54,14 @@ def admin_options() -> Callable[[F], F]:
             "--management-url",
             envvar="ROBEING_MANAGEMENT_URL",
             default=None,
-            help="Where the management API is, if not http://<admin host>:15672.",
+            help="Where the management API is (comma-separated for a cluster), "
+            "if not http://<each admin host>:15672.",
         ),
     )
 
 
 def _management(admin_url: str, management_url: str | None) -> Management:
-    settings = ManagementSettings.from_amqp_url(admin_url)
-    if management_url:
-        settings = replace(settings, base_url=management_url.rstrip("/"))
-    return Management(settings)
+    return Management(ManagementSettings.from_amqp_url(admin_url, override=management_url))
 
 
 @click.group()
@@ -134,6 +131,7 @@ def users(
             "(or give --pool ROLE=PREFIX)"
         )
     vhost = vhost_of(common.amqp_url)
+    api = management_url or common.management_url
     # The admin is in the definitions only when named on purpose: AMQP_URL's
     # login (guest:guest by default) must not become a boot-time administrator.
     explicit_admin = admin_url is not None
@@ -172,9 +170,7 @@ def users(
         summary["definitions"] = str(out)
     if apply:
         agent_users = [u for u in plan if u.role != "admin"]
-        summary.update(
-            run(_apply(_management(admin_url, management_url), agent_users, hashes, gone))
-        )
+        summary.update(run(_apply(_management(admin_url, api), agent_users, hashes, gone)))
         by_name = dict(summary.pop("applied"))
         for row in rows:
             row["broker"] = by_name[row["user"]]
@@ -228,10 +224,11 @@ def setup(common: Common, as_json: bool, admin_url: str | None, management_url: 
     tests); idempotent.
     """
     vhost = vhost_of(common.amqp_url)
+    api = management_url or common.management_url
     settings = topo.TopologySettings()
 
     async def go() -> None:
-        async with _management(admin_url or common.amqp_url, management_url) as mgmt:
+        async with _management(admin_url or common.amqp_url, api) as mgmt:
             for name, kind in topo.EXCHANGES:
                 await mgmt.declare_exchange(vhost, name, kind)
             for spec in topo.shared_queues(settings):

@@ -108,8 +108,10 @@ class Common:
     keys_dir: Path
     log_level: str
     log_format: str
+    management_url: str | None = None
 
     def settings(self, **kw: Any) -> Settings:
+        kw.setdefault("management_url", self.management_url)
         return Settings(amqp_url=self.amqp_url, keys_dir=self.keys_dir, **kw)
 
     def client_settings(self, as_id: str = "") -> Settings:

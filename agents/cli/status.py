@@ -52,7 +52,8 @@ async def queue_health(settings: Settings) -> dict[str, Any]:
     vhost = vhost_of(settings.amqp_url)
     try:
         url = Keystore(settings.keys_dir).broker_url(settings.amqp_url, settings.agent_id)
-        async with Management(ManagementSettings.from_amqp_url(url), timeout=3) as mgmt:
+        where = ManagementSettings.from_amqp_url(url, override=settings.management_url)
+        async with Management(where, timeout=3) as mgmt:
             out: dict[str, Any] = {}
             for name in (topo.DEAD_LETTER_QUEUE, topo.TASK_QUEUE):
                 q = await mgmt.queue(vhost, name)

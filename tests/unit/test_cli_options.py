@@ -182,7 +182,7 @@ def test_the_probe_listens_as_the_probed_agent(
 _COORDINATOR = ("acceptable_pause", "dead_after", "max_attempts", "attempt_timeout", "events_vhost")
 _CLIENTS = [("send",), ("broadcast",), ("submit",), ("propose",), ("bft", "commit"), ("bft", "log")]
 MIRRORED: dict[tuple[str, ...], dict[str, str]] = {
-    (): {"amqp_url": "amqp_url", "keys_dir": "keys_dir"},
+    (): {"amqp_url": "amqp_url", "keys_dir": "keys_dir", "management_url": "management_url"},
     ("agent",): {
         name: name
         for name in (
@@ -236,6 +236,8 @@ NOT_MIRRORED: dict[tuple[str, ...], str] = {
     ("guardian", "quarantine", "agent_id"): "required: the agent to quarantine",
     ("keys", "token", "agent_id"): "required: the client the token speaks for",
     ("guardian", "release", "agent_id"): "required: the agent to release",
+    ("broker", "users", "management_url"): "the admin's API; unset falls back to the global one",
+    ("broker", "setup", "management_url"): "the admin's API; unset falls back to the global one",
 }
 
 

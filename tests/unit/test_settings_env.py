@@ -74,7 +74,7 @@ def test_from_env_builds_the_settings_the_cli_would() -> None:
 def test_a_bad_variable_is_one_clear_error_naming_it() -> None:
     with pytest.raises(ConfigError, match="ROBEING_CONCURRENCY='lots'"):
         Settings.from_env({"ROBEING_CONCURRENCY": "lots"})
-    with pytest.raises(ConfigError, match="several URLs separated by ';'"):
+    with pytest.raises(ConfigError, match="separates several URLs with ',', not ';'"):
         Settings.from_env({"AMQP_URL": "amqp://a:5672/;amqp://b:5672/"})
 
 

@@ -442,7 +442,7 @@ def test_broker_url_without_a_password_file_is_the_url_as_given(store: Keystore)
 def test_settings_with_the_broker_login_and_errors_without_the_password(store: Keystore) -> None:
     """Given worker-1's password and an AMQP_URL without a user, Expect its settings to
     log in as worker-1, and the broker's error messages to leave the password out."""
-    from robeing.broker.amqp import _safe
+    from robeing.broker.addresses import safe as _safe
 
     password, _ = store.ensure_broker_password("worker-1")
     settings = Settings(agent_id="worker-1", amqp_url="amqp://rabbit/prod", keys_dir=store.root)

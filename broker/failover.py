@@ -1,0 +1,149 @@
+"""Failing over between the nodes of a RabbitMQ cluster.
+
+aio-pika's robust connection reconnects to one URL only (its ``url``), and
+restores channels, queues, bindings and consumers once it is back. So
+robeing keeps one robust connection and, when its node is lost, points that
+connection's ``url`` at another node that answers: aio-pika's next attempt
+lands there and restores everything. Nothing above this module sees which
+node it is on.
+
+Invariants:
+    * the node list is fixed at start, in this process's own order
+      (:func:`.addresses.failover_order`);
+    * at most one failover runs at a time, and none after :meth:`Nodes.close`;
+    * a probe opens a connection under :data:`PROBE_NAME`, which names no
+      agent, so a coordinator's connection watcher never takes the probe's
+      close for the agent's;
+    * the lost node is probed last: it may come back (a restart), and with a
+      single reachable node the fleet must still reconnect to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import aio_pika
+import aio_pika.abc
+import aiormq
+import aiormq.exceptions
+from yarl import URL
+
+from .addresses import failover_order, safe
+
+log = logging.getLogger(__name__)
+
+PROBE_NAME = "robeing-failover-probe"
+PROBE_TIMEOUT = 3.0
+
+Connect = Callable[[str], Awaitable[aio_pika.abc.AbstractRobustConnection]]
+
+# Refusals every node would repeat (the cluster shares users and vhosts).
+FINAL = (aiormq.exceptions.ProbableAuthenticationError, aiormq.exceptions.InvalidFrameError)
+
+
+class Nodes:
+    """The broker addresses of one process and the node it is on.
+
+    Args:
+        urls: the validated addresses (:func:`.addresses.amqp_urls`).
+        seed: seeds this process's order of them.
+    """
+
+    def __init__(self, urls: Sequence[str], seed: str | int) -> None:
+        self.addresses = failover_order(urls, seed)
+        self.address = self.addresses[0]
+        self.failovers = 0
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._conn: aio_pika.abc.AbstractRobustConnection | None = None
+
+    def _from(self, url: str, skip: bool = False) -> list[str]:
+        """Every address, starting at ``url`` (after it, and it last, with ``skip``)."""
+        i = self.addresses.index(url) + (1 if skip else 0)
+        return self.addresses[i:] + self.addresses[:i]
+
+    async def connect(self, connect: Connect) -> aio_pika.abc.AbstractRobustConnection:
+        """``connect(url)`` to the first address, in our order, that accepts us.
+
+        Raises:
+            The last connection error when no node accepts; a refused login
+            or vhost at once (every node would refuse it).
+        """
+        last: BaseException | None = None
+        for url in self._from(self.address):
+            try:
+                conn = await connect(url)
+            except FINAL:
+                self.address = url
+                raise
+            except Exception as exc:
+                last = exc
+                if len(self.addresses) > 1:
+                    log.warning("broker node %s unreachable: %s", safe(url), exc)
+                continue
+            self.address = url
+            return conn
+        assert last is not None
+        raise last
+
+    def watch(self, conn: aio_pika.abc.AbstractRobustConnection) -> None:
+        """Fail ``conn`` over to another node whenever it loses its own."""
+        self._conn = conn
+        if len(self.addresses) > 1:
+            conn.close_callbacks.add(self._on_lost)
+
+    def _on_lost(self, *_: Any) -> None:
+        if self._closing or (self._task is not None and not self._task.done()):
+            return
+        self._task = asyncio.get_running_loop().create_task(self._fail_over())
+
+    async def _fail_over(self) -> None:
+        """Point the robust connection at a node that answers, until it is back."""
+        conn = self._conn
+        if conn is None:
+            return
+        lost = self.address
+        while not self._closing and not conn.is_closed and not conn.connected.is_set():
+            for url in self._from(self.address, skip=True):
+                if conn.connected.is_set() or self._closing:
+                    return
+                if await reachable(url):
+                    if url != self.address:
+                        log.warning(
+                            "broker node %s lost: failing over to %s", safe(lost), safe(url)
+                        )
+                        self.address = url
+                        self.failovers += 1
+                        if isinstance(conn, aio_pika.RobustConnection):
+                            conn.url = URL(url)
+                    break
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(conn.connected.wait(), PROBE_TIMEOUT)
+
+    async def close(self) -> None:
+        """Stop failing over (before the connection is closed on purpose)."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Whether the broker at ``url`` completes an AMQP handshake within ``timeout``.
+
+    A TCP connect is not enough: a paused (SIGSTOPped) node's kernel still
+    accepts connections.
+    """
+    try:
+        probe = await aiormq.connect(
+            url, client_properties={"connection_name": PROBE_NAME}, timeout=timeout
+        )
+    except Exception:
+        return False
+    with contextlib.suppress(Exception):
+        await probe.close()
+    return True
