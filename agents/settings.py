@@ -13,7 +13,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +213,9 @@ class Settings:
             raise ConfigError("heartbeat interval must be positive")
         if self.concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
-        amqp_urls(self.amqp_url)  # one-line ConfigError on a bad list
+        if len(amqp_urls(self.amqp_url)) > 1 and not self.topology.clustered:
+            # A cluster: per-agent queues must be redeclarable after their node is lost.
+            object.__setattr__(self, "topology", replace(self.topology, clustered=True))
         if self.management_url is not None:
             management_urls(self.management_url)
         if self.backup_for is not None:

@@ -166,6 +166,11 @@ class AmqpTransport:
         self._fast = await conn.channel(publisher_confirms=False)
         self._fast.return_callbacks.add(self._on_fast_return)
 
+    @property
+    def failovers(self) -> int:
+        """How often the connection moved to another broker node."""
+        return self.nodes.failovers
+
     def add_return_listener(self, listener: Callable[[str, str], None]) -> None:
         """Call ``listener(message_id, routing_key)`` when an unconfirmed
         mandatory publish comes back unroutable."""

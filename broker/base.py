@@ -188,6 +188,11 @@ class Transport(BrokerOps, Protocol):
 
     def add_reconnect_listener(self, listener: Callable[[], None]) -> None: ...
 
+    @property
+    def failovers(self) -> int:
+        """How often the connection moved to another broker node (0 with one node)."""
+        ...
+
     async def consume(
         self,
         spec: QueueSpec,

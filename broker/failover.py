@@ -139,8 +139,8 @@ async def reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
     accepts connections.
     """
     try:
-        probe = await aiormq.connect(
-            url, client_properties={"connection_name": PROBE_NAME}, timeout=timeout
+        probe = await asyncio.wait_for(
+            aiormq.connect(url, client_properties={"connection_name": PROBE_NAME}), timeout
         )
     except Exception:
         return False

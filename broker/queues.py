@@ -72,7 +72,7 @@ async def declare_topology(
 async def _declare_shared(ch: Channel, topology: TopologySettings, owner: bool) -> None:
     for name, kind in topo.EXCHANGES:
         await ch.declare_exchange(name, kind, durable=True)
-    specs = topo.shared_queues(topology) if owner else (topo.dead_letter_spec(),)
+    specs = topo.shared_queues(topology) if owner else (topo.dead_letter_spec(topology),)
     declared = {spec.name: await declare(ch, spec) for spec in specs}
     for exchange, queue, key in topo.SHARED_BINDINGS:
         if queue in declared:

@@ -143,6 +143,17 @@ class TopologySettings:
             messages and all, once no process has used them for this long (an
             agent that is gone for good, e.g. a pod replaced in a rollout);
             a restarting agent finds them as it left them. 0: never.
+        clustered: the broker is a cluster (``AMQP_URL`` lists several
+            nodes). Then the epoch and dead-letter queues are quorum queues
+            (replicated), and an agent's inbox and work queue are declared
+            non-durable: a classic queue lives on one node (the one its agent
+            is connected to, RabbitMQ's default ``client-local`` placement),
+            and a durable one whose node is down cannot be declared anywhere
+            until that node returns (``NOT_FOUND - home node ... is down``),
+            which would keep its agent from reconnecting at all. A
+            non-durable one is deleted with its node, and the agent declares
+            it afresh on the node it fails over to. What this costs, queue by
+            queue, is in deploy/README.md ("A cluster of brokers").
     """
 
     task_delivery_limit: int = 5
@@ -150,6 +161,7 @@ class TopologySettings:
     heartbeat_max_length: int = 100_000
     results_max_age: str = "7D"
     agent_queue_expiry_s: float = 24 * 3600.0
+    clustered: bool = False
 
     def expiry(self) -> dict[str, int]:
         """The ``x-expires`` argument of per-agent queues ({} when they never expire)."""
@@ -161,6 +173,7 @@ class TopologySettings:
 def inbox_spec(agent_id: str, settings: TopologySettings | None = None) -> QueueSpec:
     return QueueSpec(
         agent_queue(agent_id),
+        durable=not (settings or TopologySettings()).clustered,
         arguments={
             "x-max-priority": MAX_PRIORITY,
             "x-dead-letter-exchange": DEAD_EXCHANGE,
@@ -226,7 +239,7 @@ def work_spec(agent_id: str, settings: TopologySettings) -> QueueSpec:
     as a failed attempt and purges a dead agent's work queue.
     """
     arguments = {"x-dead-letter-exchange": DEAD_EXCHANGE, **settings.expiry()}
-    return QueueSpec(work_queue(agent_id), arguments=arguments)
+    return QueueSpec(work_queue(agent_id), durable=not settings.clustered, arguments=arguments)
 
 
 def results_spec(settings: TopologySettings) -> QueueSpec:
@@ -251,17 +264,23 @@ def lock_spec() -> QueueSpec:
     return QueueSpec(COORDINATOR_LOCK, durable=False, exclusive=True, auto_delete=True)
 
 
-def epoch_spec() -> QueueSpec:
-    return QueueSpec(EPOCH_QUEUE, arguments={"x-max-length": 1})
+def _replicated(settings: TopologySettings | None) -> dict[str, str]:
+    """The queue type of a shared classic queue: quorum on a cluster (see ``clustered``)."""
+    return {"x-queue-type": "quorum"} if settings is not None and settings.clustered else {}
 
 
-def dead_letter_spec() -> QueueSpec:
+def epoch_spec(settings: TopologySettings | None = None) -> QueueSpec:
+    return QueueSpec(EPOCH_QUEUE, arguments={"x-max-length": 1, **_replicated(settings)})
+
+
+def dead_letter_spec(settings: TopologySettings | None = None) -> QueueSpec:
     return QueueSpec(
         DEAD_LETTER_QUEUE,
         arguments={
             "x-max-length": DEAD_LETTERS_MAX_LENGTH,
             "x-max-length-bytes": DEAD_LETTERS_MAX_BYTES,
             "x-overflow": "drop-head",
+            **_replicated(settings),
         },
     )
 
@@ -284,7 +303,7 @@ HEARTBEAT_BINDING = "heartbeat.#"
 def shared_queues(settings: TopologySettings) -> tuple[QueueSpec, ...]:
     """The queues a coordinator declares for everyone (and broker definitions import)."""
     return (
-        dead_letter_spec(),
+        dead_letter_spec(settings),
         task_queue_spec(settings),
         heartbeat_queue_spec(settings),
         results_spec(settings),

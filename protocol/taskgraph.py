@@ -224,6 +224,12 @@ class Assignment:
     priority: int
 
 
+# Undelivered assignments of one task that are not counted as attempts: enough
+# to ride out a broker node's loss, bounded so an agent whose work queue never
+# comes back cannot keep a task forever.
+MAX_UNDELIVERED = 20
+
+
 @dataclass(slots=True, eq=False)
 class TaskRecord:
     """The graph's view of one task. Read-only for callers.
@@ -231,6 +237,9 @@ class TaskRecord:
     ``deps`` are the effective dependencies (a split task's are its subtasks),
     ``waiting`` counts those not yet SUCCEEDED, ``reason`` explains the last
     failure and ``cause`` names the task whose failure ended this one.
+    ``undelivered`` counts attempts whose assignment reached no agent (its
+    work queue was gone, e.g. with a lost broker node): they do not count
+    against the attempts bound, up to :data:`MAX_UNDELIVERED`.
     """
 
     spec: TaskSpec
@@ -251,6 +260,7 @@ class TaskRecord:
     dependents: list[str] = field(default_factory=list)
     children: list[str] = field(default_factory=list)
     merge: Merger | None = None
+    undelivered: int = 0
 
     @property
     def id(self) -> str:
@@ -630,6 +640,7 @@ class TaskGraph:
         now: float,
         transient: bool = True,
         delay: float | None = None,
+        delivered: bool = True,
     ) -> Outcome:
         """Record that ``attempt`` failed.
 
@@ -640,6 +651,10 @@ class TaskGraph:
             transient: retry if attempts are left; ``False`` fails the task for good.
             delay: retry delay asked for by the handler (``Retry(delay=)``);
                 ``None`` uses the policy's backoff.
+            delivered: ``False`` when the assignment provably reached no agent
+                (the broker returned it unroutable): the attempt is retried
+                without counting against the bound, at most
+                :data:`MAX_UNDELIVERED` times per task.
 
         Raises:
             UnknownTask: no such task.
@@ -648,7 +663,9 @@ class TaskGraph:
         if outcome is not Outcome.ACCEPTED:
             return outcome
         self._release_agent(rec)
-        limit = rec.spec.max_attempts or self._retry.max_attempts
+        if not delivered and rec.undelivered < MAX_UNDELIVERED:
+            rec.undelivered += 1
+        limit = (rec.spec.max_attempts or self._retry.max_attempts) + rec.undelivered
         if not transient:
             self._apply([(rec, TaskState.FAILED, None, reason, None)], now)
         elif rec.attempt >= limit:

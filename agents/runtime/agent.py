@@ -130,6 +130,7 @@ class Agent:
         self.heartbeats = Heartbeats(self)
         self._watchers: list[ConnectionWatcher] = []
         self.started_at = 0.0
+        self._failovers = 0
         self._state = "starting"
         self._work_consumers: list[Consumer] = []
         self._background: list[asyncio.Task[Any]] = []
@@ -248,6 +249,23 @@ class Agent:
     def on_stop(self, hook: Hook) -> None:
         self._stop_hooks.append(hook)
 
+    def _after_reconnect(self) -> None:
+        """After a failover to another node, announce a new incarnation.
+
+        Our inbox and work queue were on the lost node and went with it
+        (``TopologySettings.clustered``): the assignments in
+        them are gone. A heartbeat with a newer ``started_at`` makes the
+        coordinator declare the previous incarnation lost and reassign its
+        tasks, as after a restart; a result of ours for an old attempt is
+        then discarded by the attempt fencing, so each task still has one.
+        """
+        failovers = self.transport.failovers
+        if failovers == self._failovers:
+            return
+        self._failovers = failovers
+        self.started_at = self._clock()
+        log.warning("moved to another broker node: announcing a new incarnation")
+
     def on_reconnect(self, listener: Callable[[], None]) -> None:
         self.transport.add_reconnect_listener(listener)
 
@@ -283,7 +301,13 @@ class Agent:
         if takes_work:
             concurrency = self._settings.concurrency
             on_work = self._inbound.route_to(Route(self._handlers))
-            self._work_consumers.append(await self.transport.consume(inbox, on_work, concurrency))
+            # The binding again, so that it is restored with the queue: on a
+            # cluster the inbox is redeclared afresh on the node we fail over to.
+            self._work_consumers.append(
+                await self.transport.consume(
+                    inbox, on_work, concurrency, bindings=[(topo.DIRECT_EXCHANGE, self.id)]
+                )
+            )
             self._work_consumers.append(
                 await self.transport.consume(
                     topo.broadcast_spec(self.id),
@@ -293,6 +317,8 @@ class Agent:
                 )
             )
         self.started_at = self._clock()
+        self._failovers = self.transport.failovers
+        self.transport.add_reconnect_listener(self._after_reconnect)
         self._state = "alive"
         if takes_work:
             self._background.append(asyncio.create_task(self.heartbeats.loop()))

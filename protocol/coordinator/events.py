@@ -92,12 +92,16 @@ class AssignmentFailed:
 
     ``permanent``: sending it again cannot work (the assignment alone is
     larger than any agent accepts), so the tasks fail instead of retrying.
+    ``undelivered``: the broker returned it unroutable (the agent's work
+    queue is gone, e.g. with a lost node): no agent saw it, so it is retried
+    without counting as an attempt.
     """
 
     agent_id: str
     attempts: tuple[tuple[str, int], ...]
     error: str
     permanent: bool = False
+    undelivered: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -294,12 +294,8 @@ class CoordinatorState:
                 self._notices.append(notice)
 
     def _on_assignment_failed(self, event: AssignmentFailed, now: float) -> None:
-        log.warning(
-            "assignment of %d task(s) to %s failed: %s",
-            len(event.attempts),
-            event.agent_id,
-            event.error,
-        )
+        n, who = len(event.attempts), event.agent_id
+        log.warning("assignment of %d task(s) to %s failed: %s", n, who, event.error)
         for task_id, attempt in event.attempts:
             if task_id not in self.graph:
                 continue
@@ -309,6 +305,7 @@ class CoordinatorState:
                 f"assignment failed: {event.error}",
                 now=now,
                 transient=not event.permanent,
+                delivered=not event.undelivered,
             )
             if not outcome.discarded:
                 self._end_attempt(task_id, event.agent_id)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from robeing.protocol.errors import ConfigError
 from robeing.protocol.taskgraph import (
+    MAX_UNDELIVERED,
     Assignment,
     CycleError,
     DuplicateTask,
@@ -265,6 +266,31 @@ def test_bounded_attempts_dead_letter_with_reason(make_graph: Callable[..., Task
     record = graph.get("a")
     assert record.state is S.DEAD_LETTERED
     assert record.reason == "gave up after 2 attempts: timeout"
+
+
+def test_undelivered_assignments_do_not_use_up_attempts(
+    make_graph: Callable[..., TaskGraph],
+) -> None:
+    """Given max_attempts=2, When assignments come back undelivered (the agent's work queue
+    went with a broker node) many times, Expect the task still READY with its two real
+    attempts left; and Expect the allowance bounded by MAX_UNDELIVERED."""
+    graph = make_graph(retry=RetryPolicy(max_attempts=2))
+    graph.submit(spec("a"), now=0)
+    now = 0.0
+    for _ in range(MAX_UNDELIVERED):
+        now += 1000
+        list(graph.iter_ready(now))
+        attempt = graph.assign("a", "w1", now=now).attempt
+        graph.fail("a", attempt, "no queue", now=now, delivered=False)
+        assert graph.get("a").state in (S.READY, S.PENDING)
+    now += 1000
+    list(graph.iter_ready(now))
+    graph.fail("a", run(graph, "a", now).attempt, "timeout", now=now)
+    assert graph.get("a").state in (S.READY, S.PENDING), "one real attempt is left"
+    now += 1000
+    list(graph.iter_ready(now))
+    graph.fail("a", graph.assign("a", "w1", now=now).attempt, "no queue", now=now, delivered=False)
+    assert graph.get("a").state is S.DEAD_LETTERED, "past the allowance it counts"
 
 
 def test_per_task_max_attempts_overrides_the_policy(graph: TaskGraph) -> None:

@@ -99,7 +99,7 @@ async def next_epoch(agent: AgentContext) -> int:
     wall clock in milliseconds still gives an epoch newer than any real one.
     """
     broker, last = agent.broker, 0
-    await broker.declare_queue(topo.epoch_spec())
+    await broker.declare_queue(topo.epoch_spec(agent.settings.topology))
     raw = await broker.peek(topo.EPOCH_QUEUE)
     if raw is not None:
         try:

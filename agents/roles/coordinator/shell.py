@@ -55,7 +55,7 @@ from ....protocol.coordinator import (
     queries,
 )
 from ....protocol.envelope import Envelope, pack
-from ....protocol.errors import DecodeError, ProtocolError, TooLarge
+from ....protocol.errors import DecodeError, ProtocolError, TooLarge, Unroutable
 from ....protocol.evidence import ed25519_signer
 from ....protocol.failure_detector import DetectorConfig
 from ....protocol.heartbeat import Heartbeat
@@ -455,7 +455,8 @@ class Coordinator:
             self._feed(too_big)
         except Exception as exc:
             attempts = tuple((m.task_id, m.attempt) for m in action.messages)
-            self._feed(AssignmentFailed(action.agent_id, attempts, str(exc)))
+            undelivered = isinstance(exc, Unroutable)
+            self._feed(AssignmentFailed(action.agent_id, attempts, str(exc), False, undelivered))
 
     # -- reporting ----------------------------------------------------------------------
 

@@ -1,0 +1,94 @@
+"""The local three-node cluster of ``deploy/local-cluster.sh``, for tests.
+
+Cluster tests skip, saying how to start it, when the cluster is not up;
+``ROBEING_REQUIRE_CLUSTER`` (set by ``tests/run.sh`` when it started the
+cluster) turns that into a failure so a CI run cannot pass by skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "deploy" / "local-cluster.sh"
+NODES = (1, 2, 3)
+AMQP_URLS = tuple(f"amqp://guest:guest@127.0.0.1:{5680 + n}/" for n in NODES)
+MANAGEMENT_URLS = tuple(f"http://127.0.0.1:{15680 + n}" for n in NODES)
+AMQP_URL = ",".join(AMQP_URLS)
+MANAGEMENT_URL = ",".join(MANAGEMENT_URLS)
+
+
+def _up() -> str | None:
+    """None when all three nodes answer, else why not."""
+    for n in NODES:
+        try:
+            with socket.create_connection(("127.0.0.1", 5680 + n), 2):
+                pass
+        except OSError:
+            return f"node c{n} is not listening on {5680 + n}"
+    try:
+        nodes = httpx.get(
+            f"{MANAGEMENT_URLS[0]}/api/nodes", auth=("guest", "guest"), timeout=5
+        ).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return f"the management API of c1 does not answer: {exc}"
+    running = sum(1 for node in nodes if node.get("running"))
+    return None if running == len(NODES) else f"{running} of {len(NODES)} nodes run"
+
+
+def require_cluster() -> None:
+    """Skip (or fail under ``ROBEING_REQUIRE_CLUSTER``) unless the cluster is up."""
+    why = _up()
+    if why is None:
+        return
+    message = f"the local RabbitMQ cluster is not up ({why}): run deploy/local-cluster.sh up"
+    if os.environ.get("ROBEING_REQUIRE_CLUSTER"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+async def cluster(*args: str, timeout: float = 180) -> str:
+    """Run ``deploy/local-cluster.sh *args``; its output (raises on failure)."""
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        str(SCRIPT),
+        *args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    text = out.decode(errors="replace")
+    if proc.returncode != 0:
+        raise AssertionError(f"local-cluster.sh {' '.join(args)} failed:\n{text}")
+    return text
+
+
+def node_of(amqp_port: int) -> int:
+    """The node number listening on ``amqp_port``."""
+    return amqp_port - 5680
+
+
+async def node_of_connection(name_part: str, timeout: float = 20.0) -> int:
+    """The node number of the (first) connection whose name contains ``name_part``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient(auth=("guest", "guest"), timeout=5) as http:
+        while True:
+            for base in MANAGEMENT_URLS:
+                try:
+                    conns = (await http.get(f"{base}/api/connections")).json()
+                except (httpx.HTTPError, ValueError):
+                    continue
+                for c in conns:
+                    name = (c.get("client_properties") or {}).get("connection_name", "")
+                    if name_part in name and str(c.get("node", "")).startswith("c"):
+                        return int(str(c["node"])[1])
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"no connection named like {name_part!r}")
+            await asyncio.sleep(0.5)
