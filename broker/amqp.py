@@ -6,11 +6,9 @@ Promises:
       dropped connection aio-pika restores channels, queues, bindings and
       consumers; :meth:`AmqpTransport.consumers` lists what must come back,
       and the integration tests compare it with the broker's own count.
-    * Given several broker addresses (the nodes of a cluster, see
-      :mod:`.addresses`), it connects to the first reachable in this process's
-      own order, and when that node is lost it points the same robust
-      connection at the next node that answers, so aio-pika restores
-      everything there (:class:`.failover.Nodes`).
+    * Given several broker addresses (:mod:`.addresses`), it fails over to
+      the next node that answers when its node is lost, and aio-pika
+      restores everything there (:class:`.failover.Nodes`).
     * Every publish goes through a confirm channel with ``mandatory`` (unless
       asked otherwise) and a timeout: it returns only once the broker has
       confirmed it, raises ``Unroutable`` if no queue took it, and never
@@ -115,6 +113,8 @@ class AmqpTransport:
         self._lock_channels: list[aio_pika.abc.AbstractChannel] = []
         self._reconnect_listeners: list[Callable[[], None]] = []
         self._consumers = ConsumerSet(publish_timeout)
+        self._bindings: dict[tuple[str, str, str], None] = {}  # made by bind(), in order
+        self._failovers_seen, self._background = 0, set[asyncio.Task[None]]()
         self.reconnects = 0
 
     @property
@@ -146,9 +146,8 @@ class AmqpTransport:
                         )
                     )
         except aiormq.exceptions.ProbableAuthenticationError as exc:
-            raise BrokerError(
-                f"broker at {safe(self.nodes.address)} refused the credentials"
-            ) from exc
+            refused = f"broker at {safe(self.nodes.address)} refused the credentials"
+            raise BrokerError(refused) from exc
         except aiormq.exceptions.InvalidFrameError as exc:
             # The broker closed the connection instead of opening the vhost.
             raise BrokerError(
@@ -190,6 +189,11 @@ class AmqpTransport:
     def _on_reconnect(self, *_: Any) -> None:
         self.reconnects += 1
         self._consumers.reconnected()
+        if self.nodes.failovers != self._failovers_seen:
+            self._failovers_seen = self.nodes.failovers
+            task = asyncio.get_running_loop().create_task(self._rebind())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         log.info("reconnected to the broker at %s (%d)", safe(self.nodes.address), self.reconnects)
         for listener in self._reconnect_listeners:
             try:
@@ -233,9 +237,19 @@ class AmqpTransport:
         await queues.on_own_channel(self._connection(), lambda ch: queues.declare(ch, spec))
 
     async def bind(self, queue: str, exchange: str, routing_key: str = "") -> None:
+        """Bind ``queue`` (kept in mind: bound again on the node we fail over to)."""
         await queues.on_own_channel(
             self._connection(), lambda ch: queues.bind(ch, queue, exchange, routing_key)
         )
+        self._bindings[(queue, exchange, routing_key)] = None
+
+    async def _rebind(self) -> None:
+        # After a failover our non-durable queues are new and lost what bind() gave them.
+        for queue, exchange, routing_key in list(self._bindings):
+            try:
+                await self.bind(queue, exchange, routing_key)
+            except Exception as exc:
+                log.error("could not bind %s to %s/%s again: %s", queue, exchange, routing_key, exc)
 
     async def publish(
         self,
