@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 
 PROBE_NAME = "robeing-failover-probe"
 PROBE_TIMEOUT = 3.0
+# AMQP heartbeat on a cluster (seconds, unless the URL sets ``heartbeat=``).
+# A paused or cut-off node keeps its TCP connections open; with RabbitMQ's
+# 60 s a process would stay on it that long. aiormq gives up on a silent
+# connection after about three heartbeats, so a process leaves such a node
+# in ~12 s and fails over, and its exclusive queues (the coordinator's lock)
+# are not held by a connection that can no longer act.
+CLUSTER_HEARTBEAT_S = 3
 
 Connect = Callable[[str], Awaitable[aio_pika.abc.AbstractRobustConnection]]
 
@@ -54,6 +61,8 @@ class Nodes:
     """
 
     def __init__(self, urls: Sequence[str], seed: str | int) -> None:
+        if len(urls) > 1:
+            urls = [_with_heartbeat(u) for u in urls]
         self.addresses = failover_order(urls, seed)
         self.address = self.addresses[0]
         self.failovers = 0
@@ -147,3 +156,10 @@ async def reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
     with contextlib.suppress(Exception):
         await probe.close()
     return True
+
+
+def _with_heartbeat(url: str) -> str:
+    parsed = URL(url)
+    if "heartbeat" in parsed.query:
+        return url
+    return str(parsed.update_query(heartbeat=CLUSTER_HEARTBEAT_S))

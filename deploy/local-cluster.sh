@@ -19,8 +19,11 @@
 # Run as root, the nodes run as the `rabbitmq` user and their folders are
 # owned by it (rabbitmq-server refuses otherwise); run as another user, they
 # run as that user. net_ticktime is 10 s (60 s is RabbitMQ's default) so that a
-# paused node is declared down quickly, and partitions are handled with
-# pause_minority, the recommended mode for three nodes.
+# paused node is declared down quickly, and partitions are healed with
+# autoheal: a node SIGSTOPped past net_ticktime comes back to find its peers
+# gone, and under pause_minority it was seen to keep running on its own
+# (a lasting partition, clients on it split from the rest); autoheal
+# restarts the losing side, which closes its clients' connections.
 set -euo pipefail
 
 BASE=${ROBEING_CLUSTER_DIR:-/tmp/robeing-cluster}
@@ -99,6 +102,12 @@ api_ok() {
     curl -fsS -m 3 -u guest:guest "http://127.0.0.1:$(mgmt_port "$1")/api/overview" >/dev/null 2>&1
 }
 
+partitioned() {
+    # Whether node N sees a partition (the API lists it under "partitions").
+    curl -fsS -m 3 -u guest:guest "http://127.0.0.1:$(mgmt_port "$1")/api/nodes" 2>/dev/null \
+        | grep -q '"partitions":\["'
+}
+
 prepare() {
     local n=$1 dir; dir=$(node_dir "$n")
     mkdir -p "$dir/mnesia" "$dir/log"
@@ -116,7 +125,7 @@ management.tcp.port = $(mgmt_port "$n")
 prometheus.tcp.port = $(prom_port "$n")
 cluster_name = robeing-local
 net_ticktime = $NET_TICKTIME
-cluster_partition_handling = pause_minority
+cluster_partition_handling = autoheal
 consumer_timeout = 10800000
 disk_free_limit.absolute = 200MB
 vm_memory_high_watermark.relative = 0.2
@@ -216,7 +225,10 @@ cmd_status() {
         local state
         if is_paused "$n"; then state=paused
         elif node_pid "$n" >/dev/null; then
-            if api_ok "$n"; then state=running; else state="running (management API not answering)"; fi
+            if ! api_ok "$n"; then state="running (management API not answering)"
+            elif partitioned "$n"; then state="running (partitioned)"
+            else state=running
+            fi
         else state=stopped
         fi
         echo "$(node_name "$n") amqp=$(amqp_port "$n") management=$(mgmt_port "$n") $state"

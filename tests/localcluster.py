@@ -8,13 +8,18 @@ cluster) turns that into a failure so a CI run cannot pass by skipping.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from robeing.broker.management import Management, ManagementSettings, with_vhost
 
 SCRIPT = Path(__file__).resolve().parent.parent / "deploy" / "local-cluster.sh"
 NODES = (1, 2, 3)
@@ -92,3 +97,18 @@ async def node_of_connection(name_part: str, timeout: float = 20.0) -> int:
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"no connection named like {name_part!r}")
             await asyncio.sleep(0.5)
+
+
+@contextlib.asynccontextmanager
+async def cluster_vhost(prefix: str = "robeing-cluster") -> AsyncIterator[str]:
+    """The three nodes' URLs at a fresh vhost, deleted afterwards (skips without the cluster)."""
+    require_cluster()
+    vhost = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    where = ManagementSettings.from_amqp_url(AMQP_URL, override=MANAGEMENT_URL)
+    async with Management(where) as mgmt:
+        await mgmt.create_vhost(vhost)
+        try:
+            yield with_vhost(AMQP_URL, vhost)
+        finally:
+            with contextlib.suppress(Exception):
+                await mgmt.delete_vhost(vhost)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 import signal
@@ -34,6 +33,7 @@ import time
 from pathlib import Path
 
 import pytest
+from supervisor import Supervisor, judge, stream_tasks
 
 from robeing.agents import Client, Settings
 from robeing.broker.management import Management
@@ -44,44 +44,6 @@ SECONDS = float(os.environ.get("ROBEING_CHAOS_SECONDS", "40"))
 SEED = int(os.environ.get("ROBEING_CHAOS_SEED", "1"))
 SETTLE_BOUND_S = 90.0
 FAST = ("--acceptable-pause", "1.0", "--dead-after", "1.0")
-
-
-class Supervisor:
-    """Restarts fleet members that died, like `robeing up` does."""
-
-    def __init__(self, spawn, env: dict[str, str]) -> None:
-        self.spawn = spawn
-        self.env = env
-        self.members: dict[str, tuple[str, tuple[str, ...], object]] = {}
-        self.restarts = 0
-        self._task: asyncio.Task[None] | None = None
-
-    async def add(self, role: str, agent_id: str, *args: str) -> object:
-        proc = await self.spawn(role, agent_id, *args, env=self.env, wait=False)
-        self.members[agent_id] = (role, args, proc)
-        return proc
-
-    def proc(self, agent_id: str):
-        return self.members[agent_id][2]
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.5)
-            for agent_id, (role, args, proc) in list(self.members.items()):
-                if proc.proc is not None and proc.proc.poll() is not None:
-                    await asyncio.sleep(0.5)
-                    new = await self.spawn(role, agent_id, *args, env=self.env, wait=False)
-                    self.members[agent_id] = (role, args, new)
-                    self.restarts += 1
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
 
 async def nemesis(
@@ -182,23 +144,11 @@ async def test_chaos_loses_nothing_and_duplicates_nothing(
     async with Client(settings) as client:
         until = time.monotonic() + SECONDS
 
-        async def stream() -> None:
-            i = 0
-            while time.monotonic() < until:
-                task_id = f"chaos-{SEED}-{i}"
-                try:
-                    handle = await client.submit(
-                        "add", {"a": i, "b": 1}, task_id=task_id, max_attempts=10
-                    )
-                except Exception:
-                    pass  # not accepted: the broker did not confirm it
-                else:
-                    accepted[task_id] = handle
-                    expected[task_id] = i + 1
-                i += 1
-                await asyncio.sleep(0.1)
-
-        streaming = asyncio.create_task(stream())
+        streaming = asyncio.create_task(
+            stream_tasks(
+                client, f"chaos-{SEED}", accepted, expected, lambda: time.monotonic() < until
+            )
+        )
         last_fault = await nemesis(rng, sup, watcher, management, vhost, until, faults)
         await streaming
         settle_deadline = last_fault + SETTLE_BOUND_S
@@ -228,11 +178,5 @@ async def test_chaos_loses_nothing_and_duplicates_nothing(
         "faults": faults,
         "restarts": sup.restarts,
     }
-    print("chaos report:", json.dumps(report, indent=1))
-    Path("bench-results").mkdir(exist_ok=True)
-    Path(f"bench-results/chaos-{SEED}.json").write_text(json.dumps(report, indent=2))
-    assert accepted, "nothing was accepted"
-    assert lost == 0, report
-    assert duplicated == 0, report
-    assert unexpected == 0, report
+    judge(f"chaos-{SEED}", report)
     assert completed == len(accepted), report

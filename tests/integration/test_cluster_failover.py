@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 from agentproc import AgentProcess, HeartbeatWatcher
-from localcluster import AMQP_URL, MANAGEMENT_URL, cluster, node_of_connection, require_cluster
+from localcluster import cluster, cluster_vhost, node_of_connection
 
 from robeing.agents import Client, Settings
-from robeing.broker.management import Management, ManagementSettings, with_vhost
 
 pytestmark = [pytest.mark.broker, pytest.mark.cluster]
 
@@ -27,16 +26,8 @@ FAST = ("--acceptable-pause", "1", "--dead-after", "2")
 
 @pytest.fixture
 async def cluster_url() -> AsyncIterator[str]:
-    """The three nodes' URLs at a fresh vhost (deleted afterwards)."""
-    require_cluster()
-    vhost = f"robeing-cluster-{uuid.uuid4().hex[:8]}"
-    where = ManagementSettings.from_amqp_url(AMQP_URL, override=MANAGEMENT_URL)
-    async with Management(where) as mgmt:
-        await mgmt.create_vhost(vhost)
-        try:
-            yield with_vhost(AMQP_URL, vhost)
-        finally:
-            await mgmt.delete_vhost(vhost)
+    async with cluster_vhost() as url:
+        yield url
 
 
 async def test_a_fleet_fails_over_when_its_node_is_killed(

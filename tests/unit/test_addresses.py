@@ -12,6 +12,7 @@ from robeing.broker.addresses import (
     management_urls,
     safe,
 )
+from robeing.broker.failover import CLUSTER_HEARTBEAT_S, Nodes
 from robeing.broker.management import (
     ManagementSettings,
     vhost_of,
@@ -115,3 +116,14 @@ def test_the_management_api_defaults_to_each_node_and_can_be_overridden() -> Non
     assert s.base_url == "https://m1:443,https://m2"
     with pytest.raises(ConfigError, match="empty entry"):
         management_urls("http://a,,http://b")
+
+
+def test_on_a_cluster_a_short_amqp_heartbeat_is_asked_for_unless_set() -> None:
+    """Given several nodes, Expect each address to ask for a short heartbeat (a paused
+    node keeps TCP open) unless its URL sets one; given one node, Expect it untouched."""
+    nodes = Nodes(amqp_urls("amqp://a/v%2Fx,amqp://b/v%2Fx?heartbeat=7"), seed=1)
+    assert sorted(nodes.addresses) == [
+        f"amqp://a/v%2Fx?heartbeat={CLUSTER_HEARTBEAT_S}",
+        "amqp://b/v%2Fx?heartbeat=7",
+    ]
+    assert Nodes(["amqp://a/"], seed=1).addresses == ["amqp://a/"]
