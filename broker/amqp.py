@@ -50,7 +50,7 @@ from . import topology as topo
 from .addresses import amqp_urls, safe
 from .base import Consumer, DeliveryHandler
 from .consuming import REFUSED, RETRYABLE, AmqpDelivery, ConsumerSet, Subscription, read_stream
-from .failover import Nodes
+from .failover import Nodes, confirmed
 from .management import vhost_of
 from .topology import QueueSpec, TopologySettings
 
@@ -347,14 +347,12 @@ class AmqpTransport:
                 raise BrokerError("not connected")
             channel = await asyncio.wait_for(wrapper.get_underlay_channel(), timeout)
             self._underlay[confirm] = channel
-        await channel.basic_publish(
-            body,
-            exchange=exchange,
-            routing_key=routing_key,
-            properties=props,
-            mandatory=mandatory,
-            timeout=timeout,
-        )
+        await confirmed(
+            channel.basic_publish(
+                body, exchange=exchange, routing_key=routing_key, properties=props,
+                mandatory=mandatory, timeout=timeout,
+            )
+        )  # fmt: skip
 
     async def consume(
         self,

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 import aio_pika.abc
@@ -47,6 +47,7 @@ PROBE_TIMEOUT = 3.0
 CLUSTER_HEARTBEAT_S = 3
 
 Connect = Callable[[str], Awaitable[aio_pika.abc.AbstractRobustConnection]]
+T = TypeVar("T")
 
 # Refusals every node would repeat (the cluster shares users and vhosts).
 FINAL = (aiormq.exceptions.ProbableAuthenticationError, aiormq.exceptions.InvalidFrameError)
@@ -163,3 +164,20 @@ def _with_heartbeat(url: str) -> str:
     if "heartbeat" in parsed.query:
         return url
     return str(parsed.update_query(heartbeat=CLUSTER_HEARTBEAT_S))
+
+
+async def confirmed(publish: Awaitable[T]) -> T:
+    """``publish``; a confirm cancelled by a dying connection raises ``ConnectionError``.
+
+    aiormq cancels the pending confirms of a connection whose reader died (a
+    node lost). That ``CancelledError`` is not a cancellation of our task and
+    must not escape as one (callers would stop as if asked to); as a lost
+    connection it is retried like one.
+    """
+    try:
+        return await publish
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        raise ConnectionError("connection lost while waiting for the broker's confirm") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from robeing.agents.settings import Settings
@@ -12,7 +14,7 @@ from robeing.broker.addresses import (
     management_urls,
     safe,
 )
-from robeing.broker.failover import CLUSTER_HEARTBEAT_S, Nodes
+from robeing.broker.failover import CLUSTER_HEARTBEAT_S, Nodes, confirmed
 from robeing.broker.management import (
     ManagementSettings,
     vhost_of,
@@ -127,3 +129,21 @@ def test_on_a_cluster_a_short_amqp_heartbeat_is_asked_for_unless_set() -> None:
         "amqp://b/v%2Fx?heartbeat=7",
     ]
     assert Nodes(["amqp://a/"], seed=1).addresses == ["amqp://a/"]
+
+
+async def test_a_confirm_cancelled_by_a_dying_connection_is_a_connection_error() -> None:
+    """Given a publish whose confirm aiormq cancels (its connection died), Expect a
+    ConnectionError (retried as a lost connection); given our own task cancelled,
+    Expect the cancellation to propagate."""
+
+    async def cancelled_inside() -> None:
+        raise asyncio.CancelledError
+
+    with pytest.raises(ConnectionError, match="waiting for the broker's confirm"):
+        await confirmed(cancelled_inside())
+
+    waiting = asyncio.create_task(confirmed(asyncio.sleep(10)))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
