@@ -194,8 +194,13 @@ async def test_resubmitting_a_task_id_is_idempotent(fleet, client: Client, out: 
             again = await (
                 await other.submit("sleepy", {"seconds": 0.1, "tag": "t"}, task_id="idem-1")
             ).result(15)
+        async with Client(
+            Settings(
+                role="client", amqp_url=client.settings.amqp_url, keys_dir=client.settings.keys_dir
+            )
+        ) as third:  # a client of its own: one client answers a known id from its handle
             changed = await (
-                await other.submit("sleepy", {"seconds": 0.1}, task_id="idem-1")
+                await third.submit("sleepy", {"seconds": 0.1}, task_id="idem-1")
             ).result(15)
         assert again == first
         # The same id with another payload is refused, and the stored result stands.
