@@ -54,6 +54,7 @@ from ...protocol.replay import ReplayWindow
 from ...protocol.roles import Role, get_role
 from ..app import App, Middleware, TaskDef, call_hook
 from ..context import DeadLetter, Handler, Hook
+from ..loop import loop_name
 from ..outbox import Outbox
 from ..settings import Settings
 from ..stats import Stats
@@ -297,7 +298,7 @@ class Agent:
         if takes_work:
             self._background.append(asyncio.create_task(self.heartbeats.loop()))
             await self.outbox.broadcast("hello", self.describe())
-        log.info("agent %s (%s) started", self.id, self._settings.role)
+        log.info("agent %s (%s) started on %s", self.id, self._settings.role, loop_name())
 
     async def stop(self) -> None:
         """Stop taking work, drain in-flight work within the grace period, close."""
