@@ -4,8 +4,8 @@ Usage::
 
     python tests/bench/bench_heartbeats.py [--agents 100,1000] [--window 10] [--profile]
 
-Starts a real coordinator process (``robeing coordinator``) in a vhost of its
-own, measures its idle CPU first, then runs N simulated agents from this
+For each N, starts a real coordinator process (``robeing coordinator``) in a
+vhost of its own, measures its idle CPU first, then runs N simulated agents from this
 process: N identities, each with its own key pair and a certificate issued by
 the test authority, each sending a signed heartbeat with a real agent's
 payload (worker, alive, one skill, capacity, stats) every second on
@@ -235,13 +235,57 @@ async def _vhost(vhost: str, create: bool) -> None:
                 await mgmt.delete_vhost(vhost)
 
 
-def main(args: argparse.Namespace) -> dict[str, Any]:
+def one_size(n: int, keys: Path, site: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Measure ``n`` agents against a fresh coordinator in a fresh vhost (no leftovers
+    of a previous size: its silent agents would be declared dead during the window)."""
     from robeing.agents import Settings
-    from robeing.agents.keystore import Keystore
     from robeing.broker.management import with_vhost
 
-    vhost = f"robeing-bench-heartbeats-{uuid.uuid4().hex[:6]}"
+    vhost = f"robeing-bench-heartbeats-{n}-{uuid.uuid4().hex[:6]}"
     url = with_vhost(BASE_URL, vhost)
+    prof = site.parent / f"coordinator-{n}.prof"
+    env = {
+        **os.environ,
+        "AMQP_URL": url,
+        "ROBEING_KEYS": str(keys),
+        "ROBEING_LOG_LEVEL": "error",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
+    }
+    if args.profile:
+        env["BENCH_PROFILE_OUT"] = str(prof)
+    asyncio.run(_vhost(vhost, True))
+    coord = subprocess.Popen(
+        [sys.executable, "-m", "robeing.agents", "coordinator", "--id", "bench-hb-coord"],
+        env=env,
+    )
+    try:
+        client = Settings(role="client", agent_id="bench-hb-client", amqp_url=url, keys_dir=keys)
+        asyncio.run(wait_active(client))
+        time.sleep(2.0)  # let start-up work (stream replay, first scans) finish
+        c0, t0 = cpu_of(coord.pid), time.monotonic()
+        time.sleep(args.idle)
+        idle_rate = (cpu_of(coord.pid) - c0) / (time.monotonic() - t0)
+        res = asyncio.run(measure(n, url, keys, coord.pid, idle_rate, args))
+        res["idle_core_percent"] = 100 * idle_rate
+        if args.profile:
+            time.sleep(0.5)  # the dump happens in the coordinator's signal handler
+            kept = Path("bench-results") / f"heartbeats-{n}.prof"
+            kept.write_bytes(prof.read_bytes())
+            res["profile"] = str(kept)
+        return res
+    finally:
+        coord.send_signal(signal.SIGTERM)
+        try:
+            coord.wait(30)
+        except subprocess.TimeoutExpired:
+            coord.kill()
+            coord.wait()
+        asyncio.run(_vhost(vhost, False))
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    from robeing.agents.keystore import Keystore
+
     results: list[dict[str, Any]] = []
     Path("bench-results").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="robeing-bench-hb-") as tmp:
@@ -249,57 +293,20 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         site.mkdir()
         (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
         Keystore(keys).init()
-        asyncio.run(_vhost(vhost, True))
-        prof = Path(tmp) / "coordinator.prof"
-        env = {
-            **os.environ,
-            "AMQP_URL": url,
-            "ROBEING_KEYS": str(keys),
-            "ROBEING_LOG_LEVEL": "warning",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
-        }
-        if args.profile:
-            env["BENCH_PROFILE_OUT"] = str(prof)
-        coord = subprocess.Popen(
-            [sys.executable, "-m", "robeing.agents", "coordinator", "--id", "bench-hb-coord"],
-            env=env,
-        )
-        try:
-            client = Settings(
-                role="client", agent_id="bench-hb-client", amqp_url=url, keys_dir=keys
+        for n in (int(x) for x in args.agents.split(",")):
+            res = one_size(n, keys, site, args)
+            results.append(res)
+            flag = "  BACKLOG: cannot keep up" if res["backlog"] else ""
+            short = res["heartbeats_per_s"] < 0.95 * n
+            print(
+                f"{n:5d} agents: {res['heartbeats_per_s']:7.1f} hb/s"
+                f"{' (the simulator fell short)' if short else ''}, coordinator "
+                f"{res['core_percent']:5.1f} % of a core (idle {res['idle_core_percent']:.1f} %), "
+                f"{res['cpu_ms_per_heartbeat']:.3f} ms CPU per heartbeat{flag}",
+                flush=True,
             )
-            asyncio.run(wait_active(client))
-            time.sleep(2.0)  # let start-up work (stream replay, first scans) finish
-            c0, t0 = cpu_of(coord.pid), time.monotonic()
-            time.sleep(args.idle)
-            idle_rate = (cpu_of(coord.pid) - c0) / (time.monotonic() - t0)
-            print(f"coordinator idle: {100 * idle_rate:.2f} % of a core", flush=True)
-            for n in (int(x) for x in args.agents.split(",")):
-                res = asyncio.run(measure(n, url, keys, coord.pid, idle_rate, args))
-                res["idle_core_percent"] = 100 * idle_rate
-                results.append(res)
-                flag = "  BACKLOG: cannot keep up" if res["backlog"] else ""
-                print(
-                    f"{n:5d} agents: {res['heartbeats_per_s']:7.1f} hb/s, coordinator "
-                    f"{res['core_percent']:5.1f} % of a core, "
-                    f"{res['cpu_ms_per_heartbeat']:.3f} ms CPU per heartbeat{flag}",
-                    flush=True,
-                )
-                if args.profile:
-                    time.sleep(0.5)  # the dump happens in the coordinator's signal handler
-                    kept = Path("bench-results") / f"heartbeats-{n}.prof"
-                    kept.write_bytes(prof.read_bytes())
-                    print_profile(kept, args.top)
-                # The simulated agents go silent: let the coordinator forget them.
-                time.sleep(args.pause)
-        finally:
-            coord.send_signal(signal.SIGTERM)
-            try:
-                coord.wait(30)
-            except subprocess.TimeoutExpired:
-                coord.kill()
-                coord.wait()
-            asyncio.run(_vhost(vhost, False))
+            if args.profile:
+                print_profile(Path(res["profile"]), args.top)
     return {"results": results}
 
 
@@ -309,7 +316,6 @@ if __name__ == "__main__":
     parser.add_argument("--window", type=float, default=10.0, help="measured seconds per size")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle measurement")
-    parser.add_argument("--pause", type=float, default=2.0, help="seconds between sizes")
     parser.add_argument("--profile", action="store_true", help="cProfile the coordinator")
     parser.add_argument("--top", type=int, default=25, help="profile lines printed")
     ns = parser.parse_args()
