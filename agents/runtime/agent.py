@@ -457,12 +457,18 @@ class Agent:
         load: bool = True,
         observer: bool = False,
         exclusive: bool = False,
+        ack_delay: float | None = 0.0,
     ) -> Consumer:
         route = Route(dict(handlers), unknown_reason, load, observer=observer)
         if spec.arguments and "x-expires" in spec.arguments:
             spec = await own_queue(self.transport, spec)
         consumer = await self.transport.consume(
-            spec, self._inbound.route_to(route), prefetch, bindings=bindings, exclusive=exclusive
+            spec,
+            self._inbound.route_to(route),
+            prefetch,
+            bindings=bindings,
+            exclusive=exclusive,
+            ack_delay=ack_delay,
         )
         if work:
             self._work_consumers.append(consumer)

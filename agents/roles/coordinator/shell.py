@@ -157,6 +157,9 @@ class Coordinator:
             work=False,
             load=False,
             exclusive=True,  # nobody else may take heartbeats or submissions from us
+            # A heartbeat is worthless once read: a quarter second of acks in one
+            # frame costs nothing if the connection drops (redelivered, then dropped).
+            ack_delay=0.25,
         )
         await agent.consume(
             topo.task_queue_spec(topology),
