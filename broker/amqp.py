@@ -21,6 +21,7 @@ import asyncio
 import functools
 import logging
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -104,6 +105,7 @@ class AmqpTransport:
         self._lock_channels: list[aio_pika.abc.AbstractChannel] = []
         self._reconnect_listeners: list[Callable[[], None]] = []
         self._consumers = ConsumerSet(publish_timeout)
+        self._batchers: weakref.WeakSet[AckBatcher] = weakref.WeakSet()
         self.reconnects = 0
 
     @property
@@ -178,6 +180,10 @@ class AmqpTransport:
 
     async def close(self) -> None:
         if self._conn is not None and not self._conn.is_closed:
+            # Acks still gathering (up to a loop turn, or a consumer's ack_delay)
+            # go out first: closing would otherwise hand those messages back.
+            for batcher in list(self._batchers):
+                await batcher.drain()
             await self._conn.close()
         self._consumers.close()
         self._exchanges.clear()
@@ -366,6 +372,7 @@ class AmqpTransport:
                 # Tags are per channel: a renewed channel (reconnect) gets a new batcher.
                 if batcher is None or batcher.channel is not msg.channel:
                     batcher = AckBatcher(msg.channel, ack_delay)
+                    self._batchers.add(batcher)
                 acks = batcher
             await handler(AmqpDelivery(msg, name, self._dead_letter_once, no_ack, acks))
 

@@ -65,15 +65,16 @@ class AckBatcher:
     (and the prefetch window never fills with finished work).
 
     A batch not yet written when the connection drops is redelivered by the
-    broker: at-least-once, as for an ack lost on the wire (DESIGN §4). Tags
-    belong to one channel: a renewed channel gets a new batcher.
+    broker: at-least-once, as for an ack lost on the wire (DESIGN §4); a
+    transport that closes on purpose drains its batchers first. Tags belong
+    to one channel: a renewed channel gets a new batcher.
 
     Args:
         channel: the aiormq channel the deliveries came on.
         delay: seconds to gather acks before a flush (0: the end of this loop turn).
     """
 
-    __slots__ = ("_floor", "_handle", "_settled", "channel", "delay", "frames")
+    __slots__ = ("__weakref__", "_floor", "_handle", "_settled", "channel", "delay", "frames")
 
     def __init__(self, channel: aiormq.abc.AbstractChannel, delay: float = 0.0) -> None:
         self.channel = channel
@@ -99,6 +100,13 @@ class AckBatcher:
         await op
         if tag > self._floor:
             self._settled[tag] = False
+
+    async def drain(self) -> None:
+        """Send what is pending now and wait for those writes (before closing the channel)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._flush()
+        await asyncio.gather(*list(_WRITES), return_exceptions=True)
 
     def _flush(self) -> None:
         self._handle = None

@@ -97,6 +97,7 @@ from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
 BASE_URL = os.environ.get("ROBEING_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -194,12 +195,24 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def broker_pid() -> int | None:
+def broker_pid(port: int = 5672) -> int | None:
+    """The RabbitMQ node listening on ``port`` (other nodes may run on the machine)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as fh:
+            for line in list(fh)[1:]:
+                fields = line.split()
+                local, state = fields[1], fields[3]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # LISTEN
+                    inodes.add(f"socket:[{fields[9]}]")
     for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError), open(f"/proc/{entry.name}/comm") as fh:
-                if fh.read().strip() == "beam.smp":
-                    return int(entry.name)
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in os.scandir(f"/proc/{entry.name}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd.path) in inodes:
+                        return int(entry.name)
     return None
 
 
@@ -689,7 +702,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         Keystore(keys).init()
         for fleet in fleets:
             start_fleet(fleet, url[fleet], keys, args, procs)
-        beam = broker_pid()
+        beam = broker_pid(urlsplit(BASE_URL).port or 5672)
         broker = {"broker": beam} if beam else {}
         for r in range(args.rounds):
             for system in systems if r % 2 == 0 else reversed(systems):

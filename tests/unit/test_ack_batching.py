@@ -166,3 +166,22 @@ def test_a_delay_gathers_acks_of_several_turns() -> None:
 
     asyncio.run(go())
     assert wire.frames == [("ack", 10, True)]
+
+
+def test_drain_sends_what_is_gathering_at_once() -> None:
+    """Given acks waiting out a delay, when the batcher is drained (the transport
+    closes), expect them on the wire before drain returns, and no later flush."""
+    wire = Wire()
+
+    async def go() -> None:
+        batcher = AckBatcher(wire, delay=30.0)  # type: ignore[arg-type]
+        wire.outstanding |= {1, 2, 3}
+        for tag in (1, 2, 3):
+            wire.acked_by_handler.add(tag)
+            batcher.ack(tag)
+        await batcher.drain()
+        assert wire.frames == [("ack", 3, True)]
+        await batcher.drain()  # nothing pending: nothing sent
+
+    asyncio.run(go())
+    assert wire.frames == [("ack", 3, True)] and wire.violations == []
