@@ -6,9 +6,8 @@ Promises:
       dropped connection aio-pika restores channels, queues, bindings and
       consumers; :meth:`AmqpTransport.consumers` lists what must come back,
       and the integration tests compare it with the broker's own count.
-    * Given several broker addresses (:mod:`.addresses`), it fails over to
-      the next node that answers when its node is lost, and aio-pika
-      restores everything there (:class:`.failover.Nodes`).
+    * Given a cluster's addresses it fails over to a node that answers when
+      its own is lost; aio-pika restores everything there (:mod:`.failover`).
     * Every publish goes through a confirm channel with ``mandatory`` (unless
       asked otherwise) and a timeout: it returns only once the broker has
       confirmed it, raises ``Unroutable`` if no queue took it, and never
@@ -25,6 +24,7 @@ import functools
 import logging
 import os
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -49,8 +49,16 @@ from . import queues
 from . import topology as topo
 from .addresses import amqp_urls, safe
 from .base import Consumer, DeliveryHandler
-from .consuming import REFUSED, RETRYABLE, AmqpDelivery, ConsumerSet, Subscription, read_stream
-from .failover import Nodes, confirmed
+from .consuming import (
+    REFUSED,
+    RETRYABLE,
+    AckBatcher,
+    AmqpDelivery,
+    ConsumerSet,
+    Subscription,
+    read_stream,
+)
+from .failover import Bindings, Nodes, confirmed, robust
 from .management import vhost_of
 from .topology import QueueSpec, TopologySettings
 
@@ -76,10 +84,8 @@ class AmqpTransport:
         publish_timeout: seconds to wait for a publisher confirm.
         retry_window: total seconds a publish may spend retrying while the
             connection recovers.
-        connect_attempts: attempts for the first connection (each tries
-            every address).
-        seed: seeds this process's order of the addresses; default: the pid
-            and ``connection_name``, so a fleet spreads over the nodes.
+        connect_attempts: rounds over the addresses for the first connection.
+        seed: seeds our order of the addresses (default: pid and name: fleets spread).
 
     Raises:
         ConfigError: ``url`` is not a valid list of broker URLs.
@@ -113,8 +119,8 @@ class AmqpTransport:
         self._lock_channels: list[aio_pika.abc.AbstractChannel] = []
         self._reconnect_listeners: list[Callable[[], None]] = []
         self._consumers = ConsumerSet(publish_timeout)
-        self._bindings: dict[tuple[str, str, str], None] = {}  # made by bind(), in order
-        self._failovers_seen, self._background = 0, set[asyncio.Task[None]]()
+        self._batchers: weakref.WeakSet[AckBatcher] = weakref.WeakSet()
+        self._bound = Bindings()
         self.reconnects = 0
 
     @property
@@ -136,15 +142,7 @@ class AmqpTransport:
                 reraise=True,
             ):
                 with attempt:
-                    conn = await self.nodes.connect(
-                        lambda url: aio_pika.connect_robust(
-                            url,
-                            client_properties={"connection_name": self.connection_name},
-                            timeout=10,
-                            reconnect_interval=1.0,
-                            fail_fast="true",
-                        )
-                    )
+                    conn = await self.nodes.connect(robust(self.connection_name))
         except aiormq.exceptions.ProbableAuthenticationError as exc:
             refused = f"broker at {safe(self.nodes.address)} refused the credentials"
             raise BrokerError(refused) from exc
@@ -189,11 +187,7 @@ class AmqpTransport:
     def _on_reconnect(self, *_: Any) -> None:
         self.reconnects += 1
         self._consumers.reconnected()
-        if self.nodes.failovers != self._failovers_seen:
-            self._failovers_seen = self.nodes.failovers
-            task = asyncio.get_running_loop().create_task(self._rebind())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        self._bound.after_reconnect(self.nodes.failovers, self.bind)
         log.info("reconnected to the broker at %s (%d)", safe(self.nodes.address), self.reconnects)
         for listener in self._reconnect_listeners:
             try:
@@ -204,6 +198,10 @@ class AmqpTransport:
     async def close(self) -> None:
         await self.nodes.close()
         if self._conn is not None and not self._conn.is_closed:
+            # Acks still gathering (up to a loop turn, or a consumer's ack_delay)
+            # go out first: closing would otherwise hand those messages back.
+            for batcher in list(self._batchers):
+                await batcher.drain()
             await self._conn.close()
         self._consumers.close()
         self._exchanges.clear()
@@ -241,15 +239,7 @@ class AmqpTransport:
         await queues.on_own_channel(
             self._connection(), lambda ch: queues.bind(ch, queue, exchange, routing_key)
         )
-        self._bindings[(queue, exchange, routing_key)] = None
-
-    async def _rebind(self) -> None:
-        # After a failover our non-durable queues are new and lost what bind() gave them.
-        for queue, exchange, routing_key in list(self._bindings):
-            try:
-                await self.bind(queue, exchange, routing_key)
-            except Exception as exc:
-                log.error("could not bind %s to %s/%s again: %s", queue, exchange, routing_key, exc)
+        self._bound.remember(queue, exchange, routing_key)
 
     async def publish(
         self,
@@ -362,6 +352,7 @@ class AmqpTransport:
         bindings: Sequence[tuple[str, str]] = (),
         no_ack: bool = False,
         exclusive: bool = False,
+        ack_delay: float | None = 0.0,
     ) -> Consumer:
         """Declare ``spec`` on its own channel (own prefetch), bind it, consume it.
 
@@ -371,7 +362,9 @@ class AmqpTransport:
         ``no_ack`` the broker forgets a message once sent (for replies, which
         are worthless after a crash anyway); settling is then a no-op. An
         ``exclusive`` consumer is the queue's only one: the broker refuses it
-        while another consumes, and any other while it does.
+        while another consumes, and any other while it does. Acks are batched
+        per channel (:class:`~.consuming.AckBatcher`): sent at the end of the
+        loop turn, or after ``ack_delay`` seconds; ``None`` sends each at once.
         """
         if self._conn is None:
             raise BrokerError("not connected")
@@ -388,9 +381,18 @@ class AmqpTransport:
         for exchange, routing_key in bindings:
             await queue.bind(exchange, routing_key=routing_key)
         name = spec.name
+        batcher: AckBatcher | None = None
 
         async def on_message(msg: aiormq.abc.DeliveredMessage) -> None:
-            await handler(AmqpDelivery(msg, name, self._dead_letter_once, no_ack))
+            nonlocal batcher
+            acks = None
+            if ack_delay is not None and not no_ack:
+                # Tags are per channel: a renewed channel (reconnect) gets a new batcher.
+                if batcher is None or batcher.channel is not msg.channel:
+                    batcher = AckBatcher(msg.channel, ack_delay)
+                    self._batchers.add(batcher)
+                acks = batcher
+            await handler(AmqpDelivery(msg, name, self._dead_letter_once, no_ack, acks))
 
         return await self._consumers.add(Subscription(name, channel, on_message, no_ack, exclusive))
 

@@ -181,3 +181,50 @@ async def confirmed(publish: Awaitable[T]) -> T:
         if task is not None and task.cancelling():
             raise
         raise ConnectionError("connection lost while waiting for the broker's confirm") from None
+
+
+def robust(connection_name: str) -> Connect:
+    """How robeing opens its robust connection to one node, named for the management UI."""
+    return lambda url: aio_pika.connect_robust(
+        url,
+        client_properties={"connection_name": connection_name},
+        timeout=10,
+        reconnect_interval=1.0,
+        fail_fast="true",
+    )
+
+
+class Bindings:
+    """Bindings made by hand (``bind()``), made again on the node we fail over to.
+
+    aio-pika restores the bindings of the queues it declared, not those made
+    on a temporary channel; after a failover our non-durable queues are new
+    and lost them. The broker keeps a binding once, so rebinding a queue
+    that survived is harmless.
+    """
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[str, str, str], None] = {}  # in the order made
+        self._seen = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def remember(self, queue: str, exchange: str, routing_key: str) -> None:
+        self._made[(queue, exchange, routing_key)] = None
+
+    def after_reconnect(
+        self, failovers: int, bind: Callable[[str, str, str], Awaitable[None]]
+    ) -> None:
+        """After a reconnect: when it was a failover, ``bind`` everything again (in a task)."""
+        if failovers == self._seen:
+            return
+        self._seen = failovers
+        task = asyncio.get_running_loop().create_task(self._rebind(bind))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _rebind(self, bind: Callable[[str, str, str], Awaitable[None]]) -> None:
+        for queue, exchange, key in list(self._made):
+            try:
+                await bind(queue, exchange, key)
+            except Exception as exc:
+                log.error("could not bind %s to %s/%s again: %s", queue, exchange, key, exc)

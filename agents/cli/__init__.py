@@ -25,6 +25,7 @@ from pathlib import Path
 import click
 
 from .. import logs
+from ..loop import CHOICES
 from ..settings import Settings
 from . import (
     agent,
@@ -90,6 +91,15 @@ __all__ = ["cli", "main"]
     show_envvar=True,
     type=click.Choice(["auto", "text", "json"]),
 )
+@click.option(
+    "--loop",
+    envvar="ROBEING_LOOP",
+    default="auto",
+    show_default=True,
+    show_envvar=True,
+    type=click.Choice(CHOICES),
+    help="Event loop: auto = uvloop when installed (robeing[fast]), else asyncio's.",
+)
 @click.version_option(package_name="robeing")
 @click.pass_context
 def cli(
@@ -99,9 +109,10 @@ def cli(
     keys_dir: Path,
     log_level: str,
     log_format: str,
+    loop: str,
 ) -> None:
     """robeing: a multi-agent runtime on RabbitMQ."""
-    ctx.obj = Common(amqp_url, keys_dir, log_level, log_format, management_url)
+    ctx.obj = Common(amqp_url, keys_dir, log_level, log_format, loop, management_url)
     # One-shot commands only show problems; `agent` and `up` reconfigure.
     quiet = log_level if log_level in ("debug", "warning", "error") else "warning"
     logs.configure(
