@@ -191,6 +191,7 @@ class Client:
         depends_on: Sequence[str] = (),
         max_attempts: int | None = None,
         resources: Resources | Mapping[str, float] | None = None,
+        cluster: str | None = None,
         check: float | None = None,
     ) -> TaskHandle:
         """Submit one task; returns once the broker confirmed it into the durable queue.
@@ -208,6 +209,8 @@ class Client:
             resources: what one execution needs from the resource pool
                 (``Resources`` or a map such as ``{"cpu": 1, "memory": 2**29}``);
                 it runs only on an agent with that much free.
+            cluster: run it on members of this named cluster (None: the
+                default cluster, which the coordinator leads).
             check: also wait up to this many seconds for the active
                 coordinator to take it (see :meth:`submit_many`).
 
@@ -226,6 +229,7 @@ class Client:
             depends_on=tuple(depends_on),
             max_attempts=max_attempts,
             resources=_resources_map(resources),
+            cluster=cluster,
         )
         return (await self.submit_many([request], check=check))[0]
 

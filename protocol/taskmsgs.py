@@ -30,6 +30,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .clusters.names import MAX_CLUSTER_NAME, cluster_name_problem
 from .errors import DecodeError
 from .fields import count, need, strings, text
 from .resources import InvalidResources, Resources
@@ -65,6 +66,8 @@ class TaskRequest:
         resources: what one execution needs from the resource pool, by
             dimension (:class:`~robeing.protocol.resources.Resources` wire
             form); it runs only on an agent with that much free.
+        cluster: run it on members of this cluster (None: the default
+            cluster, which the coordinator leads).
     """
 
     id: str
@@ -77,6 +80,7 @@ class TaskRequest:
     depends_on: tuple[str, ...] = ()
     max_attempts: int | None = None
     resources: dict[str, Any] = field(default_factory=dict, hash=False)
+    cluster: str | None = None
 
     def to_data(self) -> dict[str, Any]:
         data = asdict(self)
@@ -84,6 +88,8 @@ class TaskRequest:
         data["depends_on"] = list(self.depends_on)
         if not self.resources:
             del data["resources"]  # the common case stays as small as before
+        if self.cluster is None:
+            del data["cluster"]
         return data
 
     def problems(self) -> list[str]:
@@ -113,6 +119,8 @@ class TaskRequest:
             out.append(f"deadline must be a finite time, got {self.deadline!r}")
         if len(self.depends_on) > MAX_DEPENDENCIES:
             out.append(f"at most {MAX_DEPENDENCIES} dependencies")
+        if self.cluster is not None and (problem := cluster_name_problem(self.cluster)):
+            out.append(problem)
         return out
 
     @staticmethod
@@ -142,6 +150,7 @@ class TaskRequest:
             depends_on=deps,
             max_attempts=need(data, "max_attempts", int, None),
             resources=_resources(data),
+            cluster=text(need(data, "cluster", str, ""), "cluster", MAX_CLUSTER_NAME + 1) or None,
         )
 
 

@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..clusters.names import DEFAULT_CLUSTER
 from ..envelope import pack
 from ..errors import RobeingError
 from ..failure_detector import DetectorConfig
@@ -56,14 +57,7 @@ from ..taskgraph import (
 )
 from ..taskmsgs import AssignMsg, FinalResult, ResultMsg, TaskRequest
 from . import queries
-from .actions import (
-    AckSubmission,
-    Action,
-    Assign,
-    DeadLetterTask,
-    DeliverFinals,
-    PurgeAssignments,
-)
+from .actions import AckSubmission, Action, Assign, DeadLetterTask, DeliverFinals, PurgeAssignments
 from .audit import Auditor
 from .cancels import cancel
 from .events import (
@@ -256,6 +250,7 @@ class CoordinatorState:
             depends_on=t.depends_on,
             max_attempts=t.max_attempts,
             resources=t.resources,
+            cluster_id=t.cluster or DEFAULT_CLUSTER,  # named clusters' members: theirs only
         )
 
     def _on_result(self, res: ResultMsg, sender: str, now: float) -> None:

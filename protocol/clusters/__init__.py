@@ -1,0 +1,24 @@
+"""Clusters: named groups of agents, their definitions and how they are formed (pure).
+
+* :mod:`.names` — the default cluster and valid names.
+* :mod:`.directory` — definitions folded from the coordinator's signed records.
+* :mod:`.forming` — which live agents a new cluster takes.
+"""
+
+from .directory import RECORD_TYPE, ClusterDef, ClusterDirectory, ClusterRecord
+from .forming import MAX_SIZE, FormRefused, choose_members
+from .names import DEFAULT_CLUSTER, MAX_CLUSTER_NAME, check_cluster_name, cluster_name_problem
+
+__all__ = [
+    "DEFAULT_CLUSTER",
+    "MAX_CLUSTER_NAME",
+    "MAX_SIZE",
+    "RECORD_TYPE",
+    "ClusterDef",
+    "ClusterDirectory",
+    "ClusterRecord",
+    "FormRefused",
+    "check_cluster_name",
+    "choose_members",
+    "cluster_name_problem",
+]
