@@ -10,7 +10,8 @@ heartbeats to list live agents. The CLI's ``send``, ``broadcast`` and
         agents = await client.live_agents()
 
 It also asks the active coordinator about its tasks (:meth:`Client.task`,
-:meth:`Client.tasks`) and cancels them (:meth:`Client.cancel`).
+:meth:`Client.tasks`), cancels them (:meth:`Client.cancel`), and forms and
+shows clusters (:attr:`Client.clusters`, :mod:`.clusters`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..protocol.records import COORDINATORS
 from ..protocol.resources import InvalidResources, Resources
 from ..protocol.taskmsgs import MAX_TASKS, FinalResult, Submission, TaskQuery, TaskRequest
 from .assembly import build_agent
+from .clusters import Clusters
 from .context import AgentContext, Message
 from .heartbeats import AgentStatus, listen_heartbeats
 from .roles.messenger.transfer import send_file
@@ -107,6 +109,11 @@ class Client:
         self._agent.handle_answer("task.progress", self._on_progress)
         self._agent.handle_answer("task.refused", self._on_refused)
         self._agent.on_reconnect(self._on_reconnect)
+        self.clusters = Clusters(
+            lambda kind, payload, timeout: self._agent.outbox.ask_coordinators(
+                kind, payload, timeout=timeout
+            )
+        )
 
     @property
     def agent(self) -> AgentContext:

@@ -3,21 +3,26 @@
 * :mod:`.names` — the default cluster and valid names.
 * :mod:`.directory` — definitions folded from the coordinator's signed records.
 * :mod:`.forming` — which live agents a new cluster takes.
+* :mod:`.orders` — the coordinator's membership orders, and their fence.
 """
 
 from .directory import RECORD_TYPE, ClusterDef, ClusterDirectory, ClusterRecord
 from .forming import MAX_SIZE, FormRefused, choose_members
 from .names import DEFAULT_CLUSTER, MAX_CLUSTER_NAME, check_cluster_name, cluster_name_problem
+from .orders import ORDER_TYPE, MembershipOrder, OrderFence
 
 __all__ = [
     "DEFAULT_CLUSTER",
     "MAX_CLUSTER_NAME",
     "MAX_SIZE",
+    "ORDER_TYPE",
     "RECORD_TYPE",
     "ClusterDef",
     "ClusterDirectory",
     "ClusterRecord",
     "FormRefused",
+    "MembershipOrder",
+    "OrderFence",
     "check_cluster_name",
     "choose_members",
     "cluster_name_problem",

@@ -236,6 +236,7 @@ NOT_MIRRORED: dict[tuple[str, ...], str] = {
     ("guardian", "quarantine", "agent_id"): "required: the agent to quarantine",
     ("keys", "token", "agent_id"): "required: the client the token speaks for",
     ("guardian", "release", "agent_id"): "required: the agent to release",
+    ("cluster", "leave", "agent_id"): "required: the agent that leaves its cluster",
 }
 
 

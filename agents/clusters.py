@@ -1,0 +1,100 @@
+"""Clusters from the Python API: ``client.clusters.form(…)``, ``.show(…)``, ….
+
+Each call is a question to the active coordinator (through its durable
+task queue, encrypted to the coordinators, like ``task.query``); the
+coordinator answers with the outcome or a one-line refusal, raised here as
+:class:`ClusterRefused`::
+
+    async with Client() as client:
+        c = await client.clusters.form("etl", purpose="nightly", skills=["sort"], size=3)
+        print(c["members"])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from ..protocol.errors import ConfigError, DecodeError
+
+Ask = Callable[[str, Any, float], Awaitable[Any]]
+
+__all__ = ["ClusterRefused", "Clusters"]
+
+
+class ClusterRefused(ConfigError):
+    """The coordinator refused a cluster request; the message says why and what is available."""
+
+
+class Clusters:
+    """The ``cluster.*`` questions, asked of the active coordinator through ``ask``.
+
+    Args:
+        ask: sends ``(type, payload, timeout)`` to the active coordinator and
+            returns its answer (the client's outbox).
+        timeout: seconds to wait for each answer.
+    """
+
+    def __init__(self, ask: Ask, timeout: float = 10.0) -> None:
+        self._ask_coordinator = ask
+        self.timeout = timeout
+
+    async def _ask(self, message_type: str, payload: dict[str, Any]) -> dict[str, Any]:
+        answer = await self._ask_coordinator(message_type, payload, self.timeout)
+        if not isinstance(answer, dict):
+            raise DecodeError(f"the coordinator's answer to {message_type} is not a map")
+        if isinstance(answer.get("error"), str):
+            raise ClusterRefused(answer["error"])
+        return answer
+
+    async def form(
+        self, name: str, *, purpose: str = "", skills: Sequence[str] = (), size: int = 1
+    ) -> dict[str, Any]:
+        """Form cluster ``name`` of the ``size`` best live agents of the default cluster
+        with any of ``skills``; returns its definition (``members`` best first).
+
+        Raises:
+            ClusterRefused: a taken or invalid name, an unknown skill or too few agents
+                (nobody moved).
+            AckTimeout: no coordinator answered in time.
+        """
+        payload = {"name": name, "purpose": purpose, "skills": list(skills), "size": size}
+        cluster: dict[str, Any] = (await self._ask("cluster.form", payload))["cluster"]
+        return cluster
+
+    async def dissolve(self, name: str) -> dict[str, Any]:
+        """Dissolve a formed cluster; its members return to the default cluster.
+
+        Raises:
+            ClusterRefused: no such formed cluster.
+            AckTimeout: no coordinator answered in time.
+        """
+        return await self._ask("cluster.dissolve", {"name": name})
+
+    async def leave(self, agent_id: str) -> dict[str, Any]:
+        """Take ``agent_id`` out of its formed cluster, back to the default one.
+
+        Raises:
+            ClusterRefused: it is in no formed cluster.
+            AckTimeout: no coordinator answered in time.
+        """
+        return await self._ask("cluster.leave", {"agent": agent_id})
+
+    async def list(self) -> list[dict[str, Any]]:
+        """Every named cluster: kind, purpose, size, live members, leader.
+
+        Raises:
+            AckTimeout: no coordinator answered in time.
+        """
+        rows = (await self._ask("cluster.list", {})).get("clusters", [])
+        return [r for r in rows if isinstance(r, dict)]
+
+    async def show(self, name: str) -> dict[str, Any]:
+        """One cluster in full, with each member's health.
+
+        Raises:
+            ClusterRefused: no such cluster (the message lists the named ones).
+            AckTimeout: no coordinator answered in time.
+        """
+        cluster: dict[str, Any] = (await self._ask("cluster.show", {"name": name}))["cluster"]
+        return cluster
