@@ -15,13 +15,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ...protocol.clusters import MAX_SIZE
+from ...protocol.clusters import DEFAULT_MARGIN, MAX_SIZE
 from ..client import Client
 from ..clusters import Clusters
 from .common import EXIT_CODES_HELP, Common, emit_json, pass_common, run, split_list
 from .options import question_options
 
 T = TypeVar("T")
+CRITERIA = ("experience", "reliability", "resources", "availability")
 
 
 def _ask(
@@ -109,7 +110,7 @@ def list_(common: Common, timeout: float, as_json: bool, as_id: str) -> None:
 @question_options()
 @pass_common
 def show(common: Common, name: str, timeout: float, as_json: bool, as_id: str) -> None:
-    """One cluster: definition, leader, members with their health."""
+    """One cluster: definition, leader, members with their health and leader scores."""
     c = _ask(common, as_id, timeout, lambda cl: cl.show(name))
     if as_json:
         emit_json(c)
@@ -122,12 +123,21 @@ def show(common: Common, name: str, timeout: float, as_json: bool, as_id: str) -
     if c.get("formed_by"):
         ago = time.time() - float(c.get("formed_at") or time.time())
         click.echo(f"  formed by {c['formed_by']} {ago:.0f} s ago")
-    click.echo(f"  leader: {c.get('leader') or 'none yet'}")
+    leader = c.get("leader")
+    click.echo(f"  leader: {leader or 'none yet'}")
+    if c["kind"] != "coordinator":
+        click.echo(
+            "  score = 0.3 experience + 0.3 reliability + 0.2 resources + 0.2 availability; "
+            f"a leader keeps the lead until beaten by more than {DEFAULT_MARGIN:g}"
+        )
     table = Table(title_justify="left")
-    for col in ("member", "health", "joined"):
-        table.add_column(col)
+    for col in ("member", "health", "joined", *CRITERIA, "score"):
+        table.add_column(col, justify="right" if col in (*CRITERIA, "score") else "left")
     for m in c.get("member_list", []):
-        table.add_row(m["id"], m["health"], "yes" if m["joined"] else "not yet")
+        s = m.get("score", {})
+        figures = [f"{s[k]:.3f}" if k in s else "-" for k in (*CRITERIA, "total")]
+        name = f"{m['id']} (leader)" if m["id"] == leader else m["id"]
+        table.add_row(name, m["health"], "yes" if m["joined"] else "not yet", *figures)
     Console().print(table)
 
 

@@ -9,11 +9,13 @@ definitions outlive the coordinator that wrote them.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from agentproc import eventually
 
 from robeing.agents import Client, Settings
 from robeing.agents.clusters import ClusterRefused
@@ -62,8 +64,7 @@ async def test_a_cluster_formed_on_demand_takes_its_tasks_and_outlives_its_coord
     await watcher.wait_coordinator(f"cc-{tag}")
     app = ("--app", "apps.sample_app")
     dp = [f"dp{i}-{tag}" for i in range(3)]
-    for w in dp:
-        await spawn("worker", w, *app, "--specialization", "math", env=env)
+    procs = {w: await spawn("worker", w, *app, "--specialization", "math", env=env) for w in dp}
     await spawn("worker", f"an-{tag}", *app, "--specialization", "analysis", env=env)
     await spawn("worker", f"st-{tag}", *app, "--specialization", "math",
                 env={**env, "CLUSTER_ID": static})  # fmt: skip
@@ -129,6 +130,25 @@ async def test_a_cluster_formed_on_demand_takes_its_tasks_and_outlives_its_coord
         with pytest.raises(ClusterRefused, match="no cluster named 'nope-"):
             await client.clusters.show(f"nope-{tag}")
 
+    # The leader is the best scored member; `cluster show` prints why.
+    shown_cli = await cli("cluster", "show", name)
+    assert shown_cli.code == 0, shown_cli.err
+    for word in ("experience", "reliability", "resources", "availability", "(leader)"):
+        assert word in shown_cli.out, shown_cli.out
+    leader = shown["leader"]
+    assert leader in members
+    assert all(set(m["score"]) >= {"experience", "total"} for m in shown["member_list"])
+    # Killed, the leader is replaced by the other member once the coordinator sees it dead.
+    procs[leader].signal(signal.SIGKILL)
+    (other,) = set(members) - {leader}
+
+    async def next_leader() -> bool:
+        async with Client(settings) as c:
+            return (await c.clusters.show(name))["leader"] == other
+
+    assert await eventually(next_leader, timeout=10), "the leader was not replaced"
+    members = [other, leader]
+
     # The definition outlives its coordinator: a new one reads it from the broker.
     await coord.terminate(20)
     await spawn("coordinator", f"cc2-{tag}", "--app", "apps.sample_app", *FAST, env=env)
@@ -137,14 +157,14 @@ async def test_a_cluster_formed_on_demand_takes_its_tasks_and_outlives_its_coord
     assert listed_after.code == 0, listed_after.err
     assert name in listed_after.out
 
-    left = await cli("cluster", "leave", "--agent", members[0])
+    left = await cli("cluster", "leave", "--agent", other)
     assert left.code == 0, left.err
-    await wait_cluster(watcher, members[0], "default")
+    await wait_cluster(watcher, other, "default")
     not_in = await cli("cluster", "leave", "--agent", stayed)
     assert not_in.code == 2 and "in no named cluster" in not_in.err
 
     dissolved = await cli("cluster", "dissolve", name)
     assert dissolved.code == 0, dissolved.err
-    await wait_cluster(watcher, members[1], "default")
+    assert dissolved.out.strip().endswith(f"back in the default cluster: {leader}")
     gone = await cli("cluster", "show", name)
     assert gone.code == 2 and f"no cluster named {name!r}" in gone.err

@@ -32,8 +32,13 @@ from ....protocol.clusters import (
     ClusterDirectory,
     ClusterRecord,
     FormRefused,
+    LeaderScore,
     MembershipOrder,
+    MemberView,
+    choose_leader,
     choose_members,
+    member_view,
+    score_members,
 )
 from ....protocol.clusters.names import cluster_name_problem
 from ....protocol.coordinator import CoordinatorState
@@ -46,6 +51,8 @@ from ...context import AgentContext, Message
 log = logging.getLogger(__name__)
 
 REORDER_S = 2.0  # an agent that keeps announcing the wrong cluster is ordered this often
+ELECT_S = 1.0  # how often the leaders of named clusters are recomputed
+MAX_VIEWS = 100_000  # members remembered for scoring
 MAX_SHOWN = 1000  # members listed by `cluster show`
 
 
@@ -61,6 +68,10 @@ class ClusterHost:
         self.invalid_records = 0
         self.state: CoordinatorState | None = None
         self._ordered: dict[str, float] = {}  # agent -> when we last ordered it
+        self.views: dict[str, MemberView] = {}  # agent -> its latest heartbeat, for scoring
+        self._started: dict[str, tuple[float, int]] = {}  # agent -> (started_at, restarts)
+        self.leaders: dict[str, str] = {}  # named cluster -> the member the score designates
+        self._next_election = 0.0
 
     def handlers(self) -> dict[str, Any]:
         """The questions this host answers, by message type."""
@@ -98,7 +109,10 @@ class ClusterHost:
 
     def on_heartbeat(self, sender: str, beat: Heartbeat) -> None:
         """Order an agent that announces another cluster than the directory's back in line."""
-        if self.state is None or beat.role == "coordinator" or beat.state != "alive":
+        if self.state is None or beat.role == "coordinator":
+            return
+        self._observe(sender, beat)
+        if beat.state != "alive":
             return
         wanted = self.directory.cluster_of(sender, beat.cluster_id)
         if wanted == beat.cluster_id:
@@ -109,6 +123,35 @@ class ClusterHost:
             return
         self._ordered[sender] = now
         self._spawn(self._order(sender, wanted))
+
+    def _observe(self, sender: str, beat: Heartbeat) -> None:
+        """Keep the sender's view for leader scores, counting the restarts we see."""
+        started, restarts = self._started.get(sender, (beat.started_at, 0))
+        if beat.started_at > started:
+            restarts += 1
+        if sender in self._started or len(self._started) < MAX_VIEWS:
+            self._started[sender] = (max(started, beat.started_at), restarts)
+            self.views[sender] = member_view(sender, beat, restarts)
+
+    def tick(self) -> None:
+        """Recompute each named cluster's leader (about once a :data:`ELECT_S`)."""
+        now = time.monotonic()
+        if self.state is None or now < self._next_election:
+            return
+        self._next_election = now + ELECT_S
+        for name in self._names():
+            leader = choose_leader(self._scores(name), self.leaders.get(name))
+            if leader != self.leaders.get(name):
+                log.info("cluster %s: leader %s (was %s)", name, leader, self.leaders.get(name))
+            if leader is None:
+                self.leaders.pop(name, None)
+            else:
+                self.leaders[name] = leader
+
+    def _scores(self, name: str) -> dict[str, LeaderScore]:
+        announced = self._announced()
+        ids = [a for a, c in announced.items() if self.directory.cluster_of(a, c) == name]
+        return score_members(self.views[a] for a in ids if a in self.views)
 
     async def _order(self, agent_id: str, cluster: str) -> None:
         assert self.state is not None
@@ -219,16 +262,22 @@ class ClusterHost:
             "skills": list(defined.skills) if defined else [],
             "members": len(defined.members) if defined else len(live),
             "live": len(live),
-            "leader": self.agent.id if name == DEFAULT_CLUSTER else None,
+            "leader": self.agent.id if name == DEFAULT_CLUSTER else self.leaders.get(name),
         }
         if brief:
             return out
+        scores = self._scores(name) if name != DEFAULT_CLUSTER else {}
         health = self.state.fleet.health_report(time.time(), limit=100_000)
         ids = sorted(set(defined.members) | set(live)) if defined else live
         out["formed_by"] = defined.formed_by if defined else None
         out["formed_at"] = defined.formed_at if defined else None
         out["member_list"] = [
-            {"id": a, "health": health.get(a, "unknown"), "joined": a in live}
+            {
+                "id": a,
+                "health": health.get(a, "unknown"),
+                "joined": a in live,
+                **({"score": scores[a].to_data()} if a in scores else {}),
+            }
             for a in ids[:MAX_SHOWN]
         ]
         return out

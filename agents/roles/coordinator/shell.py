@@ -291,6 +291,7 @@ class Coordinator:
             await asyncio.sleep(TICK_S)
             try:
                 self._feed(Tick())
+                self.clusters.tick()
             except Exception:
                 log.exception("coordinator tick failed")
             if time.monotonic() >= next_check:
