@@ -33,7 +33,7 @@ from ..protocol.records import COORDINATORS
 from ..protocol.resources import InvalidResources, Resources
 from ..protocol.taskmsgs import MAX_TASKS, FinalResult, Submission, TaskQuery, TaskRequest
 from .assembly import build_agent
-from .clusters import Clusters
+from .clusters import Clusters, Pool
 from .context import AgentContext, Message
 from .heartbeats import AgentStatus, listen_heartbeats
 from .roles.messenger.transfer import send_file
@@ -109,11 +109,9 @@ class Client:
         self._agent.handle_answer("task.progress", self._on_progress)
         self._agent.handle_answer("task.refused", self._on_refused)
         self._agent.on_reconnect(self._on_reconnect)
-        self.clusters = Clusters(
-            lambda kind, payload, timeout: self._agent.outbox.ask_coordinators(
-                kind, payload, timeout=timeout
-            )
-        )
+        ask = self._agent.outbox.ask_coordinators
+        self.clusters = Clusters(lambda kind, data, timeout: ask(kind, data, timeout=timeout))
+        self.pool = Pool(lambda kind, data, timeout: ask(kind, data, timeout=timeout))
 
     @property
     def agent(self) -> AgentContext:

@@ -1,4 +1,4 @@
-"""Clusters from the Python API: ``client.clusters.form(…)``, ``.show(…)``, ….
+"""Clusters and pooled resources from the Python API: ``client.clusters``, ``client.pool``.
 
 Each call is a question to the active coordinator (through its durable
 task queue, encrypted to the coordinators, like ``task.query``); the
@@ -8,26 +8,34 @@ coordinator answers with the outcome or a one-line refusal, raised here as
     async with Client() as client:
         c = await client.clusters.form("etl", purpose="nightly", skills=["sort"], size=3)
         print(c["members"])
+        lease = await client.pool.request({"cpu": 2, "memory": 2**30}, ttl=60)
+        await client.pool.release(lease["lease"])
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from ..protocol.envelope import new_id
 from ..protocol.errors import ConfigError, DecodeError
+from ..protocol.resources import Resources
 
 Ask = Callable[[str, Any, float], Awaitable[Any]]
 
-__all__ = ["ClusterRefused", "Clusters"]
+__all__ = ["ClusterRefused", "Clusters", "InsufficientPool", "Pool"]
 
 
 class ClusterRefused(ConfigError):
     """The coordinator refused a cluster request; the message says why and what is available."""
 
 
-class Clusters:
-    """The ``cluster.*`` questions, asked of the active coordinator through ``ask``.
+class InsufficientPool(ClusterRefused):
+    """The pool cannot hold a request now; the message says what is free."""
+
+
+class _Questions:
+    """Questions asked of the active coordinator through ``ask``.
 
     Args:
         ask: sends ``(type, payload, timeout)`` to the active coordinator and
@@ -44,8 +52,14 @@ class Clusters:
         if not isinstance(answer, dict):
             raise DecodeError(f"the coordinator's answer to {message_type} is not a map")
         if isinstance(answer.get("error"), str):
+            if answer.get("insufficient"):
+                raise InsufficientPool(answer["error"])
             raise ClusterRefused(answer["error"])
         return answer
+
+
+class Clusters(_Questions):
+    """The ``cluster.*`` questions."""
 
     async def form(
         self, name: str, *, purpose: str = "", skills: Sequence[str] = (), size: int = 1
@@ -98,3 +112,55 @@ class Clusters:
         """
         cluster: dict[str, Any] = (await self._ask("cluster.show", {"name": name}))["cluster"]
         return cluster
+
+
+class Pool(_Questions):
+    """The ``pool.*`` questions: the pooled resources of a cluster, and leases on them."""
+
+    async def show(self, cluster: str | None = None) -> dict[str, Any]:
+        """Free, total and largest on one agent (per resource) of ``cluster``'s pool
+        (None: the default cluster), and the number of live leases.
+
+        Raises:
+            ClusterRefused: an invalid cluster name.
+            AckTimeout: no coordinator answered in time.
+        """
+        return await self._ask("pool.show", {"cluster": cluster} if cluster else {})
+
+    async def request(
+        self,
+        resources: Resources | Mapping[str, float],
+        *,
+        cluster: str | None = None,
+        ttl: float | None = None,
+        lease_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Lease ``resources``: whole on one agent if one has room, else spread over several.
+
+        Returns:
+            ``{lease, holder, requested, parts: [{agent, resources}], expires_at}``.
+
+        Raises:
+            InsufficientPool: not that much free now (the message says what is).
+            ClusterRefused: invalid resources, ttl or cluster.
+            AckTimeout: no coordinator answered in time.
+        """
+        wanted = resources
+        if not isinstance(wanted, Resources):
+            wanted = Resources.from_mapping(wanted)
+        payload: dict[str, Any] = {"lease": lease_id or new_id(), "resources": wanted.to_mapping()}
+        if cluster:
+            payload["cluster"] = cluster
+        if ttl is not None:
+            payload["ttl"] = ttl
+        lease: dict[str, Any] = (await self._ask("pool.request", payload))["lease"]
+        return lease
+
+    async def release(self, lease_id: str) -> None:
+        """End our lease.
+
+        Raises:
+            ClusterRefused: not ours, or it had ended (the message says why: expired, revoked…).
+            AckTimeout: no coordinator answered in time.
+        """
+        await self._ask("pool.release", {"lease": lease_id})

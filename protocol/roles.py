@@ -164,6 +164,7 @@ TYPE_CAPABILITY: dict[str, str] = {
     "cluster.": SUBMIT,  # form, dissolve, leave, list, show: asked of the coordinator
     "cluster.member": ASSIGN,  # a coordinator's membership order
     "cluster.record": ASSIGN,  # a clusters-stream record (protocol/clusters/directory.py)
+    "pool.": SUBMIT,  # show, request, release: asked of the coordinator
 }
 
 

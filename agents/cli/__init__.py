@@ -14,7 +14,7 @@ verb group's commands: :mod:`.keys`, :mod:`.agent` (``agent``,
 ``cancel``), :mod:`.dead_letters` (``dead-letters list|show|replay|purge``),
 :mod:`.status`, :mod:`.up`, :mod:`.consensus` (``propose``, ``bft``),
 :mod:`.broker` (``broker users``, ``broker setup``), :mod:`.clusters`
-(``cluster form|list|show|dissolve|leave``).
+(``cluster form|list|show|dissolve|leave``), :mod:`.pool` (``pool show|request|release``).
 It is the only module that imports them; they import :mod:`.common` and
 :mod:`.options`, never this one.
 """
@@ -36,6 +36,7 @@ from . import (
     guardian,
     keys,
     messaging,
+    pool,
     roles,
     status,
     tasks,
@@ -118,6 +119,7 @@ cli.add_command(broker.broker)
 cli.add_command(roles.roles)
 cli.add_command(guardian.guardian)
 cli.add_command(clusters.cluster)
+cli.add_command(pool.pool)
 
 
 def main(argv: list[str] | None = None) -> None:

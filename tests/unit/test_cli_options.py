@@ -237,6 +237,7 @@ NOT_MIRRORED: dict[tuple[str, ...], str] = {
     ("keys", "token", "agent_id"): "required: the client the token speaks for",
     ("guardian", "release", "agent_id"): "required: the agent to release",
     ("cluster", "leave", "agent_id"): "required: the agent that leaves its cluster",
+    ("pool", "request", "resources"): "what a lease asks for, not what an agent contributes",
 }
 
 

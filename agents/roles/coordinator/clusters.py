@@ -148,9 +148,13 @@ class ClusterHost:
             else:
                 self.leaders[name] = leader
 
-    def _scores(self, name: str) -> dict[str, LeaderScore]:
+    def live_members(self, name: str) -> set[str]:
+        """The live agents the coordinator schedules on that are in cluster ``name`` now."""
         announced = self._announced()
-        ids = [a for a, c in announced.items() if self.directory.cluster_of(a, c) == name]
+        return {a for a, c in announced.items() if self.directory.cluster_of(a, c) == name}
+
+    def _scores(self, name: str) -> dict[str, LeaderScore]:
+        ids = sorted(self.live_members(name))
         return score_members(self.views[a] for a in ids if a in self.views)
 
     async def _order(self, agent_id: str, cluster: str) -> None:

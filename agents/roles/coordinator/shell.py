@@ -67,6 +67,7 @@ from ...stats import Latency
 from ...tasking.finals import FinalsOutbox, read_finals
 from .clusters import ClusterHost
 from .leadership import foreign_consumers, take_the_lead
+from .pool import PoolHost
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class Coordinator:
         self._audits = 0
         self._sign = ed25519_signer(agent.identity.signing_key)
         self.clusters = ClusterHost(agent, self._spawn)
+        self.pool = PoolHost(self.clusters.live_members)
 
     def _machine(self) -> CoordinatorState:
         """Built at start, once the app's task types are known."""
@@ -149,6 +151,7 @@ class Coordinator:
         self._feed(BecameActive(epoch, tuple(finals)))
         assert self.state is not None, "the machine is built at start"
         await self.clusters.load(self.state)
+        self.pool.start(self.state)
         # The guardians' orders held now, then every change: no work for a quarantined agent.
         for target in agent.quarantine.quarantined():
             self._feed(QuarantineChanged(target, True))
@@ -169,6 +172,7 @@ class Coordinator:
                 "task.revoke": self._on_revoke,
                 "task.query": self._on_query,
                 **self.clusters.handlers(),
+                **self.pool.handlers(),
             },
             prefetch=SUBMISSION_PREFETCH,
             load=False,
@@ -292,6 +296,7 @@ class Coordinator:
             try:
                 self._feed(Tick())
                 self.clusters.tick()
+                self.pool.tick()
             except Exception:
                 log.exception("coordinator tick failed")
             if time.monotonic() >= next_check:
