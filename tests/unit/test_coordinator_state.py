@@ -31,6 +31,7 @@ from robeing.protocol.coordinator import (
     SendProgress,
     SubmissionReceived,
     Tick,
+    queries,
 )
 from robeing.protocol.coordinator.state import MAX_EXPIRATION_S
 from robeing.protocol.failure_detector import DetectorConfig
@@ -623,3 +624,13 @@ def test_a_task_for_a_cluster_without_live_members_waits() -> None:
     assert c.holder("t1") is None
     (assign,) = of(Assign, c.join("w9", cluster_id="c9"))  # a member appears: it runs there
     assert assign.agent_id == "w9" and c.holder("t1") == "w9"
+
+
+def test_a_task_for_a_cluster_without_live_members_is_taken_with_a_warning() -> None:
+    c = Coordinator()
+    c.join("w1")
+    c.submit(task("t1", cluster="c9"))
+    answer = queries.intake_answer(c.m, ["t1"], c.now)
+    assert answer["t1"]["warning"] == "waiting for a live member of cluster c9: it has none"
+    c.submit(task("t2"))  # the default cluster has w1: no warning
+    assert "warning" not in queries.intake_answer(c.m, ["t2"], c.now)["t2"]
