@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,13 +28,22 @@ from typing import Any
 from ..broker import topology as topo
 from ..protocol.codec import Opened
 from ..protocol.envelope import Envelope, new_id
-from ..protocol.errors import AckTimeout, ConfigError, DecodeError
+from ..protocol.errors import AckTimeout, ConfigError, DecodeError, TooLarge
 from ..protocol.records import COORDINATORS
-from ..protocol.resources import InvalidResources, Resources
-from ..protocol.taskmsgs import MAX_TASKS, FinalResult, Submission, TaskQuery, TaskRequest
+from ..protocol.resources import Resources
+from ..protocol.taskmsgs import (
+    MAX_TASKS,
+    FinalResult,
+    Submission,
+    TaskQuery,
+    TaskRequest,
+    check_submittable,
+)
 from .assembly import build_agent
-from .clusters import Clusters, Pool
+from .batching import Coalescer
+from .clusters import Clusters, Pool, wire_resources
 from .context import AgentContext, Message
+from .handles import TaskHandle
 from .heartbeats import AgentStatus, listen_heartbeats
 from .roles.messenger.transfer import send_file
 from .settings import Settings
@@ -42,38 +51,7 @@ from .tasking.finals import read_finals
 
 log = logging.getLogger(__name__)
 
-
-class TaskHandle:
-    """A submitted task: its progress and, eventually, its one final result.
-
-    Attributes:
-        done, total: parts finished and parts in all (``total`` is the real
-            number once the coordinator took the task, or from its first progress).
-        taken: the coordinator answered the submission (see ``Client.submit(check=)``).
-        warning: why the task cannot start soon, as the coordinator saw it on taking it.
-    """
-
-    def __init__(self, task_id: str) -> None:
-        self.task_id = task_id
-        self.done = 0
-        self.total = 1
-        self.note = ""  # why it waits, when the coordinator said (resources taken by others)
-        self.taken = False
-        self.warning: str | None = None
-        self._final: asyncio.Future[FinalResult] = asyncio.get_running_loop().create_future()
-        self.on_progress: Callable[[TaskHandle], None] | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self._final.done()
-
-    async def result(self, timeout: float | None = None) -> FinalResult:
-        """Wait for the final result (succeeded, failed, expired, dead_lettered or cancelled).
-
-        Raises:
-            TimeoutError: not finished within ``timeout``.
-        """
-        return await asyncio.wait_for(asyncio.shield(self._final), timeout)
+MAX_COALESCED = 256  # submit() calls sharing one submission message
 
 
 class Client:
@@ -101,6 +79,9 @@ class Client:
         self._batch_of: dict[str, str] = {}  # task id -> key of its unfinished batch
         self._open_in_batch: Counter[str] = Counter()  # batch key -> tasks not finished
         self._resubmitting: set[asyncio.Task[None]] = set()
+        self._submissions: Coalescer[str, TaskRequest] = Coalescer(
+            self._submit_batch, MAX_COALESCED
+        )
         self.resubmitted = 0
         self.duplicates = 0  # finals that arrived for an already finished task (absorbed)
         self.delivered: Counter[str] = Counter()  # finals handed to the application
@@ -201,6 +182,12 @@ class Client:
     ) -> TaskHandle:
         """Submit one task; returns once the broker confirmed it into the durable queue.
 
+        Concurrent calls (without ``check``) share submission messages: one
+        call publishes at once; the calls made while it waits for the
+        broker's confirm go out together in the next message (up to
+        :data:`MAX_COALESCED`), each still with its own handle, each
+        returning once its message was confirmed.
+
         Args:
             task_type: the task type (e.g. ``"wordcount"``).
             payload: its input.
@@ -220,7 +207,7 @@ class Client:
                 coordinator to take it (see :meth:`submit_many`).
 
         Raises:
-            ConfigError: invalid arguments.
+            ConfigError: invalid arguments, or a task too large for a message.
             BrokerError: the broker did not confirm the submission.
         """
         request = TaskRequest(
@@ -233,10 +220,16 @@ class Client:
             deadline=None if deadline is None else time.time() + deadline,
             depends_on=tuple(depends_on),
             max_attempts=max_attempts,
-            resources=_resources_map(resources),
+            resources=wire_resources(resources),
             cluster=cluster,
         )
-        return (await self.submit_many([request], check=check))[0]
+        if check is not None:
+            return (await self.submit_many([request], check=check))[0]
+        check_submittable([request])
+        (handle,) = self._handles_for([request])
+        skill = request.skills[0] if request.skills else None
+        await self._submissions.put(topo.task_routing_key(skill), [request])
+        return handle
 
     async def submit_many(
         self, requests: Sequence[TaskRequest], *, check: float | None = None
@@ -251,21 +244,16 @@ class Client:
         ``taken``; the tasks wait in the durable queue all the same.
 
         Raises:
-            ConfigError: an invalid request (bad priority, agents < 1, no tasks).
+            ConfigError: an invalid request (bad priority, agents < 1, no
+                tasks, one over :data:`~robeing.protocol.taskmsgs.MAX_TASK_BYTES`).
             BrokerError: the broker did not confirm the submission.
         """
         if not requests:
             raise ConfigError("nothing to submit")
         if len(requests) > MAX_TASKS:
             raise ConfigError(f"at most {MAX_TASKS} tasks per submission, got {len(requests)}")
-        for r in requests:
-            if problems := r.problems():
-                raise ConfigError(f"task {r.id!r}: {'; '.join(problems)}")
-        handles = []
-        for r in requests:
-            handle = self._handles.get(r.id) or TaskHandle(r.id)
-            self._handles[r.id] = handle
-            handles.append(handle)
+        check_submittable(requests)
+        handles = self._handles_for(requests)
         answer = await self._publish(tuple(requests), check)
         for task_id, entry in (answer or {}).items():
             taken = self._handles.get(task_id)
@@ -275,15 +263,41 @@ class Client:
                 taken.total = max(taken.total, parts if isinstance(parts, int) else 1)
                 warning = entry.get("warning")
                 taken.warning = warning if isinstance(warning, str) else None
+        self._track(tuple(requests))
+        return handles
+
+    def _handles_for(self, requests: Sequence[TaskRequest]) -> list[TaskHandle]:
+        handles = []
+        for r in requests:
+            handle = self._handles.get(r.id) or TaskHandle(r.id)
+            self._handles[r.id] = handle
+            handles.append(handle)
+        return handles
+
+    def _track(self, requests: tuple[TaskRequest, ...]) -> None:
+        """Remember a confirmed submission until its tasks finish (resubmitted on reconnect)."""
         key = requests[0].id
-        self._unfinished[key] = tuple(requests)
+        self._unfinished[key] = requests
         for r in requests:
             if not self._handles[r.id].finished and r.id not in self._batch_of:
                 self._batch_of[r.id] = key
                 self._open_in_batch[key] += 1
         if not self._open_in_batch.get(key):
             self._unfinished.pop(key, None)
-        return handles
+
+    async def _submit_batch(self, _route: str, requests: list[TaskRequest]) -> None:
+        """Send the ``submit()`` calls gathered for one routing key as one submission."""
+        try:
+            await self._publish(tuple(requests))
+        except TooLarge:
+            if len(requests) == 1:
+                raise
+            # Each task fits (submit checks), many together may not: halve the batch.
+            half = len(requests) // 2
+            await self._submit_batch(_route, requests[:half])
+            await self._submit_batch(_route, requests[half:])
+            return
+        self._track(tuple(requests))
 
     async def _publish(
         self, requests: tuple[TaskRequest, ...], check: float | None = None
@@ -455,22 +469,6 @@ class Client:
         """
         wait = listen if listen is not None else max(2.5 * self.settings.heartbeat_interval, 1.5)
         return await listen_heartbeats(self._agent, wait)
-
-
-def _resources_map(resources: Resources | Mapping[str, float] | None) -> dict[str, Any]:
-    """The wire form of a task's resources.
-
-    Raises:
-        ConfigError: an unknown dimension or a bad quantity.
-    """
-    if resources is None:
-        return {}
-    if isinstance(resources, Resources):
-        return resources.to_mapping()
-    try:
-        return Resources.from_mapping(resources).to_mapping()
-    except InvalidResources as exc:
-        raise ConfigError(f"invalid resources: {exc}") from None
 
 
 def parse_payload(text: str | None) -> Any:

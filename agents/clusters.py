@@ -19,11 +19,11 @@ from typing import Any
 
 from ..protocol.envelope import new_id
 from ..protocol.errors import ConfigError, DecodeError
-from ..protocol.resources import Resources
+from ..protocol.resources import InvalidResources, Resources
 
 Ask = Callable[[str, Any, float], Awaitable[Any]]
 
-__all__ = ["ClusterRefused", "Clusters", "InsufficientPool", "Pool"]
+__all__ = ["ClusterRefused", "Clusters", "InsufficientPool", "Pool", "wire_resources"]
 
 
 class ClusterRefused(ConfigError):
@@ -145,10 +145,8 @@ class Pool(_Questions):
             ClusterRefused: invalid resources, ttl or cluster.
             AckTimeout: no coordinator answered in time.
         """
-        wanted = resources
-        if not isinstance(wanted, Resources):
-            wanted = Resources.from_mapping(wanted)
-        payload: dict[str, Any] = {"lease": lease_id or new_id(), "resources": wanted.to_mapping()}
+        asked = wire_resources(resources)
+        payload: dict[str, Any] = {"lease": lease_id or new_id(), "resources": asked}
         if cluster:
             payload["cluster"] = cluster
         if ttl is not None:
@@ -164,3 +162,19 @@ class Pool(_Questions):
             AckTimeout: no coordinator answered in time.
         """
         await self._ask("pool.release", {"lease": lease_id})
+
+
+def wire_resources(resources: Resources | Mapping[str, float] | None) -> dict[str, Any]:
+    """The wire form of resources asked for (by a task or a lease).
+
+    Raises:
+        ConfigError: an unknown dimension or a bad quantity.
+    """
+    if resources is None:
+        return {}
+    if isinstance(resources, Resources):
+        return resources.to_mapping()
+    try:
+        return Resources.from_mapping(resources).to_mapping()
+    except InvalidResources as exc:
+        raise ConfigError(f"invalid resources: {exc}") from None

@@ -408,6 +408,7 @@ class AgentContext(Protocol):
         load: bool = True,
         observer: bool = False,
         exclusive: bool = False,
+        ack_delay: float | None = 0.0,
     ) -> Consumer:
         """Consume ``spec`` through the inbound path, dispatching by message type.
 
@@ -420,6 +421,10 @@ class AgentContext(Protocol):
         as one unit of load while its handler runs; a handler that counts its
         own units (:meth:`working`) passes ``load=False``. An ``exclusive``
         consumer is the queue's only one (the broker refuses any other).
+        Acks are batched: sent at the end of the loop turn, or ``ack_delay``
+        seconds after the first of a batch (``None``: each at once); a
+        delivery acknowledged but not yet sent when the connection drops is
+        redelivered (at-least-once).
         """
         ...
 

@@ -21,6 +21,7 @@ import asyncio
 import functools
 import logging
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -44,7 +45,15 @@ from ..protocol.rejections import stored_copy
 from . import queues
 from . import topology as topo
 from .base import Consumer, DeliveryHandler
-from .consuming import REFUSED, RETRYABLE, AmqpDelivery, ConsumerSet, Subscription, read_stream
+from .consuming import (
+    REFUSED,
+    RETRYABLE,
+    AckBatcher,
+    AmqpDelivery,
+    ConsumerSet,
+    Subscription,
+    read_stream,
+)
 from .management import vhost_of
 from .topology import QueueSpec, TopologySettings
 
@@ -96,6 +105,7 @@ class AmqpTransport:
         self._lock_channels: list[aio_pika.abc.AbstractChannel] = []
         self._reconnect_listeners: list[Callable[[], None]] = []
         self._consumers = ConsumerSet(publish_timeout)
+        self._batchers: weakref.WeakSet[AckBatcher] = weakref.WeakSet()
         self.reconnects = 0
 
     @property
@@ -170,6 +180,10 @@ class AmqpTransport:
 
     async def close(self) -> None:
         if self._conn is not None and not self._conn.is_closed:
+            # Acks still gathering (up to a loop turn, or a consumer's ack_delay)
+            # go out first: closing would otherwise hand those messages back.
+            for batcher in list(self._batchers):
+                await batcher.drain()
             await self._conn.close()
         self._consumers.close()
         self._exchanges.clear()
@@ -320,6 +334,7 @@ class AmqpTransport:
         bindings: Sequence[tuple[str, str]] = (),
         no_ack: bool = False,
         exclusive: bool = False,
+        ack_delay: float | None = 0.0,
     ) -> Consumer:
         """Declare ``spec`` on its own channel (own prefetch), bind it, consume it.
 
@@ -329,7 +344,9 @@ class AmqpTransport:
         ``no_ack`` the broker forgets a message once sent (for replies, which
         are worthless after a crash anyway); settling is then a no-op. An
         ``exclusive`` consumer is the queue's only one: the broker refuses it
-        while another consumes, and any other while it does.
+        while another consumes, and any other while it does. Acks are batched
+        per channel (:class:`~.consuming.AckBatcher`): sent at the end of the
+        loop turn, or after ``ack_delay`` seconds; ``None`` sends each at once.
         """
         if self._conn is None:
             raise BrokerError("not connected")
@@ -346,9 +363,18 @@ class AmqpTransport:
         for exchange, routing_key in bindings:
             await queue.bind(exchange, routing_key=routing_key)
         name = spec.name
+        batcher: AckBatcher | None = None
 
         async def on_message(msg: aiormq.abc.DeliveredMessage) -> None:
-            await handler(AmqpDelivery(msg, name, self._dead_letter_once, no_ack))
+            nonlocal batcher
+            acks = None
+            if ack_delay is not None and not no_ack:
+                # Tags are per channel: a renewed channel (reconnect) gets a new batcher.
+                if batcher is None or batcher.channel is not msg.channel:
+                    batcher = AckBatcher(msg.channel, ack_delay)
+                    self._batchers.add(batcher)
+                acks = batcher
+            await handler(AmqpDelivery(msg, name, self._dead_letter_once, no_ack, acks))
 
         return await self._consumers.add(Subscription(name, channel, on_message, no_ack, exclusive))
 

@@ -196,6 +196,7 @@ class Transport(BrokerOps, Protocol):
         bindings: Sequence[tuple[str, str]] = (),
         no_ack: bool = False,
         exclusive: bool = False,
+        ack_delay: float | None = 0.0,
     ) -> Consumer: ...
 
     async def cancel(self, consumer: Consumer, close_channel: bool = False) -> None:

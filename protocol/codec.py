@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.public
 import nacl.secret
@@ -109,7 +110,9 @@ class Codec:
         self._age_exempt = frozenset(age_exempt_types)
         self._cert_raw = identity.certificate.raw
         self._key_id = identity.certificate.key_id
-        self._sign = identity.signing_key.sign
+        # libsodium's secret key (seed + public key) for crypto_sign, whose
+        # output (signature + body) is exactly the wire form: no wrapper object.
+        self._secret_key = nacl.bindings.crypto_sign_seed_keypair(bytes(identity.signing_key))[1]
         self._boxes: dict[str, tuple[bytes, nacl.public.Box]] = {}
         self.group = group
         self._group_boxes: dict[str, tuple[bytes, nacl.public.Box]] = {}
@@ -160,7 +163,7 @@ class Codec:
                 f"{env.type!r} message of {len(body) + SIGNATURE_SIZE} bytes exceeds the "
                 f"{self.limits.max_message_bytes} bytes a receiver accepts"
             )
-        return self._sign(body).signature + body
+        return nacl.bindings.crypto_sign(body, self._secret_key)
 
     def _box(self, peer_id: str, now: float) -> nacl.public.Box:
         cert = self.trust.peer(peer_id)
@@ -232,7 +235,7 @@ class Codec:
             raise
         if cert.agent_id != sender:
             raise UnknownSender(f"certificate of {cert.agent_id!r} used by {sender!r}")
-        self.trust.verify(cert, raw.body, raw.signature)
+        self.trust.verify_signed(cert, data)
         msg_type = fields["type"]
         self.window.check(fields["timestamp"], now, age_exempt=held or msg_type in self._age_exempt)
         try:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import nacl.exceptions
@@ -60,6 +60,7 @@ RECORD_TYPE = "task.record"
 EPOCH_TYPE = "coordinator.epoch"
 MAX_EPOCH = 2**53  # epochs are milliseconds: anything larger is not an epoch
 _RECORDS_TAG = b"robeing.records.v1"
+MAX_CACHED_BOXES = 10_000
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,22 @@ class GroupKeys:
 
     identity: Identity
     secret: nacl.secret.SecretBox
+    # Submitter's Ed25519 key -> the Box between it and the group: deriving one
+    # costs a key conversion and an X25519 exchange, once per submitter, not per record.
+    boxes: dict[bytes, nacl.public.Box] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def box_for(self, verify_key: bytes) -> nacl.public.Box:
+        """The Box between the group and the holder of ``verify_key`` (cached)."""
+        box = self.boxes.get(verify_key)
+        if box is None:
+            if len(self.boxes) >= MAX_CACHED_BOXES:
+                self.boxes.clear()  # bound memory against submitter churn
+            box = self.boxes[verify_key] = nacl.public.Box(
+                self.identity.box_key, _public(verify_key)
+            )
+        return box
 
     @classmethod
     def of(cls, identity: Identity) -> GroupKeys:
@@ -103,8 +120,7 @@ def seal_entries(
         verify_key = submitter_keys.get(submitter)
         for_submitter = None
         if verify_key is not None:
-            box = nacl.public.Box(group.identity.box_key, _public(verify_key))
-            for_submitter = bytes(box.encrypt(key))
+            for_submitter = bytes(group.box_for(verify_key).encrypt(key))
         entries.append(
             {
                 "s": submitter,

@@ -27,14 +27,26 @@ one is discarded, so the submitter receives exactly one result per task.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from .clusters.names import MAX_CLUSTER_NAME, cluster_name_problem
-from .errors import DecodeError
+from .envelope import DEFAULT_LIMITS, pack
+from .errors import ConfigError, DecodeError
 from .fields import count, need, strings, text
 from .leases import LEASE_PREFIX
 from .resources import InvalidResources, Resources
+
+
+def _fields(msg: Any) -> dict[str, Any]:
+    """A message's fields as a map, values as they are.
+
+    Not ``dataclasses.asdict``, which deep-copies every payload and result
+    on the hot path (one copy per message, thrown away once packed).
+    """
+    return {name: getattr(msg, name) for name in msg.__slots__}
+
 
 TERMINAL_STATES = ("succeeded", "failed", "expired", "dead_lettered", "cancelled")
 
@@ -48,6 +60,8 @@ MAX_DEPENDENCIES = 1000
 MAX_ATTEMPTS = 100
 MAX_DEADLINE = 2.0**40  # epoch seconds; coordinators bound deadlines relative to now
 MAX_TASKS = 10_000  # tasks in one submission
+# One task must fit in a submission with room for the envelope around it.
+MAX_TASK_BYTES = DEFAULT_LIMITS.max_message_bytes - (64 << 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +98,7 @@ class TaskRequest:
     cluster: str | None = None
 
     def to_data(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = _fields(self)
         data["skills"] = list(self.skills)
         data["depends_on"] = list(self.depends_on)
         if not self.resources:
@@ -249,7 +263,7 @@ class AssignMsg:
     coordinator: str = ""
 
     def to_data(self) -> dict[str, Any]:
-        return asdict(self)
+        return _fields(self)
 
     @staticmethod
     def from_data(data: Any) -> AssignMsg:
@@ -288,7 +302,7 @@ class ResultMsg:
     duration: float = 0.0
 
     def to_data(self) -> dict[str, Any]:
-        return asdict(self)
+        return _fields(self)
 
     @staticmethod
     def from_data(data: Any) -> ResultMsg:
@@ -324,7 +338,7 @@ class FinalResult:
         return self.state == "succeeded"
 
     def to_data(self) -> dict[str, Any]:
-        return asdict(self)
+        return _fields(self)
 
     @staticmethod
     def from_data(data: Any) -> FinalResult:
@@ -343,3 +357,23 @@ class FinalResult:
             finished_at=float(need(data, "finished_at", (int, float), 0.0)),
             submitter=need(data, "submitter", str, ""),
         )
+
+
+def check_submittable(requests: Sequence[TaskRequest]) -> None:
+    """Refuse, before anything is sent, what no coordinator would take.
+
+    Raises:
+        ConfigError: a request out of bounds (:meth:`TaskRequest.problems`), or
+            one over :data:`MAX_TASK_BYTES` encoded.
+    """
+    for r in requests:
+        if problems := r.problems():
+            raise ConfigError(f"task {r.id!r}: {'; '.join(problems)}")
+        try:
+            size = len(pack(r.to_data()))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ConfigError(f"task {r.id!r}: its payload cannot be sent: {exc}") from None
+        if size > MAX_TASK_BYTES:
+            raise ConfigError(
+                f"task {r.id!r} is {size} bytes, over the {MAX_TASK_BYTES} a submission allows"
+            )

@@ -26,6 +26,7 @@ from pathlib import Path
 import click
 
 from .. import logs
+from ..loop import CHOICES
 from ..settings import Settings
 from . import (
     agent,
@@ -85,11 +86,22 @@ __all__ = ["cli", "main"]
     show_envvar=True,
     type=click.Choice(["auto", "text", "json"]),
 )
+@click.option(
+    "--loop",
+    envvar="ROBEING_LOOP",
+    default="auto",
+    show_default=True,
+    show_envvar=True,
+    type=click.Choice(CHOICES),
+    help="Event loop: auto = uvloop when installed (robeing[fast]), else asyncio's.",
+)
 @click.version_option(package_name="robeing")
 @click.pass_context
-def cli(ctx: click.Context, amqp_url: str, keys_dir: Path, log_level: str, log_format: str) -> None:
+def cli(
+    ctx: click.Context, amqp_url: str, keys_dir: Path, log_level: str, log_format: str, loop: str
+) -> None:
     """robeing: a multi-agent runtime on RabbitMQ."""
-    ctx.obj = Common(amqp_url, keys_dir, log_level, log_format)
+    ctx.obj = Common(amqp_url, keys_dir, log_level, log_format, loop)
     # One-shot commands only show problems; `agent` and `up` reconfigure.
     quiet = log_level if log_level in ("debug", "warning", "error") else "warning"
     logs.configure(

@@ -12,7 +12,6 @@ Verb modules import this module and :mod:`.options`, never the package's
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any, TypeVar
 import click
 
 from ...protocol.errors import AckTimeout, BrokerError, ConfigError, RobeingError
-from .. import logs
+from .. import logs, loop
 from ..settings import Settings
 
 T = TypeVar("T")
@@ -108,6 +107,7 @@ class Common:
     keys_dir: Path
     log_level: str
     log_format: str
+    loop: str = "auto"
 
     def settings(self, **kw: Any) -> Settings:
         return Settings(amqp_url=self.amqp_url, keys_dir=self.keys_dir, **kw)
@@ -124,7 +124,10 @@ pass_common = click.make_pass_decorator(Common)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    """Run a verb's coroutine on the event loop ``--loop``/``ROBEING_LOOP`` chose."""
+    ctx = click.get_current_context(silent=True)
+    common = ctx.find_object(Common) if ctx is not None else None
+    return loop.run(coro, common.loop if common is not None else "auto")
 
 
 def split_list(values: Iterable[str] | None) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ the command line onto it.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -35,5 +36,7 @@ def up(common: Common, workers: int, once: bool, duration: float) -> None:
     from ..fleet import run_fleet
 
     common.configure_logging("fleet", "supervisor")
+    # The fleet's agents inherit our environment: the same event loop as ours.
+    os.environ["ROBEING_LOOP"] = common.loop
     code = run(run_fleet(common.client_settings(), workers, once, duration, common.log_level))
     sys.exit(code)

@@ -54,6 +54,7 @@ from ...protocol.replay import ReplayWindow
 from ...protocol.roles import Role, get_role
 from ..app import App, Middleware, TaskDef, call_hook
 from ..context import DeadLetter, Handler, Hook
+from ..loop import loop_name
 from ..outbox import Outbox
 from ..settings import Settings
 from ..stats import Stats
@@ -298,7 +299,7 @@ class Agent:
         if takes_work:
             self._background.append(asyncio.create_task(self.heartbeats.loop()))
             await self.outbox.broadcast("hello", self.describe())
-        log.info("agent %s (%s) started", self.id, self._settings.role)
+        log.info("agent %s (%s) started on %s", self.id, self._settings.role, loop_name())
 
     async def stop(self) -> None:
         """Stop taking work, drain in-flight work within the grace period, close."""
@@ -457,12 +458,18 @@ class Agent:
         load: bool = True,
         observer: bool = False,
         exclusive: bool = False,
+        ack_delay: float | None = 0.0,
     ) -> Consumer:
         route = Route(dict(handlers), unknown_reason, load, observer=observer)
         if spec.arguments and "x-expires" in spec.arguments:
             spec = await own_queue(self.transport, spec)
         consumer = await self.transport.consume(
-            spec, self._inbound.route_to(route), prefetch, bindings=bindings, exclusive=exclusive
+            spec,
+            self._inbound.route_to(route),
+            prefetch,
+            bindings=bindings,
+            exclusive=exclusive,
+            ack_delay=ack_delay,
         )
         if work:
             self._work_consumers.append(consumer)

@@ -154,7 +154,11 @@ async def test_declaring_the_lock_while_the_coordinator_restarts(fleet: Fleet, f
             since = time.time()
             await fleet.start("coordinator")
             handle = await alice.submit("add", {"a": 2, "b": 3})
-            active_while_held = await _serving_within(fleet, since, 5)
+            # Least privilege: the coordinator should lead at once; the window only
+            # allows for a slow start on a loaded machine. On guest it stays standby,
+            # so there a short look is enough.
+            window = 15 if fleet.least_privilege else 5
+            active_while_held = await _serving_within(fleet, since, window)
             done_while_held = handle.finished
             released = time.monotonic()
         active_after = await _serving_within(fleet, since, 15)

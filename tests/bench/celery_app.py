@@ -6,6 +6,12 @@ results over ``rpc://`` (replies to the caller's queue, like robeing's final
 results), late acknowledgement (a task is acknowledged after it ran, like
 robeing's assignments), msgpack for tasks and results, the default prefetch
 multiplier.
+
+With ``BENCH_CELERY_DURABLE=1`` Celery keeps robeing's promise that an
+accepted task survives a broker failure (DESIGN §4): the task queue is a
+quorum queue (replicated, durable) and every publish waits for the broker's
+confirm (``confirm_publish``). The client and the workers of one system must
+agree on it, which they do through the same variable.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ import hashlib
 import os
 
 from celery import Celery
+from kombu import Exchange, Queue
+
+DURABLE = os.environ.get("BENCH_CELERY_DURABLE", "") == "1"
 
 app = Celery(
     "bench_tasks",
@@ -28,6 +37,18 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
+if DURABLE:
+    app.conf.update(
+        task_queues=[
+            Queue(
+                "celery",
+                Exchange("celery", type="direct"),
+                routing_key="celery",
+                queue_arguments={"x-queue-type": "quorum"},
+            )
+        ],
+        broker_transport_options={"confirm_publish": True},
+    )
 
 
 @app.task(name="bench.sha256")

@@ -16,6 +16,7 @@ import pytest
 
 from robeing.agents import Client, Settings
 from robeing.broker import topology as topo
+from robeing.protocol.errors import ConfigError
 from robeing.protocol.taskmsgs import TaskRequest
 
 pytestmark = pytest.mark.broker
@@ -194,8 +195,13 @@ async def test_resubmitting_a_task_id_is_idempotent(fleet, client: Client, out: 
             again = await (
                 await other.submit("sleepy", {"seconds": 0.1, "tag": "t"}, task_id="idem-1")
             ).result(15)
+        async with Client(
+            Settings(
+                role="client", amqp_url=client.settings.amqp_url, keys_dir=client.settings.keys_dir
+            )
+        ) as third:  # a client of its own: one client answers a known id from its handle
             changed = await (
-                await other.submit("sleepy", {"seconds": 0.1}, task_id="idem-1")
+                await third.submit("sleepy", {"seconds": 0.1}, task_id="idem-1")
             ).result(15)
         assert again == first
         # The same id with another payload is refused, and the stored result stands.
@@ -203,6 +209,29 @@ async def test_resubmitting_a_task_id_is_idempotent(fleet, client: Client, out: 
         assert executions(out, "idem-1") == 1
         fetched = await client.fetch_result("idem-1")
         assert fetched == first
+    finally:
+        await stop_coordinator(f)
+
+
+async def test_concurrent_submits_share_messages_and_each_gets_its_own_result(
+    fleet, client: Client
+) -> None:
+    """Given 200 submit() calls at once, expect each handle its own result and fewer
+    submission messages than tasks; a task too large for a message is refused alone,
+    as one line, while the others still go through."""
+    f = await fleet(1, concurrency=32)
+    try:
+        before = client._submissions.flushes
+        too_big = client.submit("add", {"a": 1, "pad": "x" * (1 << 20)})
+        calls = [client.submit("add", {"a": i, "b": 1}) for i in range(200)]
+        outcomes = await asyncio.gather(too_big, *calls, return_exceptions=True)
+        assert isinstance(outcomes[0], ConfigError), outcomes[0]
+        assert "bytes, over the" in str(outcomes[0]) and "\n" not in str(outcomes[0])
+        handles = outcomes[1:]
+        assert len({h.task_id for h in handles}) == 200
+        finals = await asyncio.gather(*(h.result(60) for h in handles))
+        assert [final.result for final in finals] == [i + 1 for i in range(200)]
+        assert client._submissions.flushes - before < 200
     finally:
         await stop_coordinator(f)
 

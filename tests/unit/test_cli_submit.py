@@ -38,3 +38,16 @@ async def test_the_bar_names_the_type_and_counts_the_real_parts(
     assert final.ok
     text = out.getvalue()
     assert "wordcount wc-123456789" in text and "0/4" in text and "2/4" in text
+
+
+def test_a_final_that_never_ran_names_no_attempts(capsys: pytest.CaptureFixture[str]) -> None:
+    """A task refused at submit never ran: its line says why, not 'after 0 attempt(s)'."""
+    tasks._print_final(
+        FinalResult("t-1", "failed", error="rejected at submit: depends on unknown task 'x'"),
+        as_json=False,
+    )
+    assert capsys.readouterr().err.strip() == (
+        "task t-1 failed: rejected at submit: depends on unknown task 'x'"
+    )
+    tasks._print_final(FinalResult("t-2", "failed", error="boom", attempts=3), as_json=False)
+    assert capsys.readouterr().err.strip() == "task t-2 failed after 3 attempt(s): boom"

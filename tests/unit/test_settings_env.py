@@ -23,6 +23,7 @@ NOT_SETTINGS = {
     "ROBEING_LOG_FORMAT": "logging",
     "ROBEING_BFT_TIMEOUT": "each PBFT group's view-change timeout",
     "ROBEING_CLIENT_ID": "a client's id (read by from_env for role client)",
+    "ROBEING_LOOP": "the event loop a process runs on (robeing.agents.loop), not a setting",
 }
 
 

@@ -47,6 +47,7 @@ from ....protocol.errors import DecodeError, ProtocolError
 from ....protocol.fields import count, need, strings, text
 from ....protocol.heartbeat import Heartbeat
 from ...context import AgentContext, Message
+from .pool import PoolHost
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +72,13 @@ class ClusterHost:
         self.views: dict[str, MemberView] = {}  # agent -> its latest heartbeat, for scoring
         self._started: dict[str, tuple[float, int]] = {}  # agent -> (started_at, restarts)
         self.leaders: dict[str, str] = {}  # named cluster -> the member the score designates
+        self.pool = PoolHost(self.live_members)  # the pools of the clusters, and leases
         self._next_election = 0.0
 
     def handlers(self) -> dict[str, Any]:
-        """The questions this host answers, by message type."""
+        """The questions this host and its pool answer, by message type."""
         return {
+            **self.pool.handlers(),
             "cluster.form": self.on_form,
             "cluster.dissolve": self.on_dissolve,
             "cluster.leave": self.on_leave,
@@ -99,6 +102,7 @@ class ClusterHost:
                 log.warning("ignoring a cluster record: %s", exc)
 
         read = await self.agent.broker.read_stream(topo.clusters_spec(), "first", on_body)
+        self.pool.start(state)
         log.info(
             "loaded %d cluster record(s): %d cluster(s) defined",
             read,
@@ -134,7 +138,8 @@ class ClusterHost:
             self.views[sender] = member_view(sender, beat, restarts)
 
     def tick(self) -> None:
-        """Recompute each named cluster's leader (about once a :data:`ELECT_S`)."""
+        """Recompute each named cluster's leader (about once a :data:`ELECT_S`); sweep leases."""
+        self.pool.tick()
         now = time.monotonic()
         if self.state is None or now < self._next_election:
             return
