@@ -4,8 +4,9 @@
 this order: the built-in handlers, the enforcement of the guardians'
 quarantine orders, the role's behaviour, consensus (votes and the PBFT
 groups listing the agent), the user's app, then — for agents that
-take work — the built-in task types the app does not define and the
-executor of assignments; with ``--metrics-port``, the metrics server.
+take work — the built-in task types the app does not define, the
+executor of assignments and the obedience to membership orders; with
+``--metrics-port``, the metrics server.
 Nothing below this module imports a role or the runtime's concrete class,
 so the layering stays one way:
 ``cli/client → assembly → runtime + roles + consensus + tasking → context``.
@@ -18,7 +19,7 @@ import time
 
 from ..protocol.errors import ConfigError
 from ..protocol.identity import Authority, Identity
-from . import builtins, metrics
+from . import builtins, membership, metrics
 from .app import App
 from .consensus import install_consensus
 from .keystore import Keystore
@@ -108,6 +109,7 @@ def assemble(agent: Agent, app: App | None = None) -> Agent:
             agent.add_task(tdef, default=True)
         if agent.settings.role != "coordinator":
             tasks = executor.install(agent)
+            membership.install(agent)  # the coordinator's orders move it between clusters
     if agent.settings.metrics_port is not None:
         metrics.install(agent, tasks, port=agent.settings.metrics_port)
     return agent

@@ -10,7 +10,8 @@ heartbeats to list live agents. The CLI's ``send``, ``broadcast`` and
         agents = await client.live_agents()
 
 It also asks the active coordinator about its tasks (:meth:`Client.task`,
-:meth:`Client.tasks`) and cancels them (:meth:`Client.cancel`).
+:meth:`Client.tasks`), cancels them (:meth:`Client.cancel`), and forms and
+shows clusters (:attr:`Client.clusters`, :mod:`.clusters`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..protocol.codec import Opened
 from ..protocol.envelope import Envelope, new_id
 from ..protocol.errors import AckTimeout, ConfigError, DecodeError, TooLarge
 from ..protocol.records import COORDINATORS
-from ..protocol.resources import InvalidResources, Resources
+from ..protocol.resources import Resources
 from ..protocol.taskmsgs import (
     MAX_TASKS,
     FinalResult,
@@ -40,6 +41,7 @@ from ..protocol.taskmsgs import (
 )
 from .assembly import build_agent
 from .batching import Coalescer
+from .clusters import Clusters, Pool, wire_resources
 from .context import AgentContext, Message
 from .handles import TaskHandle
 from .heartbeats import AgentStatus, listen_heartbeats
@@ -88,6 +90,9 @@ class Client:
         self._agent.handle_answer("task.progress", self._on_progress)
         self._agent.handle_answer("task.refused", self._on_refused)
         self._agent.on_reconnect(self._on_reconnect)
+        ask = self._agent.outbox.ask_coordinators
+        self.clusters = Clusters(lambda kind, data, timeout: ask(kind, data, timeout=timeout))
+        self.pool = Pool(lambda kind, data, timeout: ask(kind, data, timeout=timeout))
 
     @property
     def agent(self) -> AgentContext:
@@ -172,6 +177,7 @@ class Client:
         depends_on: Sequence[str] = (),
         max_attempts: int | None = None,
         resources: Resources | Mapping[str, float] | None = None,
+        cluster: str | None = None,
         check: float | None = None,
     ) -> TaskHandle:
         """Submit one task; returns once the broker confirmed it into the durable queue.
@@ -195,6 +201,8 @@ class Client:
             resources: what one execution needs from the resource pool
                 (``Resources`` or a map such as ``{"cpu": 1, "memory": 2**29}``);
                 it runs only on an agent with that much free.
+            cluster: run it on members of this named cluster (None: the
+                default cluster, which the coordinator leads).
             check: also wait up to this many seconds for the active
                 coordinator to take it (see :meth:`submit_many`).
 
@@ -212,7 +220,8 @@ class Client:
             deadline=None if deadline is None else time.time() + deadline,
             depends_on=tuple(depends_on),
             max_attempts=max_attempts,
-            resources=_resources_map(resources),
+            resources=wire_resources(resources),
+            cluster=cluster,
         )
         if check is not None:
             return (await self.submit_many([request], check=check))[0]
@@ -460,22 +469,6 @@ class Client:
         """
         wait = listen if listen is not None else max(2.5 * self.settings.heartbeat_interval, 1.5)
         return await listen_heartbeats(self._agent, wait)
-
-
-def _resources_map(resources: Resources | Mapping[str, float] | None) -> dict[str, Any]:
-    """The wire form of a task's resources.
-
-    Raises:
-        ConfigError: an unknown dimension or a bad quantity.
-    """
-    if resources is None:
-        return {}
-    if isinstance(resources, Resources):
-        return resources.to_mapping()
-    try:
-        return Resources.from_mapping(resources).to_mapping()
-    except InvalidResources as exc:
-        raise ConfigError(f"invalid resources: {exc}") from None
 
 
 def parse_payload(text: str | None) -> Any:

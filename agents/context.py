@@ -201,7 +201,12 @@ class AgentContext(Protocol):
         task_defs: the task types this agent knows, by type.
         quarantine: the quarantine orders it enforces.
         access_policy: the access policy it enforces.
+        cluster_id: the cluster it is in now: ``settings.cluster_id`` at
+            start, then wherever a coordinator's membership order moved it
+            (announced in every heartbeat).
     """
+
+    cluster_id: str
 
     @property
     def id(self) -> str: ...

@@ -124,7 +124,7 @@ class AgentCollector:
     def collect(self) -> Iterator[Metric]:
         agent, st = self.agent, self.agent.stats
         info = GaugeMetricFamily(P + "agent_info", "The agent.", labels=["id", "role", "cluster"])
-        info.add_metric([agent.id, agent.settings.role, agent.settings.cluster_id], 1)
+        info.add_metric([agent.id, agent.settings.role, agent.cluster_id], 1)
         yield info
         yield _counter("messages_received", "Accepted messages.", ["type"], st.by_type)
         yield _counter("messages_sent", "Published messages.", ["type"], agent.outbox.sent_types)

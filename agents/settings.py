@@ -19,6 +19,7 @@ from typing import Any
 
 from ..broker.addresses import amqp_urls, management_urls
 from ..broker.topology import TopologySettings
+from ..protocol.clusters.names import DEFAULT_CLUSTER, check_cluster_name
 from ..protocol.errors import ConfigError
 from ..protocol.pbft import GroupSpec, parse_groups
 from ..protocol.resources import InvalidResources, Resources, parse_resources
@@ -203,6 +204,13 @@ class Settings:
             object.__setattr__(self, "agent_id", default_agent_id(self.role))
             object.__setattr__(self, "generated_id", True)
         check_agent_id(self.agent_id)
+        check_cluster_name(self.cluster_id)
+        if self.role == "coordinator" and self.cluster_id != DEFAULT_CLUSTER:
+            # It would compete for the one coordinator lock and lead everyone.
+            raise ConfigError(
+                f"a coordinator leads the default cluster, not {self.cluster_id!r}: named "
+                "clusters elect a leader among their own members (drop --cluster-id/CLUSTER_ID)"
+            )
         if self.http is not None and not re.fullmatch(r"[^:\s]*:\d{1,5}", self.http):
             raise ConfigError(f"--http takes HOST:PORT, got {self.http!r}")
         if self.http_rate <= 0:

@@ -31,7 +31,7 @@ Who may do what:
 
 coordinator
     Configures the exchanges and the shared queues (tasks, heartbeats, the
-    results stream, lock, epoch, dead letters) and its own queues. Writes to
+    results and clusters streams, lock, epoch, dead letters) and its own queues. Writes to
     the default exchange (assignments into work queues, records into the
     results stream and the epoch queue) and to every robeing exchange. Reads
     its queues, the results stream, the epoch queue, and every work queue
@@ -247,11 +247,12 @@ def _user(name: str, role: str, ids: str, covers: str, vhost: str, events_vhost:
     if role == "coordinator":
         configure += _esc(*_EXCHANGES, topo.TASK_QUEUE, topo.HEARTBEAT_QUEUE)
         configure += _esc(topo.RESULTS_STREAM, topo.COORDINATOR_LOCK, topo.EPOCH_QUEUE)
+        configure += _esc(topo.CLUSTERS_STREAM)
         configure += _esc(topo.DEAD_LETTER_QUEUE)
         write += _esc(DEFAULT_EXCHANGE, topo.TASK_QUEUE, topo.HEARTBEAT_QUEUE)
         write += _esc(topo.DEAD_LETTER_QUEUE)
         read += _esc(*_EXCHANGES, topo.TASK_QUEUE, topo.HEARTBEAT_QUEUE)
-        read += _esc(topo.RESULTS_STREAM, topo.EPOCH_QUEUE)
+        read += _esc(topo.RESULTS_STREAM, topo.EPOCH_QUEUE, topo.CLUSTERS_STREAM)
         read.append(_name(topo.work_queue(_ID), f"{_ID_CHARS}+"))
         topic_read.append(r"task\..*")
         watch = _name(topo.connection_watch_spec(_ID, _SUFFIX).name, ids)

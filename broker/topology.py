@@ -18,6 +18,7 @@ name                        kind      purpose
 ``robeing.results``                 stream, final task results (kept ``results_max_age``)
 ``robeing.coordinator.lock``        exclusive queue; its owner is the active coordinator
 ``robeing.coordinator.epoch``       holds the last coordinator epoch (one message)
+``robeing.coordinator.clusters``    stream, signed cluster definitions (kept for good)
 ``robeing.dead``            fanout    dead-letter exchange
 ``robeing.dead-letters``    queue     dead letters, reason in ``x-robeing-reason`` (bounded)
 ==========================  ========  ==============================================
@@ -44,6 +45,7 @@ HEARTBEAT_QUEUE = "robeing.coordinator.heartbeats"
 RESULTS_STREAM = "robeing.results"
 COORDINATOR_LOCK = "robeing.coordinator.lock"
 EPOCH_QUEUE = "robeing.coordinator.epoch"
+CLUSTERS_STREAM = "robeing.coordinator.clusters"
 
 # Header names on dead-lettered messages.
 REASON_HEADER = "x-robeing-reason"
@@ -271,6 +273,12 @@ def _replicated(settings: TopologySettings | None) -> dict[str, str]:
 
 def epoch_spec(settings: TopologySettings | None = None) -> QueueSpec:
     return QueueSpec(EPOCH_QUEUE, arguments={"x-max-length": 1, **_replicated(settings)})
+
+
+def clusters_spec() -> QueueSpec:
+    # No max-age: a definition holds until a later record ends it. The records
+    # are few (one per form, leave or dissolve), so the stream stays small.
+    return QueueSpec(CLUSTERS_STREAM, arguments={"x-queue-type": "stream"})
 
 
 def dead_letter_spec(settings: TopologySettings | None = None) -> QueueSpec:

@@ -161,6 +161,10 @@ TYPE_CAPABILITY: dict[str, str] = {
     "guardian.report": MESSAGE,  # a read-only query anyone may ask
     "guardian.command": MESSAGE,  # an operator's request; the guardian decides who may
     "guardian.audit": ASSIGN,  # a coordinator's sample of finished tasks to validate
+    "cluster.": SUBMIT,  # form, dissolve, leave, list, show: asked of the coordinator
+    "cluster.member": ASSIGN,  # a coordinator's membership order
+    "cluster.record": ASSIGN,  # a clusters-stream record (protocol/clusters/directory.py)
+    "pool.": SUBMIT,  # show, request, release: asked of the coordinator
 }
 
 

@@ -31,9 +31,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .clusters.names import MAX_CLUSTER_NAME, cluster_name_problem
 from .envelope import DEFAULT_LIMITS, pack
 from .errors import ConfigError, DecodeError
 from .fields import count, need, strings, text
+from .leases import LEASE_PREFIX
 from .resources import InvalidResources, Resources
 
 
@@ -79,6 +81,8 @@ class TaskRequest:
         resources: what one execution needs from the resource pool, by
             dimension (:class:`~robeing.protocol.resources.Resources` wire
             form); it runs only on an agent with that much free.
+        cluster: run it on members of this cluster (None: the default
+            cluster, which the coordinator leads).
     """
 
     id: str
@@ -91,6 +95,7 @@ class TaskRequest:
     depends_on: tuple[str, ...] = ()
     max_attempts: int | None = None
     resources: dict[str, Any] = field(default_factory=dict, hash=False)
+    cluster: str | None = None
 
     def to_data(self) -> dict[str, Any]:
         data = _fields(self)
@@ -98,6 +103,8 @@ class TaskRequest:
         data["depends_on"] = list(self.depends_on)
         if not self.resources:
             del data["resources"]  # the common case stays as small as before
+        if self.cluster is None:
+            del data["cluster"]
         return data
 
     def problems(self) -> list[str]:
@@ -109,6 +116,8 @@ class TaskRequest:
         out = []
         if not 1 <= len(self.id) <= MAX_TASK_ID:
             out.append(f"id must be 1 to {MAX_TASK_ID} characters")
+        if self.id.startswith(LEASE_PREFIX):
+            out.append(f"ids starting with {LEASE_PREFIX!r} are reserved for pool leases")
         if not 1 <= len(self.type) <= MAX_TYPE:
             out.append(f"type must be 1 to {MAX_TYPE} characters")
         if len(self.skills) > MAX_SKILLS or not all(0 < len(s) <= MAX_TYPE for s in self.skills):
@@ -127,6 +136,8 @@ class TaskRequest:
             out.append(f"deadline must be a finite time, got {self.deadline!r}")
         if len(self.depends_on) > MAX_DEPENDENCIES:
             out.append(f"at most {MAX_DEPENDENCIES} dependencies")
+        if self.cluster is not None and (problem := cluster_name_problem(self.cluster)):
+            out.append(problem)
         return out
 
     @staticmethod
@@ -156,6 +167,7 @@ class TaskRequest:
             depends_on=deps,
             max_attempts=need(data, "max_attempts", int, None),
             resources=_resources(data),
+            cluster=text(need(data, "cluster", str, ""), "cluster", MAX_CLUSTER_NAME + 1) or None,
         )
 
 

@@ -13,7 +13,8 @@ verb group's commands: :mod:`.keys`, :mod:`.agent` (``agent``,
 (``submit``, ``result``), :mod:`.tasks_admin` (``task show|list|cancel``,
 ``cancel``), :mod:`.dead_letters` (``dead-letters list|show|replay|purge``),
 :mod:`.status`, :mod:`.up`, :mod:`.consensus` (``propose``, ``bft``),
-:mod:`.broker` (``broker users``, ``broker setup``).
+:mod:`.broker` (``broker users``, ``broker setup``), :mod:`.clusters`
+(``cluster form|list|show|dissolve|leave``), :mod:`.pool` (``pool show|request|release``).
 It is the only module that imports them; they import :mod:`.common` and
 :mod:`.options`, never this one.
 """
@@ -30,11 +31,13 @@ from ..settings import Settings
 from . import (
     agent,
     broker,
+    clusters,
     consensus,
     dead_letters,
     guardian,
     keys,
     messaging,
+    pool,
     roles,
     status,
     tasks,
@@ -141,6 +144,8 @@ cli.add_command(consensus.bft)
 cli.add_command(broker.broker)
 cli.add_command(roles.roles)
 cli.add_command(guardian.guardian)
+cli.add_command(clusters.cluster)
+cli.add_command(pool.pool)
 
 
 def main(argv: list[str] | None = None) -> None:

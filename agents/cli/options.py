@@ -87,6 +87,21 @@ def as_option() -> Callable[[F], F]:
     )
 
 
+def question_options() -> Callable[[F], F]:
+    """``--timeout``, ``--json`` and ``--as`` of a command that asks the active coordinator."""
+    return stack(
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0.1),
+            default=10.0,
+            show_default=True,
+            help="Seconds to wait for the coordinator's answer.",
+        ),
+        json_option(),
+        as_option(),
+    )
+
+
 def admin_url_option(help: str) -> Callable[[F], F]:
     """The broker admin's AMQP URL (``ROBEING_ADMIN_URL``; None: use ``AMQP_URL``)."""
     return env_option("--admin-url", envvar="ROBEING_ADMIN_URL", default=None, help=help)

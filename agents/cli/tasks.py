@@ -72,6 +72,11 @@ CHECK_S = 5.0  # how long submit waits for the coordinator to take the task
     help="An input of any size: put on --holder first; the payload's 'blob' names it.",
 )
 @click.option("--holder", default=None, help="With --file: the messenger that holds it.")
+@click.option(
+    "--cluster",
+    default=None,
+    help="Run it on members of this named cluster (default: the default cluster).",
+)
 @click.option("--wait", is_flag=True, help="Show progress and print the result.")
 @click.option(
     "--timeout",
@@ -103,6 +108,7 @@ def submit(
     resources: Resources | None,
     file_path: Path | None,
     holder: str | None,
+    cluster: str | None,
     wait: bool,
     timeout: float,
     no_check: bool,
@@ -130,6 +136,7 @@ def submit(
                 depends_on=split_list(depends_on),
                 max_attempts=max_attempts,
                 resources=resources,
+                cluster=cluster,
                 check=None if no_check else CHECK_S,
             )
             _warn(handle, checked=not no_check)

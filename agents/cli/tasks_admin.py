@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.console import Console
@@ -21,25 +21,9 @@ from ...protocol.taskgraph import TaskState
 from ...protocol.taskmsgs import MAX_QUERY_ROWS
 from ..client import Client
 from .common import EXIT_CODES_HELP, CliError, Common, emit_json, pass_common, run, split_list
-from .options import as_option, json_option, stack
-
-F = TypeVar("F", bound=Callable[..., Any])
+from .options import question_options
 
 STATES = tuple(dict.fromkeys((*(s.value for s in TaskState), *KINDS, FINISHED)))
-
-
-def _options() -> Callable[[F], F]:
-    return stack(
-        click.option(
-            "--timeout",
-            type=click.FloatRange(min=0.1),
-            default=10.0,
-            show_default=True,
-            help="Seconds to wait for the coordinator's answer.",
-        ),
-        json_option(),
-        as_option(),
-    )
 
 
 def _ask(common: Common, as_id: str, question: Callable[[Client], Any]) -> Any:
@@ -57,7 +41,7 @@ def task() -> None:
 
 @task.command("show", epilog=EXIT_CODES_HELP)
 @click.argument("task_id")
-@_options()
+@question_options()
 @pass_common
 def show(common: Common, task_id: str, timeout: float, as_json: bool, as_id: str) -> None:
     """One of your tasks: its state, what it waits for, its parts."""
@@ -110,7 +94,7 @@ def show(common: Common, task_id: str, timeout: float, as_json: bool, as_id: str
     show_default=True,
     help="At most this many rows.",
 )
-@_options()
+@question_options()
 @pass_common
 def list_(
     common: Common,
@@ -152,7 +136,7 @@ _OUTCOME_EXIT = {"cancelled": 0, "finished": 1, "refused": 1, "unknown": 1}
 
 @click.command(epilog=EXIT_CODES_HELP)
 @click.argument("task_id")
-@_options()
+@question_options()
 @pass_common
 def cancel(common: Common, task_id: str, timeout: float, as_json: bool, as_id: str) -> None:
     """Cancel one of your tasks: its parts and dependants end too, running agents are told."""

@@ -135,7 +135,7 @@ async def live_agent_ids(agent: AgentContext, listen: float) -> list[str]:
     """
 
     live = await listen_heartbeats(agent, listen)
-    return sorted(a for a, st in live.items() if st.cluster_id == agent.settings.cluster_id)
+    return sorted(a for a, st in live.items() if st.cluster_id == agent.cluster_id)
 
 
 def _trim(d: OrderedDict[Any, Any]) -> None:

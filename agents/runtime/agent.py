@@ -93,6 +93,7 @@ class Agent:
         group: Identity | None = None,
     ) -> None:
         self._settings = settings
+        self.cluster_id = settings.cluster_id  # membership orders move it
         self._identity = identity
         self._role = get_role(settings.role)
         self._clock = clock
@@ -542,7 +543,7 @@ class Agent:
         return {
             "role": st.role,
             "specializations": list(st.specializations),
-            "cluster_id": st.cluster_id,
+            "cluster_id": self.cluster_id,
             "priority": self._role.priority,
             "standby": st.standby,
             "backup_for": st.backup_for,

@@ -51,7 +51,7 @@ class Heartbeats:
             role=st.role,
             state=state or agent.state,
             specializations=st.specializations,
-            cluster_id=st.cluster_id,
+            cluster_id=agent.cluster_id,
             priority=agent.role.priority,
             standby=st.standby,
             backup_for=st.backup_for,

@@ -177,6 +177,12 @@ class TaskExecutor:
         self._record(msg.type, res)
         return res
 
+    def announce(self) -> dict[str, Any]:
+        """The ``attempts`` heartbeat section: attempts completed and failed (cluster leaders
+        are scored on them, see :mod:`robeing.protocol.clusters.leaders`)."""
+        ok = sum(n for (_, outcome), n in self.outcomes.items() if outcome == "succeeded")
+        return {"attempts": {"succeeded": ok, "failed": sum(self.outcomes.values()) - ok}}
+
     def _record(self, task_type: str, res: ResultMsg) -> None:
         """Count an attempt's outcome and time it (served as metrics)."""
         if task_type not in self.durations and len(self.durations) >= MAX_TYPES:
@@ -365,6 +371,7 @@ def install(agent: AgentContext) -> TaskExecutor:
     """
     executor = TaskExecutor(agent)
     agent.on_start(executor.start)
+    agent.add_heartbeat_extra(executor.announce)
     agent.handle("guardian.rerun", lambda msg: rerun(executor, msg))
     agent.handle("task.cancel", executor.on_cancel)
     return executor

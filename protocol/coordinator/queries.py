@@ -65,12 +65,14 @@ class Fleet:
     Attributes:
         agents: live agents that run tasks (the scheduler's registry).
         skills: every skill one of them offers.
+        clusters: every cluster one of them is in.
         capacity: what each agent contributes to the resource pool.
         free: what each agent has free in the pool now.
     """
 
     agents: int
     skills: frozenset[str]
+    clusters: frozenset[str | None]
     capacity: dict[str, Resources]
     free: dict[str, Resources]
 
@@ -82,12 +84,15 @@ class Fleet:
         return cls(
             len(agents),
             frozenset(s for a in agents for s in a.specializations),
+            frozenset(a.cluster_id for a in agents),
             {a: ledger.capacity(a) for a in members},
             {a: ledger.available(a) for a in members},
         )
 
-    def lacks(self, skills: Collection[str]) -> bool:
-        """Whether no live agent could ever take a task needing ``skills``."""
+    def lacks(self, skills: Collection[str], cluster: str | None = None) -> bool:
+        """Whether no live agent could ever take a task needing ``skills`` (in ``cluster``)."""
+        if cluster is not None and cluster not in self.clusters:
+            return True
         return not self.agents or (bool(skills) and not self.skills & set(skills))
 
     def never_fits(self, need: Resources) -> bool:
@@ -111,7 +116,7 @@ def kind(rec: TaskRecord, fleet: Fleet, now: float) -> str:
         return "parts"
     if state is TaskState.PENDING:
         return "dependencies" if rec.waiting else "retry"
-    if fleet.lacks(rec.spec.skills):
+    if fleet.lacks(rec.spec.skills, rec.spec.cluster_id):
         return "skill"
     need = rec.spec.need
     if need is not None and not fleet.fits_now(need):
@@ -135,7 +140,7 @@ def cause(state: CoordinatorState, rec: TaskRecord, fleet: Fleet, now: float) ->
     if what == "retry":
         return f"retrying in {max(0.0, rec.not_before - now):.1f} s after: {rec.reason}"
     if what == "skill":
-        return _no_skill(fleet, spec.skills)
+        return _no_skill(fleet, spec.skills, spec.cluster_id)
     if what == "resources":
         return _no_room(fleet, spec.need or Resources())
     if what == "queued":
@@ -156,8 +161,8 @@ def never_ran(state: CoordinatorState, rec: TaskRecord, now: float) -> str:
     if unmet:
         return unmet
     fleet, need = Fleet.of(state), rec.spec.need
-    if fleet.lacks(rec.spec.skills):
-        return _no_skill(fleet, rec.spec.skills)
+    if fleet.lacks(rec.spec.skills, rec.spec.cluster_id):
+        return _no_skill(fleet, rec.spec.skills, rec.spec.cluster_id)
     if need is not None and not fleet.fits_now(need):
         return _no_room(fleet, need)
     return "the agents that could take it were busy"
@@ -173,7 +178,9 @@ def _unmet(state: CoordinatorState, deps: Iterable[str]) -> str:
     return "waiting for dependencies: " + ", ".join(waiting) if waiting else ""
 
 
-def _no_skill(fleet: Fleet, skills: Collection[str]) -> str:
+def _no_skill(fleet: Fleet, skills: Collection[str], cluster: str | None = None) -> str:
+    if cluster is not None and cluster not in fleet.clusters:
+        return f"waiting for a live member of cluster {cluster}: it has none"
     if not fleet.agents:
         return "waiting for an agent: no live agent runs tasks"
     return "waiting for a skill no live agent has: " + ", ".join(sorted(skills))
@@ -295,8 +302,9 @@ def intake_answer(
             parts = [graph.get(c) for c in rec.children if c in graph] or [rec]
             entry: dict[str, Any] = {"parts": len(parts), "kind": kind(rec, fleet, now)}
             blocked = [p for p in parts if kind(p, fleet, now) in ("skill", "resources")]
-            need = rec.spec.need
-            if blocked and (fleet.lacks(rec.spec.skills) or (need and fleet.never_fits(need))):
+            spec, need = rec.spec, rec.spec.need
+            never = fleet.lacks(spec.skills, spec.cluster_id) or (need and fleet.never_fits(need))
+            if blocked and never:
                 entry["warning"] = cause(state, blocked[0], fleet, now)
             out[task_id] = entry
         elif task_id in finals:

@@ -39,9 +39,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..clusters.names import DEFAULT_CLUSTER
 from ..envelope import pack
 from ..errors import RobeingError
 from ..failure_detector import DetectorConfig
+from ..leases import LEASE_PREFIX
 from ..performance import PerformanceTracker
 from ..resources import Resources
 from ..scheduling import dispatch
@@ -56,14 +58,7 @@ from ..taskgraph import (
 )
 from ..taskmsgs import AssignMsg, FinalResult, ResultMsg, TaskRequest
 from . import queries
-from .actions import (
-    AckSubmission,
-    Action,
-    Assign,
-    DeadLetterTask,
-    DeliverFinals,
-    PurgeAssignments,
-)
+from .actions import AckSubmission, Action, Assign, DeadLetterTask, DeliverFinals, PurgeAssignments
 from .audit import Auditor
 from .cancels import cancel
 from .events import (
@@ -256,6 +251,7 @@ class CoordinatorState:
             depends_on=t.depends_on,
             max_attempts=t.max_attempts,
             resources=t.resources,
+            cluster_id=t.cluster or DEFAULT_CLUSTER,  # named clusters' members: theirs only
         )
 
     def _on_result(self, res: ResultMsg, sender: str, now: float) -> None:
@@ -449,6 +445,8 @@ class CoordinatorState:
         ledger = self.fleet.ledger
         for allocation in ledger.allocations():
             task_id = allocation.request_id
+            if task_id.startswith(LEASE_PREFIX):
+                continue  # a pool lease: it ends on release or TTL
             if task_id not in self.graph or self.graph.get(task_id).state not in live:
                 ledger.release(allocation.allocation_id)
                 self.counters["reservations_swept"] += 1

@@ -238,6 +238,8 @@ NOT_MIRRORED: dict[tuple[str, ...], str] = {
     ("guardian", "release", "agent_id"): "required: the agent to release",
     ("broker", "users", "management_url"): "the admin's API; unset falls back to the global one",
     ("broker", "setup", "management_url"): "the admin's API; unset falls back to the global one",
+    ("cluster", "leave", "agent_id"): "required: the agent that leaves its cluster",
+    ("pool", "request", "resources"): "what a lease asks for, not what an agent contributes",
 }
 
 

@@ -31,6 +31,7 @@ from robeing.protocol.coordinator import (
     SendProgress,
     SubmissionReceived,
     Tick,
+    queries,
 )
 from robeing.protocol.coordinator.state import MAX_EXPIRATION_S
 from robeing.protocol.failure_detector import DetectorConfig
@@ -600,3 +601,36 @@ def test_the_loser_of_a_race_for_resources_is_told_why_it_waits_then_runs() -> N
     assert of(SendProgress, c.tick(1.0)) == []  # told once
     done = c.result("w1", "ta")
     assert [m.task_id for a in of(Assign, done) for m in a.messages] == ["tb"]
+
+
+# --- clusters -----------------------------------------------------------------------
+
+
+def test_a_task_for_a_named_cluster_runs_only_on_its_members_and_others_stay_default() -> None:
+    """Given w1 in the default cluster and w2 in cluster c2, When a task for c2 and a
+    task without a cluster arrive, Expect the first on w2 and the second on w1."""
+    c = Coordinator()
+    c.join("w1")
+    c.join("w2", cluster_id="c2")
+    c.submit(task("t1", cluster="c2"))
+    c.submit(task("t2"))
+    assert (c.holder("t1"), c.holder("t2")) == ("w2", "w1")
+
+
+def test_a_task_for_a_cluster_without_live_members_waits() -> None:
+    c = Coordinator()
+    c.join("w1")
+    assert of(Assign, c.submit(task("t1", cluster="c9"))) == []
+    assert c.holder("t1") is None
+    (assign,) = of(Assign, c.join("w9", cluster_id="c9"))  # a member appears: it runs there
+    assert assign.agent_id == "w9" and c.holder("t1") == "w9"
+
+
+def test_a_task_for_a_cluster_without_live_members_is_taken_with_a_warning() -> None:
+    c = Coordinator()
+    c.join("w1")
+    c.submit(task("t1", cluster="c9"))
+    answer = queries.intake_answer(c.m, ["t1"], c.now)
+    assert answer["t1"]["warning"] == "waiting for a live member of cluster c9: it has none"
+    c.submit(task("t2"))  # the default cluster has w1: no warning
+    assert "warning" not in queries.intake_answer(c.m, ["t2"], c.now)["t2"]

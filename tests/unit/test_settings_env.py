@@ -121,9 +121,34 @@ def test_the_coordinator_reads_its_cluster_and_standby(
 ) -> None:
     served: list[Settings] = []
     monkeypatch.setattr(agent_commands, "_serve", lambda common, settings: served.append(settings))
-    env = {"CLUSTER_ID": "robeing-cluster-01"}
+    env = {"CLUSTER_ID": "default"}
     result = CliRunner().invoke(
         cli, ["--keys-dir", str(tmp_path), "coordinator", "--standby"], env=env
     )
     assert result.exit_code == 0, result.output
-    assert [(s.cluster_id, s.standby) for s in served] == [("robeing-cluster-01", True)]
+    assert [(s.cluster_id, s.standby) for s in served] == [("default", True)]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "error"),
+    [
+        # A coordinator in cluster c2 would take the one lock and lead everyone.
+        (["coordinator"], {"CLUSTER_ID": "c2"}, "leads the default cluster, not 'c2'"),
+        (["agent", "--role", "worker", "--cluster-id", "a.b"], {}, "invalid cluster name 'a.b'"),
+    ],
+)
+def test_a_cluster_id_an_agent_cannot_have_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    argv: list[str],
+    env: dict[str, str],
+    error: str,
+) -> None:
+    """Given a cluster id the agent may not have, When it starts,
+    Expect a usage error saying why, and nothing served."""
+    served: list[Settings] = []
+    monkeypatch.setattr(agent_commands, "_serve", lambda common, settings: served.append(settings))
+    result = CliRunner().invoke(cli, ["--keys-dir", str(tmp_path), *argv], env=env)
+    assert result.exit_code == 2
+    assert error in result.output
+    assert served == []

@@ -65,6 +65,7 @@ from ....protocol.validation import Claim
 from ...context import AgentContext, Message, Receipt
 from ...stats import Latency
 from ...tasking.finals import FinalsOutbox, read_finals
+from .clusters import ClusterHost
 from .leadership import foreign_consumers, take_the_lead
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class Coordinator:
         self._beats: dict[str, tuple[Any, Heartbeat]] = {}
         self._audits = 0
         self._sign = ed25519_signer(agent.identity.signing_key)
+        self.clusters = ClusterHost(agent, self._spawn)
 
     def _machine(self) -> CoordinatorState:
         """Built at start, once the app's task types are known."""
@@ -149,6 +151,8 @@ class Coordinator:
         )
         self.invalid_records = read.invalid
         self._feed(BecameActive(epoch, tuple(finals)))
+        assert self.state is not None, "the machine is built at start"
+        await self.clusters.load(self.state)
         # The guardians' orders held now, then every change: no work for a quarantined agent.
         for target in agent.quarantine.quarantined():
             self._feed(QuarantineChanged(target, True))
@@ -171,6 +175,7 @@ class Coordinator:
                 "task.submit": self._on_submit,
                 "task.revoke": self._on_revoke,
                 "task.query": self._on_query,
+                **self.clusters.handlers(),
             },
             prefetch=SUBMISSION_PREFETCH,
             load=False,
@@ -220,6 +225,7 @@ class Coordinator:
         if msg.sender_role == "guardian":
             self._guardian_seen(msg.sender, beat)
         self._feed(HeartbeatReceived(msg.sender, msg.sender_role, beat))
+        self.clusters.on_heartbeat(msg.sender, beat)
 
     def _guardian_seen(self, guardian: str, beat: Heartbeat) -> None:
         """Sample finished tasks at the highest rate a live guardian asks for."""
@@ -302,6 +308,7 @@ class Coordinator:
             await asyncio.sleep(TICK_S)
             try:
                 self._feed(Tick())
+                self.clusters.tick()
             except Exception:
                 log.exception("coordinator tick failed")
             if time.monotonic() >= next_check:
