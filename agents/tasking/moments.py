@@ -73,14 +73,17 @@ class Moments:
 
     def describe(self) -> dict[str, Any]:
         """Count, mean, population variance and stdev, skewness, excess kurtosis, extremes."""
-        variance = self.m2 / self.n
-        flat = self.m2 == 0.0
+        # All values equal (min == max) means no spread at all, whatever rounding
+        # left in M2: merging halves of a constant series can leave ~1e-20 there,
+        # and skewness and kurtosis of that noise would be arbitrary numbers.
+        flat = self.m2 == 0.0 or self.lo == self.hi
+        variance = 0.0 if flat else self.m2 / self.n
         return {
             "count": self.n,
             "mean": self.mean,
             "variance": variance,
             "stdev": math.sqrt(variance),
-            "sample_variance": self.m2 / (self.n - 1) if self.n > 1 else 0.0,
+            "sample_variance": 0.0 if flat or self.n < 2 else self.m2 / (self.n - 1),
             "skewness": 0.0 if flat else math.sqrt(self.n) * self.m3 / self.m2**1.5,
             "kurtosis": 0.0 if flat else self.n * self.m4 / (self.m2 * self.m2) - 3.0,
             "min": self.lo,

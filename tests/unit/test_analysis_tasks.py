@@ -59,6 +59,17 @@ def test_merged_moments_equal_the_moments_of_the_whole(a: list[float], b: list[f
     assert close(Moments.of(a).merge(Moments.of(b)).describe(), Moments.of(a + b).describe())
 
 
+def test_a_constant_series_has_no_spread_after_a_merge() -> None:
+    """Given halves of a constant series whose means round apart (found by hypothesis),
+    Expect variance, skewness and kurtosis 0, not the rounding noise left in M2."""
+    a, b = [699050.797], [699050.797] * 2
+    merged = Moments.of(a).merge(Moments.of(b))
+    assert merged.m2 != 0.0 or Moments.of(a + b).m2 != 0.0  # the noise this guards against
+    for moments in (merged, Moments.of(a + b)):
+        d = moments.describe()
+        assert (d["variance"], d["stdev"], d["skewness"], d["kurtosis"]) == (0.0, 0.0, 0.0, 0.0)
+
+
 @PROPERTY
 @given(st.lists(st.tuples(FLOATS, FLOATS, FLOATS), min_size=2, max_size=60), st.integers(1, 59))
 def test_merged_comoments_equal_the_comoments_of_the_whole(
