@@ -46,9 +46,21 @@ async def gateway(spawn, watcher, keys_dir: Path) -> AsyncIterator[dict]:
     alice, bob = token_for(keys_dir, f"alice-{tag}"), token_for(keys_dir, f"bob-{tag}")
     try:
         async with httpx.AsyncClient(base_url=base, timeout=20) as http:
+            await until_listed(http, token_for(keys_dir, f"ops-{tag}"), worker)
             yield {"http": http, "alice": alice, "bob": bob, "worker": worker, "tag": tag}
     finally:
         await coord.terminate(20)
+
+
+async def until_listed(http: httpx.AsyncClient, token: str, agent: str) -> None:
+    """Wait until the gateway has heard the agent's heartbeat: a gateway knows only the
+    agents it has heard since it started, which can be after a fast task has finished."""
+    for _ in range(60):  # 4 requests a second stay under the gateway's rate limit
+        agents = (await http.get("/agents", headers=auth(token))).json().get("agents", [])
+        if any(a["id"] == agent for a in agents):
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"the gateway never listed {agent}")
 
 
 def auth(token: str) -> dict[str, str]:
