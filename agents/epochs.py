@@ -37,11 +37,15 @@ async def next_epoch(
     record_type: str,
     claim: dict[str, Any],
     read: Callable[[bytes], int],
+    route: tuple[str, str] | None = None,
 ) -> int:
     """An epoch newer than the one recorded in ``spec``'s queue, recorded there.
 
     Args:
         spec: the one-message queue (declared here if missing).
+        route: ``(exchange, routing key)`` the record is published with; the
+            queue is bound to it here. None: straight to the queue (the
+            default exchange, which only coordinators may write to).
         record_type: the signed record's envelope type.
         claim: what the record says beside ``epoch`` (who holds it).
         read: the epoch in a stored record; raises ProtocolError if not authentic.
@@ -51,6 +55,9 @@ async def next_epoch(
     """
     broker, last = agent.broker, 0
     await broker.declare_queue(spec)
+    exchange, key = route or ("", spec.name)
+    if exchange:
+        await broker.bind(spec.name, exchange, key)
     raw = await broker.peek(spec.name)
     if raw is not None:
         try:
@@ -59,5 +66,5 @@ async def next_epoch(
             log.error("ignoring the record in %s, which is not authentic: %s", spec.name, exc)
     epoch = max(last + 1, int(time.time() * 1000))
     body = agent.seal(Envelope(record_type, {"epoch": epoch, **claim}), False)
-    await broker.publish("", spec.name, body)
+    await broker.publish(exchange, key, body)
     return epoch

@@ -155,8 +155,9 @@ class Leadership:
     async def _next_term(self, cluster: str) -> int:
         claim = {"cluster": cluster, "leader": self.agent.id, "incarnation": self.agent.incarnation}
         spec = topo.cluster_term_spec(cluster, self.agent.settings.topology)
+        route = (topo.EVENTS_EXCHANGE, topo.term_routing_key(cluster))
         return await epochs.next_epoch(
-            self.agent, spec, TERM_TYPE, claim, lambda raw: self._read_term(cluster, raw)
+            self.agent, spec, TERM_TYPE, claim, lambda raw: self._read_term(cluster, raw), route
         )
 
     def _read_term(self, cluster: str, raw: bytes) -> int:

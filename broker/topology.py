@@ -144,6 +144,11 @@ def summary_routing_key(cluster: str) -> str:
     return f"summary.{cluster}"
 
 
+def term_routing_key(cluster: str) -> str:
+    """How a leader records its term (members may not write to the default exchange)."""
+    return f"term.{cluster}"
+
+
 def cluster_lock_spec(cluster: str) -> QueueSpec:
     """The lock of a named cluster's leader: the same primitive as :func:`lock_spec`."""
     return dataclasses.replace(lock_spec(), name=f"robeing.cluster.{cluster}.lock")

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ...broker import topology as topo
 from ...protocol.clusters.names import DEFAULT_CLUSTER
 from ...protocol.envelope import Envelope
-from ...protocol.errors import Unroutable
+from ...protocol.errors import BrokerError, Unroutable
 from ...protocol.heartbeat import Heartbeat
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ class Heartbeats:
         self.extras: list[Callable[[], Mapping[str, Any]]] = []
         self.lag = 0.0  # how late the last beat went out (a busy or paused event loop)
         self.unrouted = 0  # member beats no leader took, in a row (0: a leader hears us)
+        self.refused = False  # the broker refused a member beat (logged once)
 
     def build(self, state: str | None = None) -> Heartbeat:
         """Our heartbeat now: who we are, our load, and every role's extra section."""
@@ -104,6 +105,10 @@ class Heartbeats:
                 return
             except Unroutable:
                 self.unrouted += 1  # no leader: the coordinator hears us directly
+            except BrokerError as exc:  # refused (a broker user without the member key)
+                if not self.refused:
+                    log.warning("heartbeats to the leader of %s refused: %s", cluster, exc)
+                self.refused = True
         await agent.transport.publish(
             topo.EVENTS_EXCHANGE,
             topo.heartbeat_routing_key(role, agent.id),
