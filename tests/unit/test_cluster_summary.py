@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from robeing.protocol.clusters.removals import Removals
 from robeing.protocol.clusters.summary import (
     MAX_SAMPLES,
     ClusterSummary,
@@ -213,3 +214,17 @@ def test_a_member_the_leader_reports_lost_is_reassigned_at_once() -> None:
     # An unknown agent reported lost changes nothing.
     m.handle(SummaryReceived((), lost=(("nobody", "dead"),)), 0.3)
     assert m.fleet.counters["lost_by_leaders"] == 1
+
+
+# --- removal after a grace period ----------------------------------------------------
+
+
+def test_a_dead_member_is_due_for_removal_once_after_the_grace_unless_it_returns() -> None:
+    r = Removals(grace=30.0)
+    r.lost("w1", "etl", 0.0)
+    r.lost("w2", "etl", 5.0)
+    r.lost("w1", "etl", 20.0)  # a later report does not restart the grace
+    assert r.due(29.0) == []
+    r.alive("w2")  # restarted in time: keeps its place
+    assert r.due(30.0) == [("w1", "etl")]
+    assert r.due(100.0) == [] and len(r) == 0

@@ -131,6 +131,7 @@ class ClusterHost:
         self._observe(sender, beat)
         if beat.state != "alive":
             return
+        self.summaries.removals.alive(sender)
         wanted = self.directory.cluster_of(sender, beat.cluster_id)
         if wanted == beat.cluster_id:
             self._ordered.pop(sender, None)
@@ -197,6 +198,10 @@ class ClusterHost:
             log.warning("could not order %s into cluster %s: %s", agent_id, cluster, exc)
 
     # -- changes -------------------------------------------------------------------
+
+    async def record(self, record: ClusterRecord) -> None:
+        """Store a change (confirmed), fold it in, order the agents it moves."""
+        await self._record(record)
 
     async def _record(self, record: ClusterRecord) -> None:
         """Store ``record`` (confirmed), fold it in, and order the agents it moves."""

@@ -28,6 +28,11 @@ than the last folded one is folded into the state machine as if the member's
 heartbeat had been heard (:class:`~robeing.protocol.coordinator.SummaryReceived`),
 with the members the leader declared lost.
 
+Dead members. A member the leader reports lost is reassigned by the state
+machine at once; if it belongs to a formed cluster and is not heard again
+within :data:`~robeing.protocol.clusters.removals.GRACE_S`, a ``leave``
+record removes it (the original ``remove_from_cluster``).
+
 Leaderless clusters. A cluster whose last summary is older than
 :data:`SILENCE_INTERVALS` heartbeat intervals, or whose leader's connection
 closed, has no live leader: the member the score elects (the term holder
@@ -43,7 +48,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from ....protocol.clusters import DEFAULT_CLUSTER, choose_leader
+from ....protocol.clusters import DEFAULT_CLUSTER, ClusterRecord, choose_leader
+from ....protocol.clusters.removals import GRACE_S, Removals
 from ....protocol.clusters.summary import SUMMARY_TYPE, ClusterSummary, MemberEntry, TermBook
 from ....protocol.coordinator import Event, SummaryReceived
 from ....protocol.errors import DecodeError, ProtocolError
@@ -83,6 +89,7 @@ class Summaries:
         self._feed = feed
         self._spawn = spawn
         self._nudged: dict[str, float] = {}  # cluster -> when its candidate was last nudged
+        self.removals = Removals()  # dead members of formed clusters, removed after a grace
 
     def handlers(self) -> dict[str, Any]:
         """What the coordinator's heartbeat queue carries besides heartbeats."""
@@ -131,6 +138,11 @@ class Summaries:
             if self.terms.fresh(entry):
                 folded.append((entry.agent_id, entry.role, entry.beat))
         self._feed(SummaryReceived(tuple(folded), summary.lost))
+        defined = self.clusters.directory.clusters.get(summary.cluster)
+        for member, why in summary.lost:
+            if defined is not None and member in defined.members:
+                log.warning("cluster %s: its leader reports %s %s", summary.cluster, member, why)
+                self.removals.lost(member, summary.cluster, time.monotonic())
         for agent_id, _, beat in folded:
             self.clusters.on_heartbeat(agent_id, beat, direct=False)
         self._nudged.pop(summary.cluster, None)
@@ -175,12 +187,28 @@ class Summaries:
             self._nudge(cluster, exclude=agent_id)
 
     def tick(self) -> None:
-        """Nudge the candidate of every named cluster that has no live leader."""
+        """Nudge the candidate of every named cluster that has no live leader; remove
+        members dead for longer than the grace from their formed cluster."""
         if self.clusters.state is None:
             return
         for name in self.clusters.names():
             if self.holder(name) is None:
                 self._nudge(name)
+        for member, cluster in self.removals.due(time.monotonic()):
+            defined = self.clusters.directory.clusters.get(cluster)
+            if defined is None or member not in defined.members:
+                continue  # it left, or the cluster was dissolved, meanwhile
+            if member in self.clusters.live_members(cluster):
+                continue
+            record = ClusterRecord("leave", cluster, time.time(), self.agent.id, agent=member)
+            log.warning("cluster %s: removing %s, dead for %.0f s", cluster, member, GRACE_S)
+            self._spawn(self._remove(record))
+
+    async def _remove(self, record: ClusterRecord) -> None:
+        try:
+            await self.clusters.record(record)
+        except Exception as exc:  # it is due again after its next reported death
+            log.warning("could not remove %s from %s: %s", record.agent, record.name, exc)
 
     def _nudge(self, cluster: str, exclude: str | None = None) -> None:
         now = time.monotonic()
