@@ -284,6 +284,13 @@ def _user(name: str, role: str, ids: str, covers: str, vhost: str, events_vhost:
         configure += _esc(*_EXCHANGES, topo.TASK_QUEUE, topo.HEARTBEAT_QUEUE)
         configure += _esc(topo.RESULTS_STREAM, topo.COORDINATOR_LOCK, topo.EPOCH_QUEUE)
         configure += _esc(topo.CLUSTERS_STREAM)
+        # Its stand-in feed of a leaderless cluster's member heartbeats.
+        standin = _name(topo.member_queue_spec(_CLUSTER, _ID).name, ids)
+        standin = standin.replace(_CLUSTER, _CLUSTER_CHARS)
+        configure.append(standin)
+        write.append(standin)
+        read.append(standin)
+        topic_read.append(r"member\..*")
         configure += _esc(topo.DEAD_LETTER_QUEUE)
         write += _esc(DEFAULT_EXCHANGE, topo.TASK_QUEUE, topo.HEARTBEAT_QUEUE)
         write += _esc(topo.DEAD_LETTER_QUEUE)

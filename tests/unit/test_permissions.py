@@ -257,6 +257,11 @@ ALLOW: list[tuple[str, tuple[str, ...]]] = [
         ]
     ],
     ("coordinator-1", ("bind", topo.HEARTBEAT_QUEUE, EVENTS_X, topo.SUMMARY_BINDING)),
+    ("coordinator-1", ("declare", topo.member_queue_spec("etl", "coordinator-1").name)),
+    (
+        "coordinator-1",
+        ("bind", topo.member_queue_spec("etl", "coordinator-1").name, EVENTS_X, "member.etl.#"),
+    ),
     # a pool member, and the pool's weaker guarantee
     ("pool.wk", ("declare_dlx", topo.agent_queue("wk-7f9c"))),
     ("pool.wk", ("publish", EVENTS_X, "heartbeat.worker.wk-7f9c")),

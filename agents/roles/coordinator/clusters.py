@@ -154,6 +154,7 @@ class ClusterHost:
     def tick(self) -> None:
         """Recompute each named cluster's leader (about once a :data:`ELECT_S`); sweep leases."""
         self.pool.tick()
+        self.summaries.tick()
         now = time.monotonic()
         if self.state is None or now < self._next_election:
             return
@@ -170,7 +171,6 @@ class ClusterHost:
                 self.leaders.pop(name, None)
             else:
                 self.leaders[name] = leader
-        self.summaries.tick()
 
     def live_members(self, name: str) -> set[str]:
         """The live agents the coordinator schedules on that are in cluster ``name`` now."""

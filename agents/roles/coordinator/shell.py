@@ -99,6 +99,7 @@ class Coordinator:
         self._audits = 0
         self._sign = ed25519_signer(agent.identity.signing_key)
         self.clusters = ClusterHost(agent, self._spawn, self._feed)
+        self.clusters.summaries.hear = self._on_heartbeat
 
     def _machine(self) -> CoordinatorState:
         """Built at start, once the app's task types are known."""

@@ -38,7 +38,11 @@ Leaderless clusters. A cluster whose last summary is older than
 closed, has no live leader: the member the score elects (the term holder
 as ``sitting``, with the margin) gets a ``cluster.elect`` nudge at once and
 then every :data:`NUDGE_S` until a summary of a new term arrives. Meanwhile
-its members' beats are returned unroutable and reach us directly.
+the coordinator hears its members directly: their beats come back
+unroutable and go to ``heartbeat.*``, and the coordinator also binds its own
+feed to ``member.<c>.#`` (needed when the leader is paused with its
+connection, and so its queue, still open); the feed goes with the next
+summary.
 """
 
 from __future__ import annotations
@@ -48,13 +52,15 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ....broker import topology as topo
+from ....broker.base import Consumer
 from ....protocol.clusters import DEFAULT_CLUSTER, ClusterRecord, choose_leader
 from ....protocol.clusters.removals import GRACE_S, Removals
 from ....protocol.clusters.summary import SUMMARY_TYPE, ClusterSummary, MemberEntry, TermBook
 from ....protocol.coordinator import Event, SummaryReceived
 from ....protocol.errors import DecodeError, ProtocolError
 from ....protocol.heartbeat import Heartbeat
-from ...context import AgentContext, Message
+from ...context import AgentContext, Handler, Message
 from ...leading import ELECT_TYPE
 
 if TYPE_CHECKING:
@@ -63,7 +69,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAMPLE_AGE_S = 30.0  # a sample older than this proves nothing about now
-SILENCE_INTERVALS = 2.5  # summaries missed before a cluster counts as leaderless
+# Summary intervals of silence before a cluster counts as leaderless: shorter than
+# the failure detector's suspicion, so the members are heard again before it.
+SILENCE_INTERVALS = 2.0
+TICK_S = 0.25  # how often leaderless clusters are looked for
 NUDGE_S = 1.0  # how often a leaderless cluster's candidate is nudged
 
 
@@ -90,6 +99,9 @@ class Summaries:
         self._spawn = spawn
         self._nudged: dict[str, float] = {}  # cluster -> when its candidate was last nudged
         self.removals = Removals()  # dead members of formed clusters, removed after a grace
+        self.hear: Handler | None = None  # the shell's heartbeat handler, for stand-in feeds
+        self._standing: dict[str, Consumer | None] = {}  # cluster -> our stand-in feed
+        self._next_tick = 0.0
 
     def handlers(self) -> dict[str, Any]:
         """What the coordinator's heartbeat queue carries besides heartbeats."""
@@ -97,7 +109,7 @@ class Summaries:
 
     @property
     def silence(self) -> float:
-        return SILENCE_INTERVALS * self.agent.settings.heartbeat_interval + 0.5
+        return SILENCE_INTERVALS * self.agent.settings.heartbeat_interval
 
     def on_summary(self, msg: Message) -> None:
         """``cluster.summary`` on the heartbeat queue (see the module doc for the checks).
@@ -146,6 +158,8 @@ class Summaries:
         for agent_id, _, beat in folded:
             self.clusters.on_heartbeat(agent_id, beat, direct=False)
         self._nudged.pop(summary.cluster, None)
+        if summary.cluster in self._standing:
+            self._spawn(self._stand_down(summary.cluster))
 
     def _check_samples(self, summary: ClusterSummary) -> None:
         """Every sample is its member's own signed heartbeat, and its entry agrees with it.
@@ -185,15 +199,21 @@ class Summaries:
             log.warning("cluster %s: leader %s is gone; electing another", cluster, agent_id)
             self._nudged.pop(cluster, None)
             self._nudge(cluster, exclude=agent_id)
+        self._next_tick = 0.0  # stand in for its members at the next tick
 
     def tick(self) -> None:
         """Nudge the candidate of every named cluster that has no live leader; remove
         members dead for longer than the grace from their formed cluster."""
-        if self.clusters.state is None:
+        now = time.monotonic()
+        if self.clusters.state is None or now < self._next_tick:
             return
+        self._next_tick = now + TICK_S
         for name in self.clusters.names():
             if self.holder(name) is None:
                 self._nudge(name)
+                if name not in self._standing and self.hear is not None:
+                    self._standing[name] = None
+                    self._spawn(self._stand_in(name))
         for member, cluster in self.removals.due(time.monotonic()):
             defined = self.clusters.directory.clusters.get(cluster)
             if defined is None or member not in defined.members:
@@ -203,6 +223,46 @@ class Summaries:
             record = ClusterRecord("leave", cluster, time.time(), self.agent.id, agent=member)
             log.warning("cluster %s: removing %s, dead for %.0f s", cluster, member, GRACE_S)
             self._spawn(self._remove(record))
+
+    async def _stand_in(self, cluster: str) -> None:
+        """Consume the cluster's member heartbeats ourselves while it has no live leader.
+
+        Between terms a member's beat comes back unroutable and reaches us on
+        ``heartbeat.*``; but a leader that is paused with its connection open
+        keeps its queue, and the beats would pile up there unread. Our own
+        exclusive feed, bound like a leader's, hears them in any case; it goes
+        when a summary arrives again (cancelled, it is auto-deleted).
+        """
+        assert self.hear is not None
+        spec = topo.member_queue_spec(cluster, self.agent.id)
+        try:
+            consumer = await self.agent.consume(
+                spec,
+                {"heartbeat": self.hear},
+                prefetch=1000,
+                bindings=[(topo.EVENTS_EXCHANGE, topo.member_binding(cluster))],
+                work=False,
+                load=False,
+                exclusive=True,
+                ack_delay=0.25,
+            )
+        except Exception as exc:
+            log.warning("cluster %s: could not hear its members directly: %s", cluster, exc)
+            self._standing.pop(cluster, None)
+            return
+        if cluster not in self._standing:  # a summary came meanwhile
+            await self.agent.cancel(consumer)
+            return
+        self._standing[cluster] = consumer
+        log.info("cluster %s has no live leader: the coordinator hears its members", cluster)
+
+    async def _stand_down(self, cluster: str) -> None:
+        consumer = self._standing.pop(cluster, None)
+        if consumer is not None:
+            try:
+                await self.agent.cancel(consumer)
+            except Exception as exc:
+                log.debug("cancelling the stand-in feed of %s: %s", cluster, exc)
 
     async def _remove(self, record: ClusterRecord) -> None:
         try:
