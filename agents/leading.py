@@ -59,11 +59,11 @@ from ..protocol.heartbeat import Heartbeat
 from ..protocol.performance import PerformanceTracker
 from ..protocol.records import MAX_EPOCH
 from . import epochs
-from .context import AgentContext, Message
+from .context import AgentContext, Handler, Message
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ELECT_TYPE", "TERM_TYPE", "Leadership", "install"]
+__all__ = ["ELECT_TYPE", "TERM_TYPE", "Leadership", "hear_members", "install"]
 
 ELECT_TYPE = "cluster.elect"  # the coordinator's nudge: {cluster}
 TERM_TYPE = "cluster.term"  # a term record, and the leader's announcement to members
@@ -180,17 +180,7 @@ class Leadership:
         self.lead = Lead(cluster, term, fleet, {}, lost=[])
         self.fences.setdefault(cluster, EpochFence()).observe(term)
         self.known[cluster] = (term, agent.id)
-        self.lead.consumer = await agent.consume(
-            topo.member_queue_spec(cluster, agent.id),
-            {"heartbeat": self._on_member_beat},
-            prefetch=1000,
-            bindings=[(topo.EVENTS_EXCHANGE, topo.member_binding(cluster))],
-            work=False,
-            load=False,
-            exclusive=True,
-            ack_delay=0.25,  # a heartbeat is worthless once read (see the coordinator's)
-            own=True,  # our own beat is a member's too
-        )
+        self.lead.consumer = await hear_members(agent, cluster, self._on_member_beat, own=True)
         self.won += 1
         self._loop = asyncio.create_task(self._summaries())
         log.warning("%s leads cluster %s with term %d", agent.id, cluster, term)
@@ -352,6 +342,28 @@ class Leadership:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+async def hear_members(
+    agent: AgentContext, cluster: str, on_beat: Handler, *, own: bool = False
+) -> Consumer:
+    """Consume ``cluster``'s member heartbeats on our own exclusive feed (a leader's,
+    or the coordinator's stand-in); cancelled, the feed and its binding are gone.
+
+    Raises:
+        BrokerError: the broker refused the queue or the binding.
+    """
+    return await agent.consume(
+        topo.member_queue_spec(cluster, agent.id),
+        {"heartbeat": on_beat},
+        prefetch=1000,
+        bindings=[(topo.EVENTS_EXCHANGE, topo.member_binding(cluster))],
+        work=False,
+        load=False,
+        exclusive=True,
+        ack_delay=0.25,  # a heartbeat is worthless once read (see the coordinator's)
+        own=own,  # a leader's own beat is a member's too
+    )
 
 
 def install(agent: AgentContext) -> Leadership:

@@ -65,6 +65,11 @@ async def test_a_named_cluster_has_one_leader_per_term_that_summarises_and_is_re
             lambda: _true(watcher.latest[leader].extra.get("leader", {}).get("term") == term)
         )
 
+        # What `robeing status` and the gateway list: every member, from the summaries.
+        live = await client.live_agents(1.5)
+        assert set(ids) <= set(live), sorted(live)
+        assert {live[w].extra.get("via") for w in ids} == {leader}
+
         # The coordinator hears the members only through summaries now.
         def report() -> dict[str, Any]:
             return dict(watcher.latest[coord].extra["coordinator"])

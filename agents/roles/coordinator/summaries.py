@@ -52,7 +52,6 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from ....broker import topology as topo
 from ....broker.base import Consumer
 from ....protocol.clusters import DEFAULT_CLUSTER, ClusterRecord, choose_leader
 from ....protocol.clusters.removals import GRACE_S, Removals
@@ -61,7 +60,7 @@ from ....protocol.coordinator import Event, SummaryReceived
 from ....protocol.errors import DecodeError, ProtocolError
 from ....protocol.heartbeat import Heartbeat
 from ...context import AgentContext, Handler, Message
-from ...leading import ELECT_TYPE
+from ...leading import ELECT_TYPE, hear_members
 
 if TYPE_CHECKING:
     from .clusters import ClusterHost
@@ -234,18 +233,8 @@ class Summaries:
         when a summary arrives again (cancelled, it is auto-deleted).
         """
         assert self.hear is not None
-        spec = topo.member_queue_spec(cluster, self.agent.id)
         try:
-            consumer = await self.agent.consume(
-                spec,
-                {"heartbeat": self.hear},
-                prefetch=1000,
-                bindings=[(topo.EVENTS_EXCHANGE, topo.member_binding(cluster))],
-                work=False,
-                load=False,
-                exclusive=True,
-                ack_delay=0.25,
-            )
+            consumer = await hear_members(self.agent, cluster, self.hear)
         except Exception as exc:
             log.warning("cluster %s: could not hear its members directly: %s", cluster, exc)
             self._standing.pop(cluster, None)
