@@ -269,10 +269,10 @@ def summarise(
 class TermBook:
     """The coordinator's view of each named cluster's leadership, fenced by term.
 
-    Counters (``counters``): ``summaries`` admitted, ``stale_epoch`` and
-    ``not_leader`` refusals, ``stale_entries`` (entries not newer than the last
-    folded for that member), ``foreign_entries`` (entries of agents in another
-    cluster).
+    Counters (``counters``, shown in the coordinator's status): ``summaries``
+    admitted, ``summaries_stale_epoch`` and ``summaries_not_leader`` refused,
+    ``summary_entries_stale`` (not newer than the last folded for that member)
+    and ``summary_entries_foreign`` (agents of another cluster) skipped.
     """
 
     def __init__(self) -> None:
@@ -294,14 +294,14 @@ class TermBook:
             StaleEpoch: its term is older than the highest term admitted for the cluster.
         """
         if sender != summary.leader or sender_cluster != summary.cluster:
-            self._count("not_leader")
+            self._count("summaries_not_leader")
             raise NotLeader(
                 f"{sender} sent a summary of cluster {summary.cluster} naming leader "
                 f"{summary.leader}, but is in cluster {sender_cluster}"
             )
         fence = self.fences.setdefault(summary.cluster, EpochFence())
         if not fence.admit(summary.term):
-            self._count("stale_epoch")
+            self._count("summaries_stale_epoch")
             raise StaleEpoch(summary.term, fence.highest)
         self._count("summaries")
         self.leaders[summary.cluster] = (summary.term, sender, now)
@@ -309,7 +309,7 @@ class TermBook:
     def fresh(self, entry: MemberEntry) -> bool:
         """Whether ``entry`` is newer than the last entry folded for its member (then noted)."""
         if entry.at <= self._last_at.get(entry.agent_id, float("-inf")):
-            self._count("stale_entries")
+            self._count("summary_entries_stale")
             return False
         if len(self._last_at) >= 10 * MAX_MEMBERS and entry.agent_id not in self._last_at:
             self._last_at.pop(next(iter(self._last_at)))
@@ -317,7 +317,7 @@ class TermBook:
         return True
 
     def foreign(self) -> None:
-        self._count("foreign_entries")
+        self._count("summary_entries_foreign")
 
     def leader_of(self, cluster: str, now: float, silence: float) -> tuple[int, str] | None:
         """``(term, leader)`` of ``cluster`` if a summary came within ``silence`` seconds."""

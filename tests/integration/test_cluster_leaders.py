@@ -31,7 +31,7 @@ FAST = ("--acceptable-pause", "0.5", "--dead-after", "0.5")
 
 
 async def test_a_named_cluster_has_one_leader_per_term_that_summarises_and_is_replaced(
-    spawn, watcher, amqp_url: str, keys_dir: Path, tmp_path: Path
+    spawn, watcher, run_cli, amqp_url: str, keys_dir: Path, tmp_path: Path
 ) -> None:
     """Given a coordinator and three workers with CLUSTER_ID, Expect one of them to lead
     with a term shown by `cluster show`, the coordinator to fold summaries instead of
@@ -58,6 +58,9 @@ async def test_a_named_cluster_has_one_leader_per_term_that_summarises_and_is_re
         leader, term = shown["leader"], shown["term"]
         assert leader in ids and shown["candidate"] in ids
         assert {m["id"] for m in shown["member_list"]} == set(ids)
+        shown_cli = await run_cli("cluster", "show", name, amqp_url=amqp_url, keys=keys_dir)
+        assert shown_cli.code == 0, shown_cli.err
+        assert f"leader: {leader} (term {term})" in shown_cli.out, shown_cli.out
         # The leader holds the cluster's lock: nobody else can take it.
         assert not await watcher.agent.broker.try_exclusive(topo.cluster_lock_spec(name))
         # Observers still list every member (from the summaries), the leader with its term.

@@ -105,7 +105,7 @@ def test_a_summary_of_an_older_term_is_refused_and_counted() -> None:
     with pytest.raises(StaleEpoch) as refused:
         book.admit("w1", "c1", summary(5, "w1"), 0.1)
     assert refused.value.reason == "stale_epoch"
-    assert book.counters == {"summaries": 1, "stale_epoch": 1}
+    assert book.counters == {"summaries": 1, "summaries_stale_epoch": 1}
     assert book.leader_of("c1", 0.5, silence=3.0) == (6, "w2")
 
 
@@ -117,7 +117,7 @@ def test_a_summary_from_a_non_member_or_for_another_leader_is_refused() -> None:
         book.admit("w2", "c1", summary(5, "w1"), 0.0)  # it names another leader
     with pytest.raises(NotLeader):
         book.admit("w1", None, summary(5, "w1"), 0.0)  # not a member at all
-    assert book.counters == {"not_leader": 3}
+    assert book.counters == {"summaries_not_leader": 3}
     assert NotLeader("x").reason == "not_leader"
 
 
@@ -153,7 +153,7 @@ def test_an_entry_is_folded_only_when_newer_than_the_last() -> None:
     assert not book.fresh(entry("w2", at=5.0))  # a leader repeating a beat refreshes nothing
     assert not book.fresh(entry("w2", at=4.0))
     assert book.fresh(entry("w2", at=6.0))
-    assert book.counters == {"stale_entries": 2}
+    assert book.counters == {"summary_entries_stale": 2}
 
 
 # --- folding into the coordinator ----------------------------------------------------
