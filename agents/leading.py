@@ -49,7 +49,7 @@ from typing import Any
 from ..broker import topology as topo
 from ..broker.base import Consumer
 from ..protocol.clusters.names import DEFAULT_CLUSTER
-from ..protocol.clusters.summary import SUMMARY_TYPE, MemberEntry, summarise
+from ..protocol.clusters.summary import MAX_MEMBERS, SUMMARY_TYPE, MemberEntry, summarise
 from ..protocol.coordinator.fleet import FleetView
 from ..protocol.election import EpochFence, StaleEpoch
 from ..protocol.envelope import Envelope
@@ -239,6 +239,10 @@ class Leadership:
         lead.rotation += len(picked)
         samples = [lead.members[a][1] for a in picked if lead.members[a][1]]
         lost, lead.lost = lead.lost or [], []
+        if len(ids) > MAX_MEMBERS:  # the rest would look dead to the coordinator
+            log.error(
+                "cluster %s has %d members; a summary lists %d", lead.cluster, len(ids), MAX_MEMBERS
+            )
         out = summarise(
             lead.cluster,
             lead.term,

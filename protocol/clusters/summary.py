@@ -41,6 +41,10 @@ unless it names a queue):
   has free. ``lost`` names members the leader declared dead or gone since its
   previous summary. ``samples`` holds up to :data:`MAX_SAMPLES` raw member
   heartbeats, rotating through the members.
+* **Size** — about 300 bytes a member, so a summary of 100 members is ~30 KB
+  and the 1 MiB message limit holds ~3,000: clusters are meant for tens to a
+  few hundred members (the scale target is 100 clusters of 100). A summary
+  lists at most :data:`MAX_MEMBERS`; a leader with more logs an error.
 * **Nudge** — the coordinator sends the member the score elects a
   ``cluster.elect {cluster}`` message when the cluster has no live leader; it
   grants nothing: the member must still win the lock and take a term.
@@ -84,7 +88,7 @@ __all__ = [
 ]
 
 SUMMARY_TYPE = "cluster.summary"
-MAX_MEMBERS = 10_000
+MAX_MEMBERS = 3_000
 MAX_SAMPLES = 4
 MAX_ID = 128
 # Heartbeat sections a summary keeps: the leader score reads ``attempts``; observers
