@@ -31,11 +31,12 @@ fail() { failures+=("$1"); echo "FAIL: $1" >&2; }
 
 command -v "$KUBECTL" >/dev/null || die "kubectl not found (Debian: apt-get install kubectl); it renders deploy/k8s"
 
-cache=${ROBEING_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/robeing}
+cache=${ROBEING_TOOLS_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/robeing}
 venv="$cache/manifest-tools-$(sha256sum "$REQS" | cut -c1-16)"
 if [ ! -x "$venv/bin/hadolint" ]; then
     echo "installing the pinned tools into $venv"
-    rm -rf "$venv"
+    rm -rf "$cache"/manifest-tools-*  # older pins' venvs, half-made ones too
+    mkdir -p "$cache"
     python3 -m venv "$venv" || die "cannot make a venv at $venv"
     "$venv/bin/python" -m pip install -q -r "$REQS" >"$cache/manifest-tools.log" 2>&1 || {
         rm -rf "$venv"
