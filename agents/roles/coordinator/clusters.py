@@ -19,6 +19,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -71,7 +72,7 @@ class ClusterHost:
         self.views: dict[str, MemberView] = {}  # agent -> its latest heartbeat, for scoring
         self._started: dict[str, tuple[float, int]] = {}  # agent -> (started_at, restarts)
         self.leaders: dict[str, str] = {}  # named cluster -> the member the score designates
-        self.pool = PoolHost(self.live_members)  # the pools of the clusters, and leases
+        self.pool = PoolHost(agent, self.live_members, spawn)  # the clusters' pools, and leases
         self._next_election = 0.0
 
     def handlers(self) -> dict[str, Any]:
@@ -86,14 +87,13 @@ class ClusterHost:
         }
 
     async def load(self, state: CoordinatorState) -> None:
-        """Fold every stored record (declaring the stream if nobody has yet)."""
+        """Fold every stored record (declaring the stream if nobody has yet), and the leases'."""
         self.state = state
 
         def apply(payload: Any) -> None:
             self.directory.apply(ClusterRecord.from_data(payload))
 
-        read = await self.records.load(apply)
-        self.pool.start(state)
+        read, _ = await asyncio.gather(self.records.load(apply), self.pool.load(state))
         log.info(
             "loaded %d cluster record(s): %d cluster(s) defined",
             read,
