@@ -29,7 +29,7 @@ from typing import Any
 
 from .errors import DecodeError
 from .fields import count, finite, need, text
-from .leases import Lease, LeaseTerms
+from .leases import MAX_ENDED, Lease, LeaseTerms
 
 __all__ = ["RECORD_TYPE", "REFRESH_S", "LeaseFold", "LeaseRecord"]
 
@@ -37,7 +37,6 @@ RECORD_TYPE = "pool.record"
 REFRESH_S = 24 * 3600.0  # a live lease gets a record at least this often
 OPS = ("grant", "renew", "end")
 MAX_EPOCH = 2**62
-MAX_ENDED = 100_000  # ended leases remembered (why they ended), oldest forgotten first
 
 
 @dataclass(frozen=True, slots=True)

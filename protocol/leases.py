@@ -30,7 +30,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,7 @@ __all__ = [
 MAX_TTL = 7 * 24 * 3600.0
 MAX_PARTS = 10_000
 MAX_SHOWN = 100  # shrinking agents listed by a view
+MAX_ENDED = 100_000  # ended lease ids remembered (and never granted again), oldest forgotten first
 CLIENT = "client"  # held by a client: ends unless renewed within its TTL
 AGENT = "agent"  # held by an agent: ends when the coordinator declares it dead (or its TTL)
 KINDS = (CLIENT, AGENT)
@@ -239,14 +240,17 @@ class LeaseBook:
     ) -> Lease:
         """Reserve ``asked`` for ``holder``: whole on one agent, else split over several.
 
-        Asking again for a live lease id returns that lease.
+        Asking again for a live lease id returns that lease; an id that has
+        ended is never granted again (the records would keep it ended).
 
         Raises:
             InsufficientResources: the pool (of ``agents``, if given) cannot hold it.
             InvalidResources: ``asked`` is zero.
             ValueError: ``ttl`` is not in ``(0, MAX_TTL]``, a client lease has
-                none, or ``kind`` is unknown.
+                none, ``kind`` is unknown, or the id names an ended lease.
         """
+        if lease_id in self.ended:
+            raise ValueError(f"lease {lease_id} has ended ({self.ended[lease_id]}); use a new id")
         if ttl is not None and not 0 < ttl <= MAX_TTL:
             raise ValueError(f"ttl must be in (0, {MAX_TTL:g}] seconds, got {ttl}")
         if kind not in KINDS or (kind == CLIENT and ttl is None):
@@ -320,6 +324,33 @@ class LeaseBook:
             self.end(lease.lease_id, why)
         return out
 
+    def agents_gone(
+        self, alive: Callable[[str], bool], heard: set[str], graced: bool
+    ) -> list[Lease]:
+        """End the agent leases whose holder the coordinator no longer has alive.
+
+        Args:
+            alive: whether the coordinator's failure detector has the agent
+                (it forgets one it declared dead, that left or was quarantined).
+            heard: agent holders seen alive so far (updated here).
+            graced: whether a holder never seen counts as gone too (after a
+                failover, once every live agent has had time to be heard).
+
+        Returns:
+            The leases ended, with the reason ``holder lost``.
+        """
+        gone = []
+        for lease in list(self.leases.values()):
+            if lease.kind != AGENT:
+                continue
+            if alive(lease.holder):
+                heard.add(lease.holder)
+            elif lease.holder in heard or graced:
+                self.end(lease.lease_id, "holder lost")
+                gone.append(lease)
+        heard.intersection_update(lease.holder for lease in self.leases.values())
+        return gone
+
     def holder_lost(self, holder: str) -> list[Lease]:
         """End every lease of a holder that is gone."""
         gone = [lease for lease in self.leases.values() if lease.holder == holder]
@@ -335,6 +366,6 @@ class LeaseBook:
 
     def remember(self, lease_id: str, why: str) -> None:
         """Keep why a lease ended, for its holder's next question (bounded)."""
-        if len(self.ended) >= 10_000:
+        if len(self.ended) >= MAX_ENDED:
             self.ended.pop(next(iter(self.ended)))
         self.ended[lease_id] = why

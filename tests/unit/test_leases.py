@@ -96,6 +96,8 @@ def test_a_renewal_moves_the_expiry_and_only_the_holder_renews() -> None:
     assert [why for _, why in book.sweep(18)] == ["expired"]
     assert book.renew("l1", "me", 19) == "expired"
     assert book.renew("nope", "me", 19) == "unknown"
+    with pytest.raises(ValueError, match="has ended"):  # its records keep it ended
+        book.request("l1", "me", Resources(cpu=1), now=20, ttl=10)
 
 
 def test_a_client_lease_needs_a_ttl_and_an_agent_lease_may_have_none() -> None:
@@ -210,3 +212,40 @@ def test_the_coordinator_never_sweeps_a_lease_as_a_finished_tasks_reservation() 
         m.handle(HeartbeatReceived("w1", "worker", beat), t)  # alive throughout
         m.handle(Tick(), t)
     assert m.fleet.ledger.available().cpu == 1 and book.sweep(60.0) == []
+
+
+def test_an_agent_lease_ends_once_its_holder_is_no_longer_alive() -> None:
+    """Given agent leases of w1 (heard alive) and w2 (never heard, as after a failover),
+    and a client lease, Expect w1's to end when the detector drops w1, w2's only once
+    the takeover grace has passed, and the client's never by this rule."""
+    book = LeaseBook(pool(a=Resources(cpu=4)))
+    book.request("of-w1", "w1", Resources(cpu=1), now=0, kind=AGENT)
+    book.request("of-w2", "w2", Resources(cpu=1), now=0, kind=AGENT)
+    book.request("of-c", "c", Resources(cpu=1), now=0, ttl=60)
+    alive, heard = {"w1"}, set[str]()
+    assert book.agents_gone(alive.__contains__, heard, graced=False) == []
+    assert heard == {"w1"}
+    alive.clear()  # the coordinator declared w1 dead
+    gone = book.agents_gone(alive.__contains__, heard, graced=False)
+    assert [lease.lease_id for lease in gone] == ["of-w1"] and heard == set()
+    assert book.release("of-w1", "w1") == "holder lost"
+    gone = book.agents_gone(alive.__contains__, heard, graced=True)
+    assert [lease.lease_id for lease in gone] == ["of-w2"]
+    assert list(book.leases) == ["of-c"]
+
+
+def test_a_contribution_order_is_obeyed_unless_older_than_the_newest_obeyed() -> None:
+    """Given an order stamped (3, 5) obeyed, Expect the same order obeyed again (a retry),
+    a later one obeyed, and an older one (a deposed coordinator's) refused."""
+    from robeing.protocol.contributions import ContributionFence, ContributionOrder
+
+    fence = ContributionFence()
+    order = ContributionOrder(Resources(cpu=2), 3, 5)
+    assert ContributionOrder.from_data(order.to_data()) == order
+    assert fence.admit(order) and fence.admit(order)
+    assert fence.admit(ContributionOrder(Resources(cpu=1), 4, 1))
+    assert not fence.admit(ContributionOrder(Resources(cpu=8), 3, 9))
+    with pytest.raises(DecodeError, match="unknown resource gpu"):
+        ContributionOrder.from_data({"resources": {"gpu": 1}, "epoch": 1, "seq": 1})
+    with pytest.raises(DecodeError):
+        ContributionOrder.from_data({"resources": {"cpu": -1}, "epoch": 1, "seq": 1})

@@ -172,7 +172,7 @@ class PoolHost:
             lease = self.book.request(
                 lease_id, msg.sender, asked, time.time(), ttl, members, kind=kind
             )
-        except InvalidResources as exc:
+        except (InvalidResources, ValueError) as exc:
             return {"error": str(exc)}
         except InsufficientResources as exc:
             view = pool_view(self.book.ledger, self.members(cluster))
@@ -207,12 +207,14 @@ class PoolHost:
         """``pool.release {lease}``: end the sender's lease (answered once recorded)."""
         assert self.book is not None
         lease_id = text(need(msg.payload, "lease", str), "lease", 128)
+        live = lease_id in self.book.leases
         outcome = self.book.release(lease_id, msg.sender)
         if outcome != "released":
             return {"error": f"lease {lease_id!r} not released: {outcome}"}
-        self._recorded.pop(lease_id, None)
-        self._unrecorded[lease_id] = "released"
-        await self._record_end(lease_id)
+        if live:  # a second release is answered the same, and recorded once
+            self._recorded.pop(lease_id, None)
+            self._unrecorded[lease_id] = "released"
+            await self._record_end(lease_id)
         return {"released": lease_id}
 
     async def on_contribute(self, msg: Message) -> dict[str, Any]:
@@ -299,21 +301,13 @@ class PoolHost:
                 if agent_id not in fleet.health:
                     log.warning("agent %s not heard since the takeover: leaving the pool", agent_id)
                     book.ledger.withdraw(agent_id)
-        ended: list[tuple[str, str, str]] = []
-        for lease in list(book.leases.values()):
-            if lease.kind != AGENT:
-                continue
-            if lease.holder in fleet.health:
-                self._heard.add(lease.holder)
-            elif lease.holder in self._heard or graced:
-                book.end(lease.lease_id, "holder lost")
-                ended.append((lease.lease_id, lease.holder, "holder lost"))
+        gone = book.agents_gone(fleet.health.__contains__, self._heard, graced)
+        ended = [(lease.lease_id, lease.holder, "holder lost") for lease in gone]
         ended += [(lease.lease_id, lease.holder, why) for lease, why in book.sweep(time.time())]
         for lease_id, holder, why in ended:
             log.warning("lease %s of %s ended: %s", lease_id, holder, why)
             self._recorded.pop(lease_id, None)
             self._unrecorded[lease_id] = why
-        self._heard &= {lease.holder for lease in book.leases.values()}
         for lease_id in list(self._unrecorded):
             if lease_id not in self._writing:
                 self._spawn(self._record_end(lease_id))
