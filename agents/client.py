@@ -383,6 +383,7 @@ class Client:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.pool.close()
         await self._agent.stop()
 
     async def send(

@@ -14,6 +14,8 @@ coordinator answers with the outcome or a one-line refusal, raised here as
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -22,6 +24,8 @@ from ..protocol.errors import ConfigError, DecodeError
 from ..protocol.resources import InvalidResources, Resources
 
 Ask = Callable[[str, Any, float], Awaitable[Any]]
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ClusterRefused", "Clusters", "InsufficientPool", "Pool", "wire_resources"]
 
@@ -115,11 +119,22 @@ class Clusters(_Questions):
 
 
 class Pool(_Questions):
-    """The ``pool.*`` questions: the pooled resources of a cluster, and leases on them."""
+    """The ``pool.*`` questions: the pooled resources of a cluster, and leases on them.
+
+    A lease this client holds (a *client* lease) ends when its TTL passes
+    without a renewal. :meth:`request` renews it in the background every
+    TTL / 3 for as long as this client lives (until :meth:`release`, or the
+    client closes), so a client that dies loses its leases within one TTL.
+    """
+
+    def __init__(self, ask: Ask, timeout: float = 10.0) -> None:
+        super().__init__(ask, timeout)
+        self._renewing: dict[str, asyncio.Task[None]] = {}
+        self.ended: dict[str, str] = {}  # lease id -> why renewing it stopped (ended, refused…)
 
     async def show(self, cluster: str | None = None) -> dict[str, Any]:
         """Free, total and largest on one agent (per resource) of ``cluster``'s pool
-        (None: the default cluster), and the number of live leases.
+        (None: the default cluster), agents shrinking, and the number of live leases.
 
         Raises:
             ClusterRefused: an invalid cluster name.
@@ -134,11 +149,17 @@ class Pool(_Questions):
         cluster: str | None = None,
         ttl: float | None = None,
         lease_id: str | None = None,
+        renew: bool = True,
     ) -> dict[str, Any]:
         """Lease ``resources``: whole on one agent if one has room, else spread over several.
 
+        Args:
+            ttl: seconds the lease lives without a renewal (default: the coordinator's, 300).
+            renew: renew it every TTL / 3 while this client lives; False: it
+                ends at ``expires_at`` unless :meth:`renew` is called.
+
         Returns:
-            ``{lease, holder, requested, parts: [{agent, resources}], expires_at}``.
+            ``{lease, holder, kind, requested, parts: [{agent, resources}], ttl, expires_at}``.
 
         Raises:
             InsufficientPool: not that much free now (the message says what is).
@@ -152,16 +173,83 @@ class Pool(_Questions):
         if ttl is not None:
             payload["ttl"] = ttl
         lease: dict[str, Any] = (await self._ask("pool.request", payload))["lease"]
+        every = lease.get("ttl")
+        if renew and isinstance(every, (int, float)) and every > 0:
+            self._keep(lease["lease"], every / 3)
         return lease
 
-    async def release(self, lease_id: str) -> None:
-        """End our lease.
+    async def renew(self, lease_id: str) -> dict[str, Any]:
+        """Move our lease's expiry to now + its TTL; returns the lease.
 
         Raises:
             ClusterRefused: not ours, or it had ended (the message says why: expired, revoked…).
             AckTimeout: no coordinator answered in time.
         """
+        lease: dict[str, Any] = (await self._ask("pool.renew", {"lease": lease_id}))["lease"]
+        return lease
+
+    async def release(self, lease_id: str) -> None:
+        """End our lease (and stop renewing it).
+
+        Raises:
+            ClusterRefused: not ours, or it had ended (the message says why: expired, revoked…).
+            AckTimeout: no coordinator answered in time.
+        """
+        task = self._renewing.pop(lease_id, None)
+        if task is not None:
+            task.cancel()
         await self._ask("pool.release", {"lease": lease_id})
+
+    async def contribute(
+        self, agent_id: str, resources: Resources | Mapping[str, float]
+    ) -> dict[str, Any]:
+        """Order live agent ``agent_id`` to contribute ``resources`` (all of it: a resource
+        left out is contributed no more). Shrinking below what is committed on it revokes
+        nothing: the new amount takes effect as leases and reservations end.
+
+        Returns:
+            ``{agent, contributed, committed, shrinking}``.
+
+        Raises:
+            ConfigError: an unknown resource or a bad quantity (nothing sent).
+            ClusterRefused: an unknown agent, or the agent did not take the order.
+            AckTimeout: no coordinator answered in time.
+        """
+        payload = {"agent": agent_id, "resources": wire_resources(resources)}
+        return await self._ask("pool.contribute", payload)
+
+    async def close(self) -> None:
+        """Stop renewing (the leases then end at their TTL)."""
+        tasks = list(self._renewing.values())
+        self._renewing.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _keep(self, lease_id: str, every: float) -> None:
+        old = self._renewing.pop(lease_id, None)
+        if old is not None:
+            old.cancel()
+        self._renewing[lease_id] = asyncio.get_running_loop().create_task(
+            self._renew_loop(lease_id, every)
+        )
+
+    async def _renew_loop(self, lease_id: str, every: float) -> None:
+        """Renew every ``every`` s; a refusal (it ended) stops, a timeout tries again sooner."""
+        wait = every
+        while True:
+            await asyncio.sleep(wait)
+            try:
+                await self.renew(lease_id)
+                wait = every
+            except ClusterRefused as exc:
+                self.ended[lease_id] = str(exc)
+                log.warning("lease %s no longer renewed: %s", lease_id, exc)
+                self._renewing.pop(lease_id, None)
+                return
+            except Exception as exc:  # no answer in time: two more chances within the TTL
+                log.warning("renewing lease %s failed (%s); trying again", lease_id, exc)
+                wait = every / 2
 
 
 def wire_resources(resources: Resources | Mapping[str, float] | None) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from ..protocol.envelope import Envelope
 from ..protocol.identity import Certificate, Identity, TrustStore
 from ..protocol.policy import PolicyBook
 from ..protocol.quarantine import QuarantineBook
+from ..protocol.resources import Resources
 from ..protocol.roles import Role
 
 if TYPE_CHECKING:
@@ -209,9 +210,13 @@ class AgentContext(Protocol):
         cluster_id: the cluster it is in now: ``settings.cluster_id`` at
             start, then wherever a coordinator's membership order moved it
             (announced in every heartbeat).
+        resources: what it contributes to the pool now: ``settings.resources``
+            at start, then what a coordinator's contribution order set
+            (announced in every heartbeat; None: nothing).
     """
 
     cluster_id: str
+    resources: Resources | None
 
     @property
     def id(self) -> str: ...

@@ -1,5 +1,11 @@
 """Prometheus metrics of one agent, served at ``http://<host>:<--metrics-port>/metrics``.
 
+The same server answers ``GET /healthz`` for orchestrators' readiness and
+startup probes: 200 ``alive`` while the agent has started and is connected to
+the broker, else 503 with its state (``starting``, ``disconnected``,
+``stopping``). It says nothing of heartbeats reaching anyone: ``robeing agent
+--check`` is the end-to-end probe.
+
 Nothing here sits on the message path: the runtime keeps plain counters
 (:mod:`.stats`, the outbox's sent counts, the executor's task outcomes) and
 one middleware times handlers; a scrape reads them on the agent's event loop
@@ -46,7 +52,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import (
@@ -67,7 +73,7 @@ if TYPE_CHECKING:
     from .runtime import Agent
     from .tasking.executor import TaskExecutor
 
-__all__ = ["HandlerTimer", "MetricsServer", "install"]
+__all__ = ["HandlerTimer", "MetricsServer", "health_of", "install"]
 
 log = logging.getLogger(__name__)
 
@@ -220,19 +226,38 @@ def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(bound)
 
 
+def health_of(agent: Agent) -> tuple[bool, str]:
+    """Whether ``agent`` is ready (started and connected), and its state in a word."""
+    state = agent.state
+    if state != "alive":
+        return False, state
+    if not agent.transport.is_connected:
+        return False, "disconnected"
+    return True, state
+
+
 class MetricsServer:
-    """A tiny HTTP server for ``GET /metrics``, on the agent's own event loop.
+    """A tiny HTTP server for ``GET /metrics`` and ``/healthz``, on the agent's event loop.
 
     Args:
         registry: what to serve.
         port: the TCP port (0: any free one; :attr:`port` says which).
         host: the address to listen on.
+        health: says whether the agent is ready and why (``/healthz``: 200 or 503);
+            without it ``/healthz`` is 404.
     """
 
-    def __init__(self, registry: CollectorRegistry, port: int, host: str = "0.0.0.0") -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        port: int,
+        host: str = "0.0.0.0",
+        health: Callable[[], tuple[bool, str]] | None = None,
+    ) -> None:
         self.registry = registry
         self.port = port
         self.host = host
+        self.health = health
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -263,6 +288,10 @@ class MetricsServer:
             path = request[1].split("?")[0] if len(request) >= 2 else ""
             if request[:1] == ["GET"] and path in ("/metrics", "/"):
                 status, kind, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(self.registry)
+            elif request[:1] == ["GET"] and path == "/healthz" and self.health is not None:
+                ok, why = self.health()
+                status = "200 OK" if ok else "503 Service Unavailable"
+                kind, body = "text/plain", why.encode() + b"\n"
             else:
                 status, kind, body = "404 Not Found", "text/plain", b"try /metrics\n"
             head = (
@@ -290,7 +319,7 @@ def install(agent: Agent, tasks: TaskExecutor | None = None, *, port: int) -> Me
     timer = HandlerTimer()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AgentCollector(agent, timer, tasks))
-    server = MetricsServer(registry, port)
+    server = MetricsServer(registry, port, health=lambda: health_of(agent))
     hooks = App(name="metrics", middleware=[timer])
     hooks.on_start(lambda _agent: server.start())
     hooks.on_stop(lambda _agent: server.stop())

@@ -283,7 +283,7 @@ def _user(name: str, role: str, ids: str, covers: str, vhost: str, events_vhost:
     if role == "coordinator":
         configure += _esc(*_EXCHANGES, topo.TASK_QUEUE, topo.HEARTBEAT_QUEUE)
         configure += _esc(topo.RESULTS_STREAM, topo.COORDINATOR_LOCK, topo.EPOCH_QUEUE)
-        configure += _esc(topo.CLUSTERS_STREAM)
+        configure += _esc(topo.CLUSTERS_STREAM, topo.LEASES_STREAM)
         # Its stand-in feed of a leaderless cluster's member heartbeats.
         standin = _name(topo.member_queue_spec(_CLUSTER, _ID).name, ids)
         standin = standin.replace(_CLUSTER, _CLUSTER_CHARS)
@@ -296,6 +296,7 @@ def _user(name: str, role: str, ids: str, covers: str, vhost: str, events_vhost:
         write += _esc(topo.DEAD_LETTER_QUEUE)
         read += _esc(*_EXCHANGES, topo.TASK_QUEUE, topo.HEARTBEAT_QUEUE)
         read += _esc(topo.RESULTS_STREAM, topo.EPOCH_QUEUE, topo.CLUSTERS_STREAM)
+        read += _esc(topo.LEASES_STREAM)
         read.append(_name(topo.work_queue(_ID), f"{_ID_CHARS}+"))
         topic_read.append(r"task\..*")
         watch = _name(topo.connection_watch_spec(_ID, _SUFFIX).name, ids)

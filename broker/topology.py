@@ -19,6 +19,7 @@ name                        kind      purpose
 ``robeing.coordinator.lock``        exclusive queue; its owner is the active coordinator
 ``robeing.coordinator.epoch``       holds the last coordinator epoch (one message)
 ``robeing.coordinator.clusters``    stream, signed cluster definitions (kept for good)
+``robeing.coordinator.leases``      stream, signed pool lease records (kept ``LEASES_MAX_AGE``)
 ``robeing.cluster.<c>.lock``        exclusive queue; its owner leads named cluster ``<c>``
 ``robeing.cluster.<c>.term``        holds cluster ``<c>``'s last leader term (one message)
 ``robeing.members.<c>.<leader>``    the leader's feed of ``member.<c>.#`` heartbeats (exclusive)
@@ -50,6 +51,10 @@ RESULTS_STREAM = "robeing.results"
 COORDINATOR_LOCK = "robeing.coordinator.lock"
 EPOCH_QUEUE = "robeing.coordinator.epoch"
 CLUSTERS_STREAM = "robeing.coordinator.clusters"
+LEASES_STREAM = "robeing.coordinator.leases"
+# Every live lease gets a record at least daily (protocol/leaserecords.py), so a
+# week of records always describes every live lease.
+LEASES_MAX_AGE = "7D"
 
 # Header names on dead-lettered messages.
 REASON_HEADER = "x-robeing-reason"
@@ -325,6 +330,13 @@ def clusters_spec() -> QueueSpec:
     return QueueSpec(CLUSTERS_STREAM, arguments={"x-queue-type": "stream"})
 
 
+def leases_spec() -> QueueSpec:
+    """The stream of pool lease records: grant, renew, end (see protocol/leaserecords.py)."""
+    return QueueSpec(
+        LEASES_STREAM, arguments={"x-queue-type": "stream", "x-max-age": LEASES_MAX_AGE}
+    )
+
+
 def dead_letter_spec(settings: TopologySettings | None = None) -> QueueSpec:
     return QueueSpec(
         DEAD_LETTER_QUEUE,
@@ -359,6 +371,7 @@ def shared_queues(settings: TopologySettings) -> tuple[QueueSpec, ...]:
         task_queue_spec(settings),
         heartbeat_queue_spec(settings),
         results_spec(settings),
+        leases_spec(),
     )
 
 

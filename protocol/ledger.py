@@ -3,28 +3,35 @@
 Each agent contributes cpu (cores), memory and storage (bytes) and bandwidth
 (bytes/s). :class:`ResourceLedger` places requests on contributors, best-fit
 (pack) or spread (balance), on one agent or, when allowed and needed, split
-across several in parts shaped like the request.
+across several in parts shaped like the request. Each allocation has a
+:class:`Holder`: a task's reservation, or a pool lease; the coordinator's
+sweep of finished tasks' reservations looks at the first kind only.
 
 Invariants:
-    * Never over-commit: on every agent, in every dimension, the parts of the
-      live allocations placed there add up to at most its contribution.
+    * Never over-commit by placing: a part is placed only within what its
+      agent has free (contributed minus committed). Only a shrink of the
+      contribution can leave an agent with more committed than contributed;
+      it is then *shrinking*: its live allocations stay until they end, and
+      nothing new is placed on it until committed is back under the new
+      contribution.
     * Exact accounting: quantities are integers (cpu in millicores; requests
       are rounded up, contributions down), so releasing an allocation restores
       availability exactly, with no floating-point drift.
     * An allocation's parts add up exactly to its (rounded) request, one part
       per agent, none empty.
-    * Idempotent by request id: allocating a live request again returns the
-      same allocation; with other resources or constraints it is refused.
+    * Idempotent by (holder kind, request id): allocating a live request
+      again returns the same allocation; with other resources or constraints
+      it is refused. A task and a lease may share an id without colliding.
     * An allocation lives until released, or until an agent it touches
-      withdraws or shrinks below its usage; then all its parts are freed and
-      its id is returned so the work can be placed again (under a new
-      allocation id, so the stale one can never release the new one).
+      withdraws (it is gone: dead, left, quarantined); then all its parts are
+      freed and its id is returned so the work can be placed again (under a
+      new allocation id, so the stale one can never release the new one).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from fractions import Fraction
@@ -44,9 +51,22 @@ from .resources import (
     vec_sub,
 )
 
-__all__ = ["Allocation", "Constraints", "Part", "ResourceLedger", "Strategy"]
+__all__ = ["Allocation", "Constraints", "Holder", "Part", "ResourceLedger", "Strategy"]
 
 _Candidate = tuple[str, Vec, Vec]  # (agent id, free, capacity)
+
+
+class Holder(StrEnum):
+    """Who holds an allocation, which says how it ends.
+
+    ``TASK``: a task's reservation; it ends with the task's attempt, and the
+    coordinator's sweep frees one whose task no longer runs. ``LEASE``: a
+    pool lease of a client or an agent; it ends on release, TTL or the
+    holder's death (:mod:`robeing.protocol.leases`), never by the task sweep.
+    """
+
+    TASK = "task"
+    LEASE = "lease"
 
 
 class Strategy(StrEnum):
@@ -104,6 +124,7 @@ class Allocation:
     requested: Resources
     parts: tuple[Part, ...]
     constraints: Constraints
+    holder: Holder = Holder.TASK
 
     @property
     def agents(self) -> tuple[str, ...]:
@@ -118,7 +139,12 @@ class _Pool:
     allocations: dict[str, None] = field(default_factory=dict)  # ids touching it, oldest first
 
     def free(self) -> Vec:
-        return vec_sub(self.capacity, self.used)
+        # Clamped: a shrinking agent (more committed than contributed) has nothing free.
+        c, u = self.capacity, self.used
+        return (max(c[0] - u[0], 0), max(c[1] - u[1], 0), max(c[2] - u[2], 0), max(c[3] - u[3], 0))
+
+    def shrinking(self) -> bool:
+        return not vec_fits(self.used, self.capacity)
 
 
 @dataclass(slots=True)
@@ -134,31 +160,35 @@ class ResourceLedger:
     def __init__(self) -> None:
         self._pools: dict[str, _Pool] = {}
         self._live: dict[str, _Live] = {}  # allocation id -> allocation, oldest first
-        self._by_request: dict[str, str] = {}
+        self._by_request: dict[tuple[Holder, str], str] = {}
         self._seq = 0
 
-    def contribute(self, agent_id: str, capacity: Resources) -> list[str]:
+    def contribute(self, agent_id: str, capacity: Resources) -> bool:
         """Set what ``agent_id`` offers to the pool (adding the agent if new).
 
-        Shrinking below what is allocated on the agent invalidates its newest
-        allocations until the rest fit.
+        Shrinking below what is committed on the agent drops nothing: its
+        allocations stay until they end, and the new contribution takes
+        effect as they do (the agent is :meth:`shrinking` meanwhile, with
+        nothing free). Offering nothing, with nothing committed, takes the
+        agent out of the pool; with something committed, it stays until the
+        last allocation on it ends.
 
         Args:
             agent_id: the contributor.
             capacity: its total capacity (cpu rounded down to millicores).
 
         Returns:
-            Ids of the allocations invalidated by a shrink, oldest first.
+            Whether the agent is shrinking now.
         """
-        pool = self._pools.setdefault(agent_id, _Pool(ZERO))
-        pool.capacity = to_vec(capacity, up=False)
-        evicted: list[str] = []
-        for allocation_id in reversed(list(pool.allocations)):
-            if vec_fits(pool.used, pool.capacity):
-                break
-            self._drop(allocation_id)
-            evicted.append(allocation_id)
-        return evicted[::-1]
+        vec = to_vec(capacity, up=False)
+        pool = self._pools.get(agent_id)
+        if vec == ZERO and (pool is None or not pool.allocations):
+            self._pools.pop(agent_id, None)
+            return False
+        if pool is None:
+            pool = self._pools[agent_id] = _Pool(ZERO)
+        pool.capacity = vec
+        return pool.shrinking()
 
     def withdraw(self, agent_id: str) -> list[str]:
         """Remove ``agent_id`` and invalidate every allocation with a part on it.
@@ -177,14 +207,19 @@ class ResourceLedger:
         return affected
 
     def allocate(
-        self, request_id: str, request: Resources, constraints: Constraints | None = None
+        self,
+        request_id: str,
+        request: Resources,
+        constraints: Constraints | None = None,
+        holder: Holder = Holder.TASK,
     ) -> Allocation:
         """Reserve ``request`` for ``request_id``.
 
         Args:
-            request_id: idempotency key of the request.
+            request_id: idempotency key of the request (per holder kind).
             request: what it needs (cpu rounded up to millicores).
             constraints: placement constraints (default: best fit, no split).
+            holder: a task's reservation or a lease.
 
         Returns:
             The allocation; the existing one if ``request_id`` is live already.
@@ -197,7 +232,7 @@ class ResourceLedger:
         """
         constraints = constraints or Constraints()
         need = to_vec(request, up=True)
-        existing = self._by_request.get(request_id)
+        existing = self._by_request.get((holder, request_id))
         if existing is not None:
             live = self._live[existing]
             if live.need != need or live.allocation.constraints != constraints:
@@ -219,6 +254,45 @@ class ResourceLedger:
             for _, free, _ in candidates:
                 total = vec_add(total, free)
             raise InsufficientResources(request_id, from_vec(need), from_vec(total))
+        return self._install(request_id, need, parts, constraints, holder)
+
+    def restore(self, request_id: str, holder: Holder, parts: Sequence[Part]) -> Allocation:
+        """Install an allocation granted earlier (by a coordinator before a failover).
+
+        The parts are taken as recorded, without checking room: they were
+        placed within what their agents had free then. An agent not (yet)
+        contributing is added with nothing contributed — shrinking, so
+        nothing new goes there until its heartbeat announces its contribution.
+
+        Returns:
+            The allocation; the live one if ``request_id`` is live already.
+
+        Raises:
+            InvalidResources: no parts, an empty part, or one agent twice.
+        """
+        existing = self._by_request.get((holder, request_id))
+        if existing is not None:
+            return self._live[existing].allocation
+        vecs = [(p.agent_id, to_vec(p.resources, up=True)) for p in parts]
+        if not vecs or any(v == ZERO for _, v in vecs) or len({a for a, _ in vecs}) < len(vecs):
+            raise InvalidResources(
+                f"request {request_id!r}: parts must be non-empty, one per agent"
+            )
+        need = ZERO
+        for _, v in vecs:
+            need = vec_add(need, v)
+        for agent_id, _ in vecs:
+            self._pools.setdefault(agent_id, _Pool(ZERO))
+        return self._install(request_id, need, vecs, Constraints(allow_split=len(vecs) > 1), holder)
+
+    def _install(
+        self,
+        request_id: str,
+        need: Vec,
+        parts: list[tuple[str, Vec]],
+        constraints: Constraints,
+        holder: Holder,
+    ) -> Allocation:
         self._seq += 1
         allocation = Allocation(
             f"{request_id}#{self._seq}",
@@ -226,13 +300,14 @@ class ResourceLedger:
             from_vec(need),
             tuple(Part(a, from_vec(v)) for a, v in parts),
             constraints,
+            holder,
         )
         for agent_id, v in parts:
             pool = self._pools[agent_id]
             pool.used = vec_add(pool.used, v)
             pool.allocations[allocation.allocation_id] = None
         self._live[allocation.allocation_id] = _Live(allocation, need, parts)
-        self._by_request[request_id] = allocation.allocation_id
+        self._by_request[(holder, request_id)] = allocation.allocation_id
         return allocation
 
     def release(self, allocation_id: str) -> bool:
@@ -251,13 +326,13 @@ class ResourceLedger:
         live = self._live.get(allocation_id)
         return live.allocation if live else None
 
-    def release_request(self, request_id: str) -> bool:
-        """Free the live allocation of ``request_id``, if any.
+    def release_request(self, request_id: str, holder: Holder = Holder.TASK) -> bool:
+        """Free the live allocation of ``request_id`` (of that holder kind), if any.
 
         Returns:
             True if there was one.
         """
-        allocation_id = self._by_request.get(request_id)
+        allocation_id = self._by_request.get((holder, request_id))
         return allocation_id is not None and self.release(allocation_id)
 
     def fits(self, agent_id: str, request: Resources) -> bool:
@@ -265,14 +340,23 @@ class ResourceLedger:
         pool = self._pools.get(agent_id)
         return pool is not None and vec_fits(to_vec(request, up=True), pool.free())
 
-    def allocation_for(self, request_id: str) -> Allocation | None:
-        """The live allocation of ``request_id``, or None."""
-        allocation_id = self._by_request.get(request_id)
+    def allocation_for(self, request_id: str, holder: Holder = Holder.TASK) -> Allocation | None:
+        """The live allocation of ``request_id`` (of that holder kind), or None."""
+        allocation_id = self._by_request.get((holder, request_id))
         return self._live[allocation_id].allocation if allocation_id else None
 
-    def allocations(self) -> list[Allocation]:
-        """All live allocations, oldest first."""
-        return [live.allocation for live in self._live.values()]
+    def allocations(self, holder: Holder | None = None) -> list[Allocation]:
+        """The live allocations (of ``holder`` kind, if given), oldest first."""
+        return [
+            live.allocation
+            for live in self._live.values()
+            if holder is None or live.allocation.holder is holder
+        ]
+
+    def shrinking(self, agent_id: str) -> bool:
+        """Whether more is committed on ``agent_id`` than it contributes now."""
+        pool = self._pools.get(agent_id)
+        return pool is not None and pool.shrinking()
 
     def agents(self) -> list[str]:
         """Contributing agents, in order of first contribution."""
@@ -283,7 +367,7 @@ class ResourceLedger:
         return from_vec(self._sum(agent_id, lambda p: p.capacity))
 
     def allocated(self, agent_id: str | None = None) -> Resources:
-        """What is reserved on ``agent_id`` (or, if None, on everyone)."""
+        """What is committed (reserved or leased) on ``agent_id`` (or, if None, on everyone)."""
         return from_vec(self._sum(agent_id, lambda p: p.used))
 
     def available(self, agent_id: str | None = None) -> Resources:
@@ -307,12 +391,14 @@ class ResourceLedger:
 
     def _drop(self, allocation_id: str) -> None:
         live = self._live.pop(allocation_id)
-        del self._by_request[live.allocation.request_id]
+        del self._by_request[(live.allocation.holder, live.allocation.request_id)]
         for agent_id, v in live.parts:
             pool = self._pools.get(agent_id)
             if pool is not None:  # absent while its own withdraw is in progress
                 pool.used = vec_sub(pool.used, v)
                 del pool.allocations[allocation_id]
+                if pool.capacity == ZERO and not pool.allocations:
+                    del self._pools[agent_id]  # it offered nothing and now holds nothing
 
     @staticmethod
     def _place_whole(

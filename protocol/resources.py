@@ -129,9 +129,11 @@ _QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?(?:/s)?\s*$", re.IGN
 def parse_resources(text: str) -> Resources:
     """Parse ``cpu=2,memory=4GiB,storage=20GB,bandwidth=100MB`` (the CLI form).
 
-    cpu is in cores (fractions allowed); the others in bytes (bandwidth in
-    bytes/s), with an optional SI (k, M, G, T: powers of 1000) or binary
-    (Ki, Mi, Gi, Ti: powers of 1024) prefix and an optional ``B``.
+    cpu is in cores (fractions allowed), or in millicores with Kubernetes'
+    ``m`` suffix (``1500m`` is 1.5 cores: what the downward API gives for a
+    container's ``limits.cpu`` with divisor ``1m``); the others in bytes
+    (bandwidth in bytes/s), with an optional SI (k, M, G, T: powers of 1000)
+    or binary (Ki, Mi, Gi, Ti: powers of 1024) prefix and an optional ``B``.
 
     Raises:
         InvalidResources: says which item is wrong and why.
@@ -153,9 +155,14 @@ def parse_resources(text: str) -> Resources:
             raise InvalidResources(f"{item!r}: {raw.strip()!r} is not a quantity like 2, 0.5, 4GiB")
         number, prefix = m.group(1), (m.group(2) or "").lower()
         if name == "cpu":
-            if number != raw.strip():
-                raise InvalidResources(f"{item!r}: cpu is a number of cores, without a unit")
-            values[name] = float(number)
+            if number == raw.strip():
+                values[name] = float(number)
+            elif raw.strip() == number + "m":
+                values[name] = float(Fraction(number) / 1000)
+            else:
+                raise InvalidResources(
+                    f"{item!r}: cpu is a number of cores (2, 0.5) or of millicores (500m)"
+                )
         else:
             scale = _IUNITS.get(prefix) or _UNITS[prefix]
             values[name] = math.ceil(Fraction(number) * scale)

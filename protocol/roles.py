@@ -51,6 +51,7 @@ SUBMIT = "submit"  # submit tasks, propose votes
 MESSAGE = "message"  # plain point-to-point and broadcast messages
 CONVERT = "convert"  # protocol handling and format conversion
 GUARD = "guard"  # quarantine agents, publish security alerts
+OPERATE = "operate"  # change the fleet's settings (what an agent contributes): operators
 
 _AGENT_BASE = frozenset({HEARTBEAT, VOTE, SUBMIT, MESSAGE, EXECUTE})
 
@@ -65,7 +66,7 @@ ROLES: dict[str, Role] = {
                 ("conflict_resolution", "one task id per submitter and payload; resource races"),
                 ("resource_management", "keeps the resource pool's ledger, fences attempts"),
             ),
-            _AGENT_BASE | {ASSIGN},
+            _AGENT_BASE | {ASSIGN, OPERATE},
             abilities=(
                 ("overview", "the fleet's health, load and tasks in its heartbeats"),
                 ("planning", "task graphs: dependencies, deadlines, priorities"),
@@ -129,7 +130,7 @@ ROLES: dict[str, Role] = {
             "client",
             5,
             (("submission", "submits tasks and sends messages on behalf of a user"),),
-            frozenset({SUBMIT, MESSAGE, VOTE}),
+            frozenset({SUBMIT, MESSAGE, VOTE, OPERATE}),
             takes_work=False,
         ),
     )
@@ -168,7 +169,12 @@ TYPE_CAPABILITY: dict[str, str] = {
     "cluster.summary": HEARTBEAT,
     "cluster.term": HEARTBEAT,
     "cluster.record": ASSIGN,  # a clusters-stream record (protocol/clusters/directory.py)
-    "pool.": SUBMIT,  # show, request, release: asked of the coordinator
+    "pool.": SUBMIT,  # show, request, renew, release: asked of the coordinator
+    "pool.record": ASSIGN,  # a leases-stream record (protocol/leaserecords.py)
+    # Changing what an agent contributes: an operator (a client) asks the coordinator,
+    # which orders the agent; no agent can change another's contribution.
+    "pool.contribute": OPERATE,
+    "pool.contribution": ASSIGN,
 }
 
 

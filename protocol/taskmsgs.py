@@ -35,7 +35,6 @@ from .clusters.names import MAX_CLUSTER_NAME, cluster_name_problem
 from .envelope import DEFAULT_LIMITS, pack
 from .errors import ConfigError, DecodeError
 from .fields import count, need, strings, text
-from .leases import LEASE_PREFIX
 from .resources import InvalidResources, Resources
 
 
@@ -116,8 +115,6 @@ class TaskRequest:
         out = []
         if not 1 <= len(self.id) <= MAX_TASK_ID:
             out.append(f"id must be 1 to {MAX_TASK_ID} characters")
-        if self.id.startswith(LEASE_PREFIX):
-            out.append(f"ids starting with {LEASE_PREFIX!r} are reserved for pool leases")
         if not 1 <= len(self.type) <= MAX_TYPE:
             out.append(f"type must be 1 to {MAX_TYPE} characters")
         if len(self.skills) > MAX_SKILLS or not all(0 < len(s) <= MAX_TYPE for s in self.skills):

@@ -1,9 +1,13 @@
-"""``robeing pool show|request|release``: the pooled resources of a cluster, and leases.
+"""``robeing pool show|request|renew|release|contribute``: a cluster's pooled resources, leases.
 
 Each asks the active coordinator (see :class:`robeing.agents.clusters.Pool`).
 A request the pool cannot meet is one line — ``insufficient resources: asked
 cpu=16; free cpu=8 (largest on one agent: 4)`` — and exit 2; with ``--wait``
 it is asked again until it can be met or ``--timeout`` passes (exit 4).
+
+A lease taken here is a client lease held by the ``--as`` identity: the
+command exits at once, so nothing renews it — it ends ``--ttl`` seconds
+after the request (or the last ``robeing pool renew``) unless released.
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ from typing import Any
 import click
 
 from ...protocol.leases import format_resources
-from ...protocol.resources import Resources
+from ...protocol.resources import InvalidResources, Resources, parse_resources
 from ..client import Client
 from ..clusters import InsufficientPool
-from .common import EXIT_CODES_HELP, Common, GaveUp, emit_json, pass_common, run
+from .common import EXIT_CODES_HELP, Common, ConfigFailure, GaveUp, emit_json, pass_common, run
 from .options import RESOURCES, question_options
 
 WAIT_EVERY_S = 0.5
@@ -53,7 +57,14 @@ def show(common: Common, cluster: str | None, timeout: float, as_json: bool, as_
     click.echo(f"  free:    {_figures(view, 'free')}")
     click.echo(f"  total:   {_figures(view, 'total')}")
     click.echo(f"  largest on one agent: {_figures(view, 'largest')}")
-    click.echo(f"  leases:  {view['leases']}")
+    kinds = view.get("by_kind", {})
+    by_kind = ", ".join(f"{n} {k}" for k, n in kinds.items() if n)
+    click.echo(f"  leases:  {view['leases']}" + (f" ({by_kind})" if by_kind else ""))
+    for row in view.get("shrinking", []):
+        click.echo(
+            f"  shrinking: {row['agent']} contributes {_figures(row, 'contributed')}, "
+            f"committed {_figures(row, 'committed')} (no new placement there until it fits)"
+        )
 
 
 @pool.command("request")
@@ -63,7 +74,8 @@ def show(common: Common, cluster: str | None, timeout: float, as_json: bool, as_
     "--ttl",
     type=click.FloatRange(min=0.001),
     default=None,
-    help="Seconds until the lease ends unless released (default: the coordinator's, 300).",
+    help="Seconds until the lease ends unless released or renewed with `robeing pool renew` "
+    "(default: the coordinator's, 300).",
 )
 @click.option("--wait", is_flag=True, help="Ask again until the pool can meet it (--timeout).")
 @question_options()
@@ -78,7 +90,11 @@ def request(
     as_json: bool,
     as_id: str,
 ) -> None:
-    """Lease RESOURCES (e.g. cpu=2,memory=1GiB): whole on one agent, else spread."""
+    """Lease RESOURCES (e.g. cpu=2,memory=1GiB): whole on one agent, else spread.
+
+    The lease ends after --ttl seconds unless renewed (`robeing pool renew LEASE`)
+    or released first.
+    """
 
     async def go() -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -86,7 +102,9 @@ def request(
             client.pool.timeout = timeout
             while True:
                 try:
-                    return await client.pool.request(resources, cluster=cluster, ttl=ttl)
+                    return await client.pool.request(
+                        resources, cluster=cluster, ttl=ttl, renew=False
+                    )
                 except InsufficientPool as exc:
                     if not wait:
                         raise
@@ -99,6 +117,10 @@ def request(
         emit_json(lease)
         return
     click.echo(lease["lease"])
+    if lease.get("expires_at"):
+        click.echo(
+            f"  ends in {lease['ttl']:g} s unless renewed: robeing pool renew {lease['lease']}"
+        )
     for part in lease["parts"]:
         click.echo(f"  {part['agent']}: {_figures(part, 'resources')}")
 
@@ -120,3 +142,57 @@ def release(common: Common, lease_id: str, timeout: float, as_json: bool, as_id:
         emit_json({"released": lease_id})
     else:
         click.echo(f"released {lease_id}")
+
+
+@pool.command("renew")
+@click.argument("lease_id")
+@question_options()
+@pass_common
+def renew(common: Common, lease_id: str, timeout: float, as_json: bool, as_id: str) -> None:
+    """Move the end of a lease you hold to now + its TTL."""
+
+    async def go() -> dict[str, Any]:
+        async with Client(common.client_settings(as_id)) as client:
+            client.pool.timeout = timeout
+            return await client.pool.renew(lease_id)
+
+    lease = run(go())
+    if as_json:
+        emit_json(lease)
+    else:
+        click.echo(f"renewed {lease_id} for {lease.get('ttl') or 0:g} s")
+
+
+@pool.command("contribute")
+@click.argument("resources")
+@click.option("--agent", "agent_id", required=True, help="The live agent to change.")
+@question_options()
+@pass_common
+def contribute(
+    common: Common, resources: str, agent_id: str, timeout: float, as_json: bool, as_id: str
+) -> None:
+    """Make a running agent contribute RESOURCES (its whole contribution, e.g. cpu=2,memory=1GiB).
+
+    A resource left out is contributed no more. Shrinking below what is leased or
+    reserved on the agent ends nothing: `pool show` marks it shrinking, nothing new is
+    placed there, and the new amount takes effect as those leases and tasks end.
+    Operators only (clients); a restarted agent contributes its ROBEING_RESOURCES again.
+    """
+    try:
+        offered = parse_resources(resources)
+    except InvalidResources as exc:
+        raise ConfigFailure(f"invalid resources: {exc}") from None
+
+    async def go() -> dict[str, Any]:
+        async with Client(common.client_settings(as_id)) as client:
+            client.pool.timeout = timeout
+            return await client.pool.contribute(agent_id, offered)
+
+    done = run(go())
+    if as_json:
+        emit_json(done)
+        return
+    line = f"{agent_id} contributes {_figures(done, 'contributed')}"
+    if done.get("shrinking"):
+        line += f"; shrinking: {_figures(done, 'committed')} committed there stays until it ends"
+    click.echo(line)

@@ -94,6 +94,7 @@ class Agent:
     ) -> None:
         self._settings = settings
         self.cluster_id = settings.cluster_id  # membership orders move it
+        self.resources = settings.resources  # contribution orders change it
         self._identity = identity
         self._role = get_role(settings.role)
         self._clock = clock
@@ -548,5 +549,5 @@ class Agent:
             "priority": self._role.priority,
             "standby": st.standby,
             "backup_for": st.backup_for,
-            "resources": st.resources.to_mapping() if st.resources else {},
+            "resources": self.resources.to_mapping() if self.resources else {},
         }

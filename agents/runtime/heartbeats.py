@@ -67,7 +67,7 @@ class Heartbeats:
             priority=agent.role.priority,
             standby=st.standby,
             backup_for=st.backup_for,
-            resources=st.resources,
+            resources=agent.resources,
             load=agent.load,
             capacity=st.concurrency,
             started_at=agent.started_at,

@@ -292,15 +292,11 @@ class FleetView:
                 self.ledger.withdraw(backup_id)
 
     def _contribute(self, agent_id: str, offered: Resources | None) -> None:
-        """Take an agent's announced resources into the pool (none: it leaves it)."""
-        if offered is None or offered.is_zero():
-            self.ledger.withdraw(agent_id)
-            return
-        dropped = self.ledger.contribute(agent_id, offered)
-        if dropped:
-            # Its tasks keep running; only our bookkeeping of them is gone.
-            log.warning(
-                "agent %s now offers less than it holds; %d reservation(s) dropped",
-                agent_id,
-                len(dropped),
-            )
+        """Take an agent's announced resources into the pool (none: it leaves it).
+
+        A shrink below what is committed there drops nothing: the ledger lets
+        the new amount take effect as reservations and leases end.
+        """
+        was = self.ledger.shrinking(agent_id)
+        if self.ledger.contribute(agent_id, offered or Resources()) and not was:
+            log.info("agent %s offers less than is committed on it; shrinking", agent_id)

@@ -43,7 +43,7 @@ from ..clusters.names import DEFAULT_CLUSTER
 from ..envelope import pack
 from ..errors import RobeingError
 from ..failure_detector import DetectorConfig
-from ..leases import LEASE_PREFIX
+from ..ledger import Holder
 from ..performance import PerformanceTracker
 from ..resources import Resources
 from ..scheduling import dispatch
@@ -446,10 +446,8 @@ class CoordinatorState:
         """Free reservations whose task is no longer assigned or running."""
         live = (TaskState.ASSIGNED, TaskState.RUNNING)
         ledger = self.fleet.ledger
-        for allocation in ledger.allocations():
+        for allocation in ledger.allocations(Holder.TASK):  # leases end by their own rules
             task_id = allocation.request_id
-            if task_id.startswith(LEASE_PREFIX):
-                continue  # a pool lease: it ends on release or TTL
             if task_id not in self.graph or self.graph.get(task_id).state not in live:
                 ledger.release(allocation.allocation_id)
                 self.counters["reservations_swept"] += 1

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from agentproc import AgentProcess, HeartbeatWatcher
 
 from robeing.agents.keystore import Keystore
 from robeing.protocol.evidence import ed25519_signer
@@ -32,24 +33,45 @@ def token_for(keys_dir: Path, client: str, ttl: float = 600.0) -> str:
     return issue_token(ident.certificate.raw, ed25519_signer(ident.signing_key), time.time(), ttl)
 
 
-@pytest.fixture
-async def gateway(spawn, watcher, keys_dir: Path) -> AsyncIterator[dict]:
+@pytest.fixture(scope="module")
+async def gateway(
+    amqp_url: str,
+    keys_dir: Path,
+    watcher: HeartbeatWatcher,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[dict]:
+    """One fleet for the module (a coordinator, a worker, a messenger serving HTTP)."""
     tag = str(time.monotonic_ns() % 10**7)
     port = free_port()
-    coord = await spawn("coordinator", f"gc-{tag}", "--app", "apps.sample_app", *FAST)
-    await watcher.wait_coordinator(f"gc-{tag}")
+    log_dir = tmp_path_factory.mktemp("gateway-logs")
     worker = f"gw-{tag}"
-    await spawn("worker", worker, "--app", "apps.sample_app", "--specialization", "data_processing")
-    await spawn("messenger", f"gm-{tag}", "--http", f"127.0.0.1:{port}", "--http-rate", "5")
-    await asyncio.sleep(1.2)
+    plan = {
+        f"gc-{tag}": ("coordinator", ["--app", "apps.sample_app", *FAST]),
+        worker: ("worker", ["--app", "apps.sample_app", "--specialization", "data_processing"]),
+        f"gm-{tag}": ("messenger", ["--http", f"127.0.0.1:{port}", "--http-rate", "5"]),
+    }
+    procs = [
+        AgentProcess(amqp_url, keys_dir, role, agent_id, args, log_dir)
+        for agent_id, (role, args) in plan.items()
+    ]
     base = f"http://127.0.0.1:{port}"
     alice, bob = token_for(keys_dir, f"alice-{tag}"), token_for(keys_dir, f"bob-{tag}")
+    # The rate-limit test drains its client's bucket: it gets a client of its own, so the
+    # module's tests pass in any order.
+    carol = token_for(keys_dir, f"carol-{tag}")
     try:
+        for proc in procs:
+            await proc.start()
+        await watcher.wait_coordinator(f"gc-{tag}")
+        for proc in procs:
+            await watcher.wait_alive(proc.agent_id, timeout=40, process=proc)
         async with httpx.AsyncClient(base_url=base, timeout=20) as http:
             await until_listed(http, token_for(keys_dir, f"ops-{tag}"), worker)
-            yield {"http": http, "alice": alice, "bob": bob, "worker": worker, "tag": tag}
+            yield {"http": http, "alice": alice, "bob": bob, "carol": carol, "worker": worker}
     finally:
-        await coord.terminate(20)
+        await procs[0].terminate(20)
+        for proc in procs:
+            proc.kill_sync()
 
 
 async def until_listed(http: httpx.AsyncClient, token: str, agent: str) -> None:
@@ -112,7 +134,7 @@ async def test_bad_requests_get_a_json_error_with_the_right_status(gateway: dict
     """Expect 413 for 2 MiB, 400 for malformed JSON or a task without a type, 415 for
     text, 403 for a type reserved to the protocol, 404 for unknown routes and agents,
     405 for a wrong method, 429 with Retry-After past the rate limit."""
-    http, h = gateway["http"], auth(gateway["alice"])
+    http, h = gateway["http"], auth(gateway["carol"])
     json_h = {**h, "Content-Type": "application/json"}
     text_h = {**h, "Content-Type": "text/plain"}
     huge = b'{"p": "' + b"x" * (2 << 20) + b'"}'

@@ -97,6 +97,10 @@ async def test_agents_serve_the_documented_series_with_real_values(
         assert value(w, "robeing_capacity") == 32 and value(w, "robeing_load") == 0
         assert 0 <= value(w, "robeing_heartbeat_lag_seconds") < 5
         assert value(w, "robeing_reconnects_total") == 0
+        # The readiness and startup probe of deploy/k8s: a started, connected agent.
+        async with httpx.AsyncClient() as http:
+            health = await http.get(f"http://127.0.0.1:{worker_port}/healthz", timeout=10)
+        assert (health.status_code, health.text) == (200, "alive\n")
 
         c = await scrape(coord_port)
         assert value(c, "robeing_coordinator_active") == 1

@@ -147,16 +147,16 @@ async def test_agent_queues_survive_a_restart_and_expire_once_their_agent_is_gon
     spawn, client_named: Callable[[str], Awaitable[Client]], management: Management,
     vhost: str, tmp_path: Path, unique_id: Callable[[str], str],
 ) -> None:  # fmt: skip
-    """Given a worker whose queues expire after 4 s unused, When it is killed, sent a note and
+    """Given a worker whose queues expire after 8 s unused, When it is killed, sent a note and
     restarted within that time, Expect the note handled; When it is killed for good, Expect its
     inbox and work queue gone soon after."""
     out = tmp_path / "out"
     out.mkdir()
     agent_id = unique_id("exp-w")
-    env = {"ROBEING_QUEUE_EXPIRY": "4", "SAMPLE_OUT": str(out)}
+    env = {"ROBEING_QUEUE_EXPIRY": "8", "SAMPLE_OUT": str(out)}
     proc = await spawn("worker", agent_id, "--app", "apps.sample_app", env=env)
     inbox = await management.queue(vhost, topo.agent_queue(agent_id))
-    assert inbox["arguments"]["x-expires"] == 4000
+    assert inbox["arguments"]["x-expires"] == 8000
     client = await client_named("exp-client")
 
     proc.signal(signal.SIGKILL)

@@ -22,8 +22,9 @@ steps) at the first broken rule. Each rule has a tag:
   merge step; an assignment carries the results of exactly its dependencies.
 * ``fleet``: a close or a heartbeat of an incarnation older than the newest
   the machine heard of changes nothing; a leaving agent is lost.
-* ``ledger``: per agent, reservations never exceed the contribution, and each
-  belongs to a task running on that agent.
+* ``ledger``: per agent, reservations exceed the contribution only after it
+  shrank, and then none is placed there; each belongs to a task running on
+  that agent.
 * ``epoch``: a new coordinator takes the strictly higher epoch it is given,
   and every assignment carries it.
 * ``ack``: a submission is acknowledged once, after every task in it has a
@@ -82,6 +83,7 @@ class Checker:
         self.violations: list[str] = []
         self.trace: deque[tuple[float, int, Event, list[Action]]] = deque(maxlen=30)
         self.epoch = 0
+        self.placed: set[str] = set()  # ledger allocations at the last check
         # What the submitters know: their tasks, who asked, what they were told.
         self.specs: dict[str, TaskRequest] = {}
         self.owners: dict[str, str] = {}  # task id -> who first submitted it
@@ -153,10 +155,20 @@ class Checker:
     def ledger(self) -> None:
         machine = self.sim.machine
         ledger = machine.fleet.ledger
+        before, self.placed = self.placed, {a.allocation_id for a in ledger.allocations()}
         for agent_id in ledger.agents():
             used, cap = ledger.allocated(agent_id), ledger.capacity(agent_id)
-            if any(u > c for u, c in zip(_dims(used), _dims(cap), strict=True)):
-                self.fail("ledger", f"{agent_id} holds {used}, contributes {cap}")
+            if not any(u > c for u, c in zip(_dims(used), _dims(cap), strict=True)):
+                continue
+            # Only a shrink leaves more held than contributed, and nothing new goes there
+            # (a heartbeat's contribution is taken before that step's dispatch).
+            fresh = [
+                a.request_id
+                for a in ledger.allocations()
+                if agent_id in a.agents and a.allocation_id not in before
+            ]
+            if fresh:
+                self.fail("ledger", f"{agent_id} holds {used}, contributes {cap}; new: {fresh}")
         for allocation in ledger.allocations():
             task_id = allocation.request_id
             rec = machine.graph.get(task_id) if task_id in machine.graph else None

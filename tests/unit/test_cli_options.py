@@ -240,6 +240,8 @@ NOT_MIRRORED: dict[tuple[str, ...], str] = {
     ("broker", "setup", "management_url"): "the admin's API; unset falls back to the global one",
     ("cluster", "leave", "agent_id"): "required: the agent that leaves its cluster",
     ("pool", "request", "resources"): "what a lease asks for, not what an agent contributes",
+    ("pool", "contribute", "resources"): "another agent's new contribution, not our own",
+    ("pool", "contribute", "agent_id"): "required: the agent whose contribution changes",
 }
 
 

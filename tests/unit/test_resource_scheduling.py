@@ -33,12 +33,22 @@ def test_parse_resources_reads_cores_and_byte_units() -> None:
     assert parse_resources("") == Resources()
 
 
+def test_parse_resources_reads_the_downward_apis_millicores_and_bytes() -> None:
+    """The form deploy/k8s builds from a container's limits (cpu with divisor 1m)."""
+    r = parse_resources("cpu=1000m,memory=2147483648")
+    assert r == Resources(cpu=1.0, memory=2 * GiB)
+    assert parse_resources("cpu=1500m") == Resources(cpu=1.5)
+    assert parse_resources("cpu=250m").cpu == 0.25
+
+
 @pytest.mark.parametrize(
     ("text", "says"),
     [
         ("gpu=1", "NAME one of cpu, memory, storage, bandwidth"),
         ("cpu", "expected NAME=QUANTITY"),
         ("cpu=2GB", "cpu is a number of cores"),
+        ("cpu=500M", "or of millicores"),
+        ("cpu=2Mi", "or of millicores"),
         ("memory=-1", "is not a quantity"),
         ("memory=lots", "is not a quantity"),
         ("cpu=1,cpu=2", "cpu given twice"),

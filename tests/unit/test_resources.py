@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from robeing.protocol.errors import RobeingError
-from robeing.protocol.ledger import Constraints, ResourceLedger, Strategy
+from robeing.protocol.ledger import Constraints, Holder, Part, ResourceLedger, Strategy
 from robeing.protocol.resources import (
     ConflictingRequest,
     InsufficientResources,
@@ -150,14 +150,65 @@ def test_withdraw_invalidates_the_allocations_touching_the_agent() -> None:
     assert ledger.withdraw("a") == []
 
 
-def test_shrinking_a_contribution_evicts_the_newest_allocations() -> None:
-    """Given an agent with three 1-core allocations, When its capacity shrinks
-    to 1.5 cores, Expect the two newest evicted (oldest first) and the oldest kept."""
+def test_shrinking_a_contribution_keeps_every_allocation_until_it_ends() -> None:
+    """Given an agent with three 1-core allocations, When its contribution shrinks to
+    1.5 cores, Expect all three kept, the agent shrinking with nothing free and nothing
+    new placed; When two end, Expect the new contribution in effect (0.5 free)."""
     ledger = ledger_with(a=Resources(3))
     ids = [ledger.allocate(f"r{i}", Resources(1)).allocation_id for i in range(3)]
-    assert ledger.contribute("a", Resources(1.5)) == ids[1:]
-    assert ledger.allocations()[0].allocation_id == ids[0]
-    assert ledger.available("a") == Resources(0.5)
+    assert ledger.contribute("a", Resources(1.5)) is True
+    assert [a.allocation_id for a in ledger.allocations()] == ids
+    assert ledger.shrinking("a") and ledger.available("a") == Resources(0)
+    assert ledger.allocated("a") == Resources(3) and ledger.capacity("a") == Resources(1.5)
+    with pytest.raises(InsufficientResources):
+        ledger.allocate("r9", Resources(0.1))
+    ledger.release(ids[0])
+    assert ledger.shrinking("a")  # 2 committed, 1.5 contributed
+    ledger.release(ids[1])
+    assert not ledger.shrinking("a") and ledger.available("a") == Resources(0.5)
+
+
+def test_offering_nothing_leaves_the_pool_once_nothing_is_committed() -> None:
+    """Given an agent with one allocation, When it offers nothing, Expect it kept (shrinking)
+    until the allocation ends, then gone from the pool."""
+    ledger = ledger_with(a=Resources(2))
+    allocation = ledger.allocate("r1", Resources(1))
+    ledger.contribute("a", Resources())
+    assert ledger.agents() == ["a"] and ledger.shrinking("a")
+    ledger.release(allocation.allocation_id)
+    assert ledger.agents() == []
+    ledger.contribute("b", Resources())
+    assert ledger.agents() == []
+
+
+def test_tasks_and_leases_are_held_apart_by_holder_kind() -> None:
+    """Given a task reservation and a lease with the same request id, Expect two
+    allocations, each found, listed and released by its own kind only."""
+    ledger = ledger_with(a=Resources(4))
+    task = ledger.allocate("x", Resources(1))
+    lease = ledger.allocate("x", Resources(2), Constraints(allow_split=True), Holder.LEASE)
+    assert task.holder is Holder.TASK and lease.holder is Holder.LEASE
+    assert ledger.allocations(Holder.TASK) == [task]
+    assert ledger.allocations(Holder.LEASE) == [lease]
+    assert ledger.allocation_for("x", Holder.LEASE) == lease
+    assert ledger.release_request("x")  # the task's
+    assert ledger.allocations() == [lease]
+
+
+def test_restore_installs_recorded_parts_even_before_the_agents_contribute() -> None:
+    """Given an empty ledger (a coordinator that just took over), When a recorded lease is
+    restored, Expect its parts held on agents that contribute nothing yet (shrinking, none
+    free); When they announce their contribution, Expect the rest free."""
+    ledger = ResourceLedger()
+    parts = (Part("a", Resources(cpu=2)), Part("b", Resources(cpu=1)))
+    restored = ledger.restore("l1", Holder.LEASE, parts)
+    assert restored.parts == parts and ledger.shrinking("a")
+    assert ledger.restore("l1", Holder.LEASE, parts) is restored
+    ledger.contribute("a", Resources(cpu=4))
+    ledger.contribute("b", Resources(cpu=4))
+    assert ledger.available() == Resources(cpu=5) and not ledger.shrinking("a")
+    with pytest.raises(InvalidResources):
+        ledger.restore("l2", Holder.LEASE, ())
 
 
 def test_candidate_constraints() -> None:
@@ -241,7 +292,8 @@ def _check_invariants(ledger: ResourceLedger) -> None:
         assert tuple(total) == _vector(allocation.requested)
     for agent, u in used.items():
         capacity = _vector(ledger.capacity(agent))
-        assert all(x <= c for x, c in zip(u, capacity, strict=True)), "over-committed"
+        over = not all(x <= c for x, c in zip(u, capacity, strict=True))
+        assert ledger.shrinking(agent) == over  # only a shrink leaves more committed
         assert tuple(u) == _vector(ledger.allocated(agent))
 
 
@@ -249,7 +301,8 @@ def _check_invariants(ledger: ResourceLedger) -> None:
 @given(ops=_ops)
 def test_ledger_invariants_hold_under_any_operation_sequence(ops: list[tuple]) -> None:
     """Given any sequence of contributions, withdrawals, allocations and
-    releases, Expect after every step: no agent over-committed, parts adding up
+    releases, Expect after every step: no agent over-committed but by a shrink
+    (and nothing placed on a shrinking one), parts adding up
     to their request, the ledger's usage equal to the sum of live parts;
     allocate-then-release restoring availability exactly; and withdraw
     returning exactly the live allocations with a part on the agent."""
@@ -270,6 +323,8 @@ def test_ledger_invariants_hold_under_any_operation_sequence(ops: list[tuple]) -
             except (InsufficientResources, InvalidResources, ConflictingRequest):
                 assert ledger.available() == before
                 continue
+            for part in allocation.parts if live is None else ():
+                assert not ledger.shrinking(part.agent_id), "placed beyond what was free"
             if live is None:
                 ledger.release(allocation.allocation_id)
                 assert ledger.available() == before

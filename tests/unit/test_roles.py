@@ -13,6 +13,7 @@ from robeing.protocol.roles import (
     GUARD,
     HEARTBEAT,
     MESSAGE,
+    OPERATE,
     ROLES,
     SUBMIT,
     VOTE,
@@ -72,6 +73,11 @@ def test_unknown_role_lists_the_valid_ones() -> None:
         ("guardian.rerun", GUARD),
         ("guardian.audit", ASSIGN),
         ("guardian.command", MESSAGE),  # an operator's request; the guardian decides
+        ("pool.request", SUBMIT),
+        ("pool.renew", SUBMIT),
+        ("pool.record", ASSIGN),
+        ("pool.contribute", OPERATE),  # operators ask the coordinator…
+        ("pool.contribution", ASSIGN),  # …which orders the agent
         # not a listed type or prefix: plain messages
         ("chat", MESSAGE),
         ("ping", MESSAGE),
@@ -154,3 +160,9 @@ def test_every_role_may_send_plain_messages() -> None:
 def test_only_the_messenger_converts() -> None:
     """Expect the CONVERT capability on the messenger only."""
     assert [name for name, role in ROLES.items() if CONVERT in role.capabilities] == ["messenger"]
+
+
+def test_only_operators_and_coordinators_may_change_what_an_agent_contributes() -> None:
+    """Expect OPERATE on clients and coordinators only: no agent reorders another."""
+    holders = [name for name, role in ROLES.items() if OPERATE in role.capabilities]
+    assert holders == ["coordinator", "client"]

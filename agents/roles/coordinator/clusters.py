@@ -19,6 +19,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -43,12 +44,11 @@ from ....protocol.clusters import (
 from ....protocol.clusters.names import cluster_name_problem
 from ....protocol.clusters.summary import TermBook
 from ....protocol.coordinator import CoordinatorState, Event
-from ....protocol.envelope import Envelope
-from ....protocol.errors import DecodeError, ProtocolError
 from ....protocol.fields import count, need, strings, text
 from ....protocol.heartbeat import Heartbeat
 from ...context import AgentContext, Message
 from .pool import PoolHost
+from .records import RecordStream
 from .summaries import Summaries
 
 log = logging.getLogger(__name__)
@@ -71,13 +71,13 @@ class ClusterHost:
         self.agent = agent
         self._spawn = spawn
         self.directory = ClusterDirectory()
-        self.invalid_records = 0
+        self.records = RecordStream(agent, topo.clusters_spec(), RECORD_TYPE, "cluster record")
         self.state: CoordinatorState | None = None
         self._ordered: dict[str, float] = {}  # agent -> when we last ordered it
         self.views: dict[str, MemberView] = {}  # agent -> its latest heartbeat, for scoring
         self._started: dict[str, tuple[float, int]] = {}  # agent -> (started_at, restarts)
         self.leaders: dict[str, str] = {}  # named cluster -> the member the score designates
-        self.pool = PoolHost(self.live_members)  # the pools of the clusters, and leases
+        self.pool = PoolHost(agent, self.live_members, spawn)  # the clusters' pools, and leases
         self._next_election = 0.0
         self.terms = TermBook()  # the leaders' terms, from their summaries
         self.summaries = Summaries(agent, self, feed, spawn)
@@ -94,27 +94,23 @@ class ClusterHost:
         }
 
     async def load(self, state: CoordinatorState) -> None:
-        """Fold every stored record (declaring the stream if nobody has yet)."""
+        """Fold every stored record (declaring the stream if nobody has yet), and the leases'."""
         self.state = state
-        await self.agent.broker.declare_queue(topo.clusters_spec())
 
-        def on_body(body: bytes) -> None:
-            try:
-                opened = self.agent.open_stored(body)
-                if opened.envelope.type != RECORD_TYPE or opened.certificate.role != "coordinator":
-                    raise DecodeError("not a coordinator's cluster record")
-                self.directory.apply(ClusterRecord.from_data(opened.envelope.payload))
-            except ProtocolError as exc:
-                self.invalid_records += 1
-                log.warning("ignoring a cluster record: %s", exc)
+        def apply(payload: Any) -> None:
+            self.directory.apply(ClusterRecord.from_data(payload))
 
-        read = await self.agent.broker.read_stream(topo.clusters_spec(), "first", on_body)
-        self.pool.start(state)
+        read, _ = await asyncio.gather(self.records.load(apply), self.pool.load(state))
         log.info(
             "loaded %d cluster record(s): %d cluster(s) defined",
             read,
             len(self.directory.clusters),
         )
+
+    @property
+    def invalid_records(self) -> int:
+        """Stored records that were not a coordinator's cluster records (skipped)."""
+        return self.records.invalid
 
     # -- membership orders ---------------------------------------------------------
 
@@ -206,8 +202,7 @@ class ClusterHost:
     async def _record(self, record: ClusterRecord) -> None:
         """Store ``record`` (confirmed), fold it in, and order the agents it moves."""
         before = dict(self.directory.assigned)
-        body = self.agent.seal(Envelope(RECORD_TYPE, record.to_data()), False)
-        await self.agent.broker.publish("", topo.CLUSTERS_STREAM, body)
+        await self.records.append(record.to_data())
         self.directory.apply(record)
         for agent_id, cluster in self.directory.assigned.items():
             if before.get(agent_id) != cluster:
