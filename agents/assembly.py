@@ -19,7 +19,7 @@ import time
 
 from ..protocol.errors import ConfigError
 from ..protocol.identity import Authority, Identity
-from . import builtins, contributions, membership, metrics
+from . import builtins, contributions, leading, membership, metrics
 from .app import App
 from .consensus import install_consensus
 from .keystore import Keystore
@@ -111,6 +111,7 @@ def assemble(agent: Agent, app: App | None = None) -> Agent:
             tasks = executor.install(agent)
             membership.install(agent)  # the coordinator's orders move it between clusters
             contributions.install(agent)  # and change what it contributes to the pool
+            leading.install(agent)  # it may lead its named cluster (one leader per term)
     if agent.settings.metrics_port is not None:
         metrics.install(agent, tasks, port=agent.settings.metrics_port)
     return agent
