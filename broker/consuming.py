@@ -22,6 +22,7 @@ from pamqp.commands import Basic
 
 from . import topology as topo
 from .base import Consumer
+from .failover import confirmed
 from .topology import QueueSpec
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,12 @@ REFUSED = (
     aiormq.exceptions.ChannelNotFoundEntity,
     aiormq.exceptions.ChannelPreconditionFailed,
 )
+
+
+def transient(exc: BaseException) -> bool:
+    """Worth retrying: the connection is (temporarily) gone, nothing was refused."""
+    return isinstance(exc, RETRYABLE) and not isinstance(exc, REFUSED)
+
 
 DeadLetterPublish = Callable[[bytes, str, str, str, Mapping[str, Any]], Awaitable[None]]
 """``(body, source queue, reason, detail, headers)``: publish to the dead-letter exchange."""
@@ -316,8 +323,12 @@ class ConsumerSet:
             return
         try:
             if sub.underlay is not None:
-                await sub.underlay.basic_cancel(consumer.tag)
-        except (*RETRYABLE, aio_pika.exceptions.AMQPError) as exc:
+                # A connection dying under us cancels the call: that is no
+                # cancellation of our task (see confirmed), and must not end a
+                # stop; nor may a node that never answers hold the stop up.
+                cancel = confirmed(sub.underlay.basic_cancel(consumer.tag))
+                await asyncio.wait_for(cancel, self.timeout)
+        except (*RETRYABLE, aio_pika.exceptions.AMQPError, TimeoutError) as exc:
             log.debug("cancel of %s failed: %s", consumer.tag, exc)
         if close_channel:
             with contextlib.suppress(Exception):
