@@ -60,7 +60,7 @@ from .consuming import (
     transient,
 )
 from .failover import Bindings, Nodes, confirmed, robust
-from .lease import Lease, contend
+from .lease import Lease, contend, release
 from .management import vhost_of
 from .topology import QueueSpec, TopologySettings
 
@@ -202,9 +202,9 @@ class AmqpTransport:
 
     async def close(self) -> None:
         await self.nodes.close()
+        await release(self._leases)  # given up on purpose: no holder is told it lost one
         if self._conn is not None and not self._conn.is_closed:
-            # Acks still gathering (up to a loop turn, or a consumer's ack_delay)
-            # go out first: closing would otherwise hand those messages back.
+            # Acks still gathering (a loop turn, or ack_delay) go out first: else they come back.
             for batcher in list(self._batchers):
                 await batcher.drain()
             await self._conn.close()
@@ -474,7 +474,7 @@ class AmqpTransport:
 
     async def peek(self, queue: str) -> bytes | None:
         """The first message of ``queue``, left in place (None if empty)."""
-        return await queues.peek(self._connection(), queue)
+        return await confirmed(queues.peek(self._connection(), queue))
 
     async def consumer_count(self, queue: str) -> int:
         """How many consumers ``queue`` has."""

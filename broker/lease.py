@@ -82,9 +82,13 @@ class Lease:
         conn: the robust connection to contend on (the lease ends with its
             current transport).
         name: the lock queue.
-        on_lost: called once when a held lease expires without a ping of ours
-            coming back (not when the channel merely closed: the caller sees
-            that as the connection's loss).
+        on_lost: called once when a held lease ends: it expired without a
+            ping of ours coming back, or its channel closed (the connection
+            died). Told at once, not at the reconnect: a holder must stop
+            acting before anything it still had to send can go out on a new
+            connection.
+        drop: called after ``on_lost`` when the lease expired: drops the
+            connection, which is what ends holding the lock for the broker.
     """
 
     def __init__(
@@ -92,10 +96,12 @@ class Lease:
         conn: aio_pika.abc.AbstractRobustConnection,
         name: str,
         on_lost: Callable[[], None],
+        drop: Callable[[], None] = lambda: None,
     ) -> None:
         self.conn = conn
         self.name = name
         self.on_lost = on_lost
+        self.drop = drop
         self.held = False
         self.closed = False
         self._token = secrets.token_hex(12)
@@ -189,13 +195,17 @@ class Lease:
                 )
                 self.held = False
                 self.on_lost()
+                self.drop()
                 await self.close()
                 return
             self._ping()
 
     def _ended(self) -> None:
         self.closed = True
-        self.held = False
+        if self.held:  # the channel closed under us: the connection is gone
+            self.held = False
+            log.warning("lock %s: lost with our connection", self.name)
+            self.on_lost()
         if self._renewal is not None and self._renewal is not asyncio.current_task():
             self._renewal.cancel()
         for ping in self._pings:
@@ -203,6 +213,7 @@ class Lease:
 
     async def close(self) -> None:
         """Leave the line (and give the lock up, if held): our channel closes."""
+        self.held = False  # given up, not lost: on_lost is not called
         self._ended()
         if self._wrapper is not None:
             with contextlib.suppress(Exception):
@@ -221,9 +232,9 @@ async def contend(
     with the connection, as for an exclusive queue: the holder sees a
     reconnect and must try again.
 
-    A held lease that can no longer be proven calls ``on_lost()``, then drops
-    ``conn``'s current transport (:func:`drop_connection`). False while the
-    connection is down.
+    A held lease that ends calls ``on_lost()`` at once; one that can no
+    longer be proven also drops ``conn``'s current transport
+    (:func:`drop_connection`). False while the connection is down.
 
     Raises:
         BrokerError: the broker refuses the lock queue for good (another
@@ -236,7 +247,7 @@ async def contend(
         if conn is None:
             raise ConnectionError("not connected")
         if lease is None:
-            lease = Lease(conn, name, lambda: _lost(conn, on_lost))
+            lease = Lease(conn, name, on_lost, lambda: _spawn_drop(conn))
             leases[name] = lease
             # A frozen node never answers: the next try may find another.
             await asyncio.wait_for(lease.open(), OPEN_TIMEOUT_S)
@@ -260,6 +271,13 @@ async def contend(
     return False
 
 
+async def release(leases: dict[str, Lease]) -> None:
+    """Give up every lease (before closing the connection on purpose)."""
+    for lease in list(leases.values()):
+        await lease.close()
+    leases.clear()
+
+
 async def drop_connection(conn: aio_pika.abc.AbstractRobustConnection) -> None:
     """Close ``conn``'s current transport: aio-pika reconnects (to another node if
     this one is cut off), and the lock's users see the reconnect as the end of
@@ -276,8 +294,7 @@ async def drop_connection(conn: aio_pika.abc.AbstractRobustConnection) -> None:
 _TASKS: set[asyncio.Task[None]] = set()  # running drops (kept from the GC)
 
 
-def _lost(conn: aio_pika.abc.AbstractRobustConnection, on_lost: Callable[[], None]) -> None:
-    on_lost()
+def _spawn_drop(conn: aio_pika.abc.AbstractRobustConnection) -> None:
     task = asyncio.get_running_loop().create_task(drop_connection(conn))
     _TASKS.add(task)
     task.add_done_callback(_TASKS.discard)

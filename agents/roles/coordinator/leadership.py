@@ -153,7 +153,10 @@ async def take_the_lead(agent: AgentContext) -> int:
             log.info("another coordinator is active; %s waits as standby", agent.id)
             standby_logged = True
         if time.monotonic() >= next_check:
-            await _check_claim(agent)
+            try:
+                await _check_claim(agent)
+            except Exception as exc:  # a diagnosis: it must never stop a standby
+                log.debug("could not check the lock's claim: %s", exc)
             next_check = time.monotonic() + CLAIM_CHECK_S
         await asyncio.sleep(LOCK_RETRY_S)
     return await next_epoch(agent)
