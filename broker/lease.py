@@ -120,8 +120,9 @@ class Lease:
             aiormq.exceptions.AMQPError: the broker refused (see :meth:`try_acquire`).
         """
         spec = lease_spec(self.name)
-        # A channel of our own, used through aiormq directly: it is not restored
-        # after a reconnect (a lock must be won again, never silently resumed).
+        # A channel of our own, used through aiormq directly: nothing on it is
+        # restored after a reconnect (a lock must be won again, never silently
+        # resumed); the lease ends with this underlying channel.
         self._wrapper = await self.conn.channel(publisher_confirms=True)
         channel = await self._wrapper.get_underlay_channel()
         self._channel = channel
@@ -242,6 +243,7 @@ async def contend(
     """
     lease = leases.get(name)
     if lease is not None and lease.closed:
+        await lease.close()  # its robust channel, reopened on the new connection
         lease = None
     try:
         if conn is None:
