@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -279,6 +280,21 @@ class ConsumerSet:
         )
         sub.tag = ok.consumer_tag or sub.tag
         sub.underlay = underlay
+        underlay.on_consumer_cancel_callbacks.add(functools.partial(self._cancelled, sub))
+
+    def _cancelled(self, sub: Subscription, frame: Any) -> None:
+        """The broker cancelled ``sub`` (its queue was deleted: it was on a node that went down).
+
+        Attach it again: the attempt fails while the queue is missing, which
+        closes the channel; aio-pika reopens it and declares the queue again
+        (on the node we are on), and the next attempt consumes it. Left
+        alone, an agent would keep running without its inbox or work queue.
+        """
+        if getattr(frame, "consumer_tag", None) != sub.tag or self._subs.get(sub.tag) is not sub:
+            return
+        log.warning("the broker cancelled our consumer of %s: restoring it", sub.queue)
+        sub.underlay = None
+        self._consumers_restored.set()
 
     def _ensure_watchdog(self) -> None:
         if self._watchdog is None or self._watchdog.done():
