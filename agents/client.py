@@ -52,6 +52,7 @@ from .tasking.finals import read_finals
 log = logging.getLogger(__name__)
 
 MAX_COALESCED = 256  # submit() calls sharing one submission message
+RESUBMIT_AFTER_S = (0.0, 15.0, 30.0)  # after a reconnect (a resubmission is answered, never rerun)
 
 
 class Client:
@@ -100,11 +101,15 @@ class Client:
         return self._agent
 
     def _on_reconnect(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._resubmit())
-        self._resubmitting.add(task)
-        task.add_done_callback(self._resubmitting.discard)
+        # Again later too: a final sent meanwhile to our reply queue on the lost
+        # node (until its peers declare it down) is lost with that queue.
+        for delay in RESUBMIT_AFTER_S:
+            task = asyncio.get_running_loop().create_task(self._resubmit(delay))
+            self._resubmitting.add(task)
+            task.add_done_callback(self._resubmitting.discard)
 
-    async def _resubmit(self) -> None:
+    async def _resubmit(self, delay: float = 0.0) -> None:
+        await asyncio.sleep(delay)
         for key, batch in list(self._unfinished.items()):
             if all(self._handles[r.id].finished for r in batch):
                 self._unfinished.pop(key, None)
@@ -384,6 +389,8 @@ class Client:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.pool.close()
+        for task in self._resubmitting:
+            task.cancel()
         await self._agent.stop()
 
     async def send(

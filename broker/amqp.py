@@ -57,8 +57,10 @@ from .consuming import (
     ConsumerSet,
     Subscription,
     read_stream,
+    transient,
 )
 from .failover import Bindings, Nodes, confirmed, robust
+from .lease import Lease, contend, release
 from .management import vhost_of
 from .topology import QueueSpec, TopologySettings
 
@@ -116,7 +118,7 @@ class AmqpTransport:
         self._fast: aio_pika.abc.AbstractChannel | None = None
         self._underlay: dict[bool, aiormq.abc.AbstractChannel] = {}
         self._return_listeners: list[Callable[[str, str], None]] = []
-        self._lock_channels: list[aio_pika.abc.AbstractChannel] = []
+        self._leases: dict[str, Lease] = {}
         self._reconnect_listeners: list[Callable[[], None]] = []
         self._consumers = ConsumerSet(publish_timeout)
         self._batchers: weakref.WeakSet[AckBatcher] = weakref.WeakSet()
@@ -189,6 +191,9 @@ class AmqpTransport:
         self._consumers.reconnected()
         self._bound.after_reconnect(self.nodes.failovers, self.bind)
         log.info("reconnected to the broker at %s (%d)", safe(self.nodes.address), self.reconnects)
+        self._tell_reconnect_listeners()
+
+    def _tell_reconnect_listeners(self) -> None:
         for listener in self._reconnect_listeners:
             try:
                 listener()
@@ -197,9 +202,9 @@ class AmqpTransport:
 
     async def close(self) -> None:
         await self.nodes.close()
+        await release(self._leases)  # given up on purpose: no holder is told it lost one
         if self._conn is not None and not self._conn.is_closed:
-            # Acks still gathering (up to a loop turn, or a consumer's ack_delay)
-            # go out first: closing would otherwise hand those messages back.
+            # Acks still gathering (a loop turn, or ack_delay) go out first: else they come back.
             for batcher in list(self._batchers):
                 await batcher.drain()
             await self._conn.close()
@@ -291,7 +296,7 @@ class AmqpTransport:
                 if not retry:
                     raise
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception(_transient),
+                retry=retry_if_exception(transient),
                 stop=stop_after_delay(self.retry_window) | stop_after_attempt(50),
                 wait=wait_random_exponential(multiplier=0.05, max=2.0),
                 reraise=True,
@@ -454,12 +459,12 @@ class AmqpTransport:
         )
 
     async def try_exclusive(self, spec: QueueSpec) -> bool:
-        """Try to own the exclusive queue ``spec`` (see :func:`.queues.try_exclusive`)."""
-        channel = await queues.try_exclusive(self._connection(), spec)
-        if channel is None:
-            return False
-        self._lock_channels.append(channel)
-        return True
+        """Hold the lock ``spec.name`` (:func:`.lease.contend`)? Its loss is told as a reconnect.
+
+        Raises:
+            BrokerError: the broker refuses the lock queue for good.
+        """
+        return await contend(self._leases, self._conn, spec.name, self._tell_reconnect_listeners)
 
     async def delete_if_empty(self, queue: str) -> bool:
         """Delete ``queue`` unless it holds messages; True if it is gone."""
@@ -469,7 +474,7 @@ class AmqpTransport:
 
     async def peek(self, queue: str) -> bytes | None:
         """The first message of ``queue``, left in place (None if empty)."""
-        return await queues.peek(self._connection(), queue)
+        return await confirmed(queues.peek(self._connection(), queue))
 
     async def consumer_count(self, queue: str) -> int:
         """How many consumers ``queue`` has."""
@@ -493,8 +498,3 @@ class AmqpTransport:
     ) -> int:
         """Read a stream queue from ``offset`` until it stays idle (see :func:`read_stream`)."""
         return await read_stream(self._connection(), spec, offset, handler, idle, limit)
-
-
-def _transient(exc: BaseException) -> bool:
-    """Worth retrying: the connection is (temporarily) gone, nothing was refused."""
-    return isinstance(exc, RETRYABLE) and not isinstance(exc, REFUSED)

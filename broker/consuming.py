@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pamqp.commands import Basic
 
 from . import topology as topo
 from .base import Consumer
+from .failover import confirmed
 from .topology import QueueSpec
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,12 @@ REFUSED = (
     aiormq.exceptions.ChannelNotFoundEntity,
     aiormq.exceptions.ChannelPreconditionFailed,
 )
+
+
+def transient(exc: BaseException) -> bool:
+    """Worth retrying: the connection is (temporarily) gone, nothing was refused."""
+    return isinstance(exc, RETRYABLE) and not isinstance(exc, REFUSED)
+
 
 DeadLetterPublish = Callable[[bytes, str, str, str, Mapping[str, Any]], Awaitable[None]]
 """``(body, source queue, reason, detail, headers)``: publish to the dead-letter exchange."""
@@ -272,6 +280,21 @@ class ConsumerSet:
         )
         sub.tag = ok.consumer_tag or sub.tag
         sub.underlay = underlay
+        underlay.on_consumer_cancel_callbacks.add(functools.partial(self._cancelled, sub))
+
+    def _cancelled(self, sub: Subscription, frame: Any) -> None:
+        """The broker cancelled ``sub`` (its queue was deleted: it was on a node that went down).
+
+        Attach it again: the attempt fails while the queue is missing, which
+        closes the channel; aio-pika reopens it and declares the queue again
+        (on the node we are on), and the next attempt consumes it. Left
+        alone, an agent would keep running without its inbox or work queue.
+        """
+        if getattr(frame, "consumer_tag", None) != sub.tag or self._subs.get(sub.tag) is not sub:
+            return
+        log.warning("the broker cancelled our consumer of %s: restoring it", sub.queue)
+        sub.underlay = None
+        self._consumers_restored.set()
 
     def _ensure_watchdog(self) -> None:
         if self._watchdog is None or self._watchdog.done():
@@ -316,8 +339,12 @@ class ConsumerSet:
             return
         try:
             if sub.underlay is not None:
-                await sub.underlay.basic_cancel(consumer.tag)
-        except (*RETRYABLE, aio_pika.exceptions.AMQPError) as exc:
+                # A connection dying under us cancels the call: that is no
+                # cancellation of our task (see confirmed), and must not end a
+                # stop; nor may a node that never answers hold the stop up.
+                cancel = confirmed(sub.underlay.basic_cancel(consumer.tag))
+                await asyncio.wait_for(cancel, self.timeout)
+        except (*RETRYABLE, aio_pika.exceptions.AMQPError, TimeoutError) as exc:
             log.debug("cancel of %s failed: %s", consumer.tag, exc)
         if close_channel:
             with contextlib.suppress(Exception):

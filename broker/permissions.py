@@ -297,6 +297,7 @@ def _user(name: str, role: str, ids: str, covers: str, vhost: str, events_vhost:
         read += _esc(*_EXCHANGES, topo.TASK_QUEUE, topo.HEARTBEAT_QUEUE)
         read += _esc(topo.RESULTS_STREAM, topo.EPOCH_QUEUE, topo.CLUSTERS_STREAM)
         read += _esc(topo.LEASES_STREAM)
+        read += _esc(topo.COORDINATOR_LOCK)  # contenders consume it (broker/lease.py)
         read.append(_name(topo.work_queue(_ID), f"{_ID_CHARS}+"))
         topic_read.append(r"task\..*")
         watch = _name(topo.connection_watch_spec(_ID, _SUFFIX).name, ids)

@@ -2,8 +2,8 @@
 
 A refused AMQP operation closes the channel it ran on. Running each one on a
 short-lived channel of its own keeps a refusal (a least-privilege user that
-may not declare an exchange, a lock someone else holds, a queue that is not
-empty) from closing the channel the agent publishes on.
+may not declare an exchange, a queue that is not empty) from closing the
+channel the agent publishes on.
 
 Who declares what (DESIGN §8: processes declare what they own and check the
 rest): a coordinator declares the shared topology — exchanges, the
@@ -103,34 +103,6 @@ async def declare(ch: Channel, spec: QueueSpec) -> aio_pika.abc.AbstractQueue:
 async def bind(ch: Channel, queue: str, exchange: str, routing_key: str = "") -> None:
     q = await ch.get_queue(queue, ensure=False)
     await q.bind(exchange, routing_key=routing_key)
-
-
-async def try_exclusive(conn: Connection, spec: QueueSpec) -> Channel | None:
-    """Try to own the exclusive queue ``spec`` (a broker-held mutex).
-
-    The broker deletes an exclusive queue when its connection closes, so
-    ownership ends exactly when the connection dies; it is *not* restored
-    after a reconnect (the caller must try again and may lose).
-
-    Returns:
-        The channel holding the queue (keep it open), or None if another
-        connection owns it.
-    """
-    channel = await conn.channel()
-    try:
-        await channel.declare_queue(
-            spec.name,
-            durable=spec.durable,
-            exclusive=True,
-            auto_delete=spec.auto_delete,
-            arguments=spec.arguments,
-            robust=False,
-        )
-    except aiormq.exceptions.ChannelClosed:  # RESOURCE_LOCKED: someone else owns it
-        with contextlib.suppress(Exception):
-            await channel.close()
-        return None
-    return channel
 
 
 async def delete_if_empty(conn: Connection, queue: str) -> bool:

@@ -16,7 +16,7 @@ name                        kind      purpose
 ``robeing.coordinator.tasks``       quorum queue, ``task.#``, bounded delivery limit
 ``robeing.coordinator.heartbeats``  quorum queue, ``heartbeat.#``, bounded length and age
 ``robeing.results``                 stream, final task results (kept ``results_max_age``)
-``robeing.coordinator.lock``        exclusive queue; its owner is the active coordinator
+``robeing.coordinator.lock``        quorum queue, single active consumer: the active coordinator
 ``robeing.coordinator.epoch``       holds the last coordinator epoch (one message)
 ``robeing.coordinator.clusters``    stream, signed cluster definitions (kept for good)
 ``robeing.coordinator.leases``      stream, signed pool lease records (kept ``LEASES_MAX_AGE``)
@@ -72,6 +72,7 @@ DEAD_LETTERS_MAX_LENGTH = 100_000
 DEAD_LETTERS_MAX_BYTES = 256 << 20
 
 MAX_PRIORITY = 9
+LEASE_MAX_PINGS = 64  # pings a lock queue keeps when no consumer reads them
 
 
 def agent_queue(agent_id: str) -> str:
@@ -311,8 +312,25 @@ def connection_watch_spec(agent_id: str, tag: str) -> QueueSpec:
     return feed_spec(f"robeing.connwatch.{agent_id}.{tag}")
 
 
+def lease_spec(name: str) -> QueueSpec:
+    """A lock held by the active consumer of a quorum queue (see :mod:`robeing.broker.lease`).
+
+    The pings it holds are worthless once read: bounded, the oldest dropped.
+    """
+    return QueueSpec(
+        name,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-single-active-consumer": True,
+            "x-max-length": LEASE_MAX_PINGS,
+            "x-overflow": "drop-head",
+        },
+    )
+
+
 def lock_spec() -> QueueSpec:
-    return QueueSpec(COORDINATOR_LOCK, durable=False, exclusive=True, auto_delete=True)
+    """The coordinators' lock: its holder is the active coordinator."""
+    return lease_spec(COORDINATOR_LOCK)
 
 
 def _replicated(settings: TopologySettings | None) -> dict[str, str]:

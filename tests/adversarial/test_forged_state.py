@@ -23,7 +23,7 @@ import pytest
 from robeing.broker import topology as topo
 from robeing.protocol.taskmsgs import FinalResult
 
-from .attacker import Attacker
+from .attacker import Attacker, Loot
 from .setups import Fleet
 
 pytestmark = [pytest.mark.broker, pytest.mark.adversarial]
@@ -130,11 +130,12 @@ async def test_a_poisoned_epoch_does_not_stop_assignments(
     assert isinstance(epoch, int) and epoch < 2**63, epoch
 
 
-async def test_declaring_the_lock_while_the_coordinator_restarts(fleet: Fleet, finding) -> None:
+async def test_taking_the_lock_while_the_coordinator_restarts(fleet: Fleet, finding) -> None:
     """Given a serving coordinator, and an attacker with a worker's login or guest,
-    When the coordinator stops and the attacker keeps declaring robeing.coordinator.lock
-    (exclusive) while it starts again, and alice submits a task meanwhile,
-    Expect least privilege to refuse every declaration (configure) and the coordinator to
+    When the coordinator stops and the attacker keeps trying to take robeing.coordinator.lock
+    (consuming it: the lock's holder is that quorum queue's single active consumer) while
+    it starts again, and alice submits a task meanwhile,
+    Expect least privilege to refuse every attempt (read) and the coordinator to
     take the lead and run the task at once. On guest the attacker owns the lock: the
     restarted coordinator waits as a standby and the task waits with it (accepted, not
     lost) until the attacker's connection closes; then the coordinator takes over and
@@ -145,7 +146,7 @@ async def test_declaring_the_lock_while_the_coordinator_restarts(fleet: Fleet, f
             tries, held = [], None
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
-                outcome = await mallory.declare_exclusive(topo.COORDINATOR_LOCK)
+                outcome = await mallory.consume(topo.COORDINATOR_LOCK, Loot())
                 tries.append(outcome)
                 if outcome.allowed or outcome.by_permission:
                     held = outcome
@@ -167,9 +168,9 @@ async def test_declaring_the_lock_while_the_coordinator_restarts(fleet: Fleet, f
 
     owned = held is not None and held.allowed
     finding(
-        "5 declare coordinator lock",
-        "broker permission (configure)" if held is not None and not owned else "nobody",
-        f"declare {held} after {len(tries)} tries; restarted coordinator "
+        "5 take coordinator lock",
+        "broker permission (read)" if held is not None and not owned else "nobody",
+        f"consume {held} after {len(tries)} tries; restarted coordinator "
         f"{'active' if active_while_held else 'standby'} while the attacker was connected, "
         f"task {'done' if done_while_held else 'waiting'}; after it left: coordinator "
         f"{'active' if active_after else 'standby'} ({took_over:.1f}s), task {final.state}",

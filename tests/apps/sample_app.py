@@ -83,7 +83,7 @@ def record_task(ctx: TaskContext, line: str) -> None:
 @app.task("add", specialization="math")
 def add(ctx: TaskContext) -> float:
     """payload {"a", "b"} plus the results of the tasks it depends on."""
-    record_task(ctx, f"add {ctx.task_id} {ctx.attempt}")
+    record_task(ctx, f"add {ctx.task_id} {ctx.attempt} {ctx.epoch}")
     deps = sum(v for v in ctx.dep_results.values() if isinstance(v, int | float))
     return ctx.payload.get("a", 0) + ctx.payload.get("b", 0) + deps
 

@@ -172,7 +172,7 @@ def agent_denials(me: str, role: str) -> list[tuple[str, ...]]:
     other = "worker-2" if me != "worker-2" else "worker-1"
     shared = [topo.TASK_QUEUE, topo.HEARTBEAT_QUEUE, topo.DEAD_LETTER_QUEUE, topo.RESULTS_STREAM]
     return [
-        *[("consume", q) for q in [*shared, topo.EPOCH_QUEUE]],
+        *[("consume", q) for q in [*shared, topo.EPOCH_QUEUE, topo.COORDINATOR_LOCK]],
         *[("purge", q) for q in shared],
         *[("delete", q) for q in [*shared, topo.EPOCH_QUEUE]],
         ("declare_dlx", topo.TASK_QUEUE),
@@ -227,7 +227,7 @@ ALLOW: list[tuple[str, tuple[str, ...]]] = [
     ("coordinator-1", ("publish", EVENTS_X, "heartbeat.coordinator.coordinator-1")),
     *[
         ("coordinator-1", ("consume", q))
-        for q in (topo.TASK_QUEUE, topo.HEARTBEAT_QUEUE, topo.RESULTS_STREAM)
+        for q in (topo.TASK_QUEUE, topo.HEARTBEAT_QUEUE, topo.RESULTS_STREAM, topo.COORDINATOR_LOCK)
     ],
     ("coordinator-1", ("get", topo.EPOCH_QUEUE)),
     ("coordinator-1", ("purge", topo.work_queue("worker-1"))),

@@ -1,14 +1,54 @@
 """Leadership of the coordinators: one active at a time, each with a newer epoch.
 
-Exactly one coordinator is active: the one whose connection owns
-the exclusive queue ``robeing.coordinator.lock`` (a mutex the broker keeps and
-releases when that connection dies). Others wait as standbys and retry. On
-taking over, the coordinator picks an epoch greater than any before it
-(``robeing.coordinator.epoch`` plus the wall clock) and stamps it on every
-assignment; agents refuse assignments from older epochs, so a deposed
-coordinator cannot issue work. A coordinator that loses its connection, and so
-its lock, exits (crash-only): :func:`robeing.agents.assembly.serve` starts it
-again as a standby with a fresh state.
+The lock. The active coordinator is the holder of the lock
+``robeing.coordinator.lock``, taken with the broker's ``try_exclusive``: a
+quorum queue with a single active consumer, in which the broker's Raft
+majority decides which coordinator's consumer is active; a coordinator proves
+to itself that it is the one by getting its own ping back, and keeps a lease
+on it (:mod:`robeing.broker.lease`). Others wait in line as standbys and are
+handed the lock as soon as the holder's connection closes (a crash: about a
+second) or the majority declares the holder's node down (``net_ticktime``
+after a partition or a paused node). A coordinator that loses its connection
+has lost the lock: it stops acting at once and exits (crash-only);
+:func:`robeing.agents.assembly.serve` starts it again as a standby with a
+fresh state. A holder that cannot prove its hold for the lease's time (its
+node cut off from the majority) drops its connection, which is the same event.
+
+Why not an exclusive queue (the lock before): it lives on the node of its
+owner's connection; when that node is cut off, the majority forgets it and a
+standby declares it again, while the owner still holds its copy; two
+coordinators were seen active at once.
+
+The invariant under partitions: at most one coordinator's assignments are
+accepted per epoch, and a deposed coordinator's are refused by every agent
+that has seen a newer one.
+
+* Each coordinator takes the lead with an epoch newer than any before it
+  (``robeing.coordinator.epoch``, a quorum queue, plus the wall clock in
+  milliseconds) and stamps it on every assignment; an epoch names one
+  coordinator incarnation, because a new one is chosen each time the lead is
+  taken, by the holder of the lock only.
+* Agents refuse assignments from an epoch older than the newest they have
+  seen (:class:`~robeing.protocol.election.EpochFence`, dead-lettered as
+  ``stale_epoch``), and the coordinator discards results of any epoch but its
+  own: whatever a deposed coordinator still sends is refused or discarded.
+* The lock makes overlap rare, the fence makes it harmless: with the lease, a
+  holder cut off from the majority stops acting (``LEASE_S``) before the
+  majority hands the lock on (``net_ticktime``); a deposed coordinator acts
+  no more from the moment it sees its connection lost (no tick, no
+  assignment, no acknowledgement, its consumers cancelled before they can be
+  restored on the new connection), so the two do not act at once.
+* Nothing accepted is lost in the hand-over: submissions stay unacknowledged
+  in the quorum queue ``robeing.coordinator.tasks`` until their results are
+  stored, and go to the next coordinator when the deposed one's channels
+  close.
+
+What the broker guarantees, and what it does not: one active consumer per
+quorum queue in the majority's view; on a single node the same queue (a
+quorum queue of one) hands over when a connection closes, as the exclusive
+queue did. It does not tell a consumer on a cut-off node that it was
+deactivated; the lease covers that, by timing, which is why the epoch fence
+and not the lock carries the safety.
 """
 
 from __future__ import annotations
@@ -19,7 +59,8 @@ import time
 from typing import Any
 
 from ....broker import topology as topo
-from ....protocol.errors import DecodeError, ProtocolError
+from ....broker.base import Consumer, QueueMismatch
+from ....protocol.errors import ConfigError, DecodeError, ProtocolError
 from ....protocol.fields import count, need
 from ....protocol.records import EPOCH_TYPE, MAX_EPOCH
 from ... import epochs
@@ -31,6 +72,59 @@ log = logging.getLogger(__name__)
 LOCK_RETRY_S = 0.25  # how often a standby tries to take the lead
 STANDBY_HEAD_START_S = 2.0  # what a --standby coordinator leaves the others at its start
 CLAIM_CHECK_S = 10.0  # how often a standby checks who holds the lock
+
+
+class Lead:
+    """What the active coordinator holds, given up at once when it loses the lead.
+
+    :meth:`lost` is the coordinator's reconnect listener: a new connection
+    means the lock went with the old one. It runs before the consumers are
+    attached again on the new connection, and :meth:`depose` makes the
+    coordinator act no more, before its graceful stop: its tasks (the pump:
+    no tick assigns anything) are cancelled, its consumers of the
+    coordinator's queues are cancelled (they would otherwise take submissions
+    from the new lead), and the shell skips every action and leaves every
+    delivery unsettled once ``deposed`` (no assignment, final or
+    acknowledgement in a stale epoch; the broker hands the deliveries to the
+    next coordinator when the channels close).
+    """
+
+    def __init__(self, agent: AgentContext) -> None:
+        self.agent = agent
+        self.deposed = False
+        self.consumers: list[Consumer] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self._cancels: set[asyncio.Task[None]] = set()
+
+    def lost(self) -> None:
+        log.error(
+            "coordinator %s lost its broker connection and with it the lead; "
+            "restarting with a fresh state",
+            self.agent.id,
+        )
+        self.depose()
+        self.agent.request_stop("lost_lead")
+
+    def depose(self) -> None:
+        self.deposed = True
+        for task in self.tasks:
+            task.cancel()
+        for consumer in self.consumers:
+            cancel = asyncio.get_running_loop().create_task(self.agent.cancel(consumer))
+            self._cancels.add(cancel)
+            cancel.add_done_callback(self._cancels.discard)
+        self.consumers.clear()
+
+
+def stop_reason(exc: BaseException) -> str:
+    """How a coordinator that failed on its way to the lead stops.
+
+    ``lost_lead`` (start over as a standby, :func:`robeing.agents.assembly.serve`)
+    for what passes: mostly a connection lost on the way (a node going down
+    while we took over). Only a failure that would repeat stops the process:
+    a queue or a setting an operator has to fix.
+    """
+    return "stopped" if isinstance(exc, QueueMismatch | ConfigError) else "lost_lead"
 
 
 async def take_the_lead(agent: AgentContext) -> int:
@@ -59,7 +153,10 @@ async def take_the_lead(agent: AgentContext) -> int:
             log.info("another coordinator is active; %s waits as standby", agent.id)
             standby_logged = True
         if time.monotonic() >= next_check:
-            await _check_claim(agent)
+            try:
+                await _check_claim(agent)
+            except Exception as exc:  # a diagnosis: it must never stop a standby
+                log.debug("could not check the lock's claim: %s", exc)
             next_check = time.monotonic() + CLAIM_CHECK_S
         await asyncio.sleep(LOCK_RETRY_S)
     return await next_epoch(agent)

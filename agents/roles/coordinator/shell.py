@@ -65,7 +65,7 @@ from ...context import AgentContext, Message, Receipt
 from ...stats import Latency
 from ...tasking.finals import FinalsOutbox, read_finals
 from .clusters import ClusterHost
-from .leadership import foreign_consumers, take_the_lead
+from .leadership import Lead, foreign_consumers, stop_reason, take_the_lead
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class Coordinator:
         self.agent = agent
         self.state: CoordinatorState | None = None
         self.serving = False
+        self.lead = Lead(agent)
         self.finals_out = FinalsOutbox(agent)
         self._held: dict[int, Receipt] = {}  # token -> deferred submission
         self.invalid_records = 0  # results records that did not verify at the last load
@@ -129,14 +130,14 @@ class Coordinator:
             await self._become_active()
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             log.exception("coordinator %s could not become active; stopping", self.agent.id)
-            self.agent.request_stop()
+            self.agent.request_stop(stop_reason(exc))
 
     async def _become_active(self) -> None:
         agent, topology = self.agent, self.agent.settings.topology
         epoch = await take_the_lead(agent)
-        agent.on_reconnect(self._on_reconnect)
+        agent.on_reconnect(self.lead.lost)
         finals: list[Any] = []
         read = await read_finals(agent, RESULTS_WINDOW_S, finals.append)
         log.info(
@@ -154,7 +155,7 @@ class Coordinator:
             self._feed(QuarantineChanged(target, True))
         agent.quarantine.listeners.append(self._on_quarantine)
         await agent.watch_connections(self._on_connection_closed)
-        await agent.consume(
+        beats = await agent.consume(
             topo.heartbeat_queue_spec(topology),
             {"heartbeat": self._on_heartbeat, **self.clusters.summaries.handlers()},
             bindings=[(topo.EVENTS_EXCHANGE, topo.SUMMARY_BINDING)],  # leaders' summaries
@@ -166,7 +167,7 @@ class Coordinator:
             # frame costs nothing if the connection drops (redelivered, then dropped).
             ack_delay=0.25,
         )
-        await agent.consume(
+        submissions = await agent.consume(
             topo.task_queue_spec(topology),
             {
                 "task.submit": self._on_submit,
@@ -178,24 +179,18 @@ class Coordinator:
             load=False,
             exclusive=True,
         )
-        self._background.append(asyncio.create_task(self._pump()))
-        # Only now, with results loaded and both queues consumed, do we serve.
-        self.serving = True
+        self.lead.consumers += [beats, submissions]
+        if self.lead.deposed:  # the connection dropped while we were getting ready
+            self.lead.depose()
+            return
+        self.lead.tasks.append(asyncio.create_task(self._pump()))
+        self.serving = True  # only now, with results loaded and both queues consumed
         log.info("coordinator %s active with epoch %d", agent.id, epoch)
 
-    def _on_reconnect(self) -> None:
-        # Our lock died with the old connection; a standby may own it now.
-        log.error(
-            "coordinator %s lost its broker connection and with it the lead; "
-            "restarting with a fresh state",
-            self.agent.id,
-        )
-        self.agent.request_stop("lost_lead")
-
     async def stop(self, agent: AgentContext) -> None:
-        for task in self._background:
+        for task in (*self._background, *self.lead.tasks):
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*self._background, *self.lead.tasks, return_exceptions=True)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -241,6 +236,9 @@ class Coordinator:
         A submitter that asks (``requires_ack``) is answered at once with what
         became of each task (:func:`~robeing.protocol.coordinator.queries.intake_answer`).
         """
+        if self.lead.deposed:
+            msg.defer()  # never settled: back to the queue when our channel closes
+            return None
         submission = Submission.from_data(msg.payload)
         self._tokens += 1
         self._held[self._tokens] = msg.defer()
@@ -349,6 +347,8 @@ class Coordinator:
         task.add_done_callback(self._tasks.discard)
 
     async def _perform(self, action: Action) -> None:
+        if self.lead.deposed:
+            return  # nothing in a stale epoch (see Lead)
         agent = self.agent
         if isinstance(action, Assign):
             await self._assign(action)
@@ -490,7 +490,7 @@ class Coordinator:
         return {
             "coordinator": {
                 **report,
-                "active": self.serving,
+                "active": self.serving and not self.lead.deposed,
                 "invalid_records": self.invalid_records,
                 "foreign_consumers": sum(self.foreign_consumers.values()),
                 "decisions": self.decisions.to_data(),
