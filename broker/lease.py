@@ -108,6 +108,7 @@ class Lease:
         self._seq = 0
         self._last_own = 0.0  # monotonic time our last ping came back
         self._arrived = asyncio.Event()
+        self._trying = False  # inside try_acquire: a foreign ping may precede ours
         self._wrapper: aio_pika.abc.AbstractChannel | None = None
         self._channel: aiormq.abc.AbstractChannel | None = None
         self._renewal: asyncio.Task[None] | None = None
@@ -136,6 +137,16 @@ class Lease:
         if msg.body.decode(errors="replace").split(":", 1)[0] == self._token:
             self._last_own = time.monotonic()
             self._arrived.set()
+        elif not self.held and not self._trying and not self.closed:
+            # The majority made us the active consumer while we are not trying:
+            # a contender that tried once and waits in line (a cluster member
+            # nudged earlier, an observer). Staying would swallow every other
+            # contender's pings and keep the lock unheld for ever: leave the
+            # line; our next try joins it again, at its end.
+            log.debug("lock %s: active while not trying; leaving the line", self.name)
+            task = asyncio.get_running_loop().create_task(self.close())
+            _TASKS.add(task)  # not in _pings: closing cancels those
+            task.add_done_callback(_TASKS.discard)
 
     def _ping(self) -> None:
         """Publish a ping of ours, in a task of its own.
@@ -174,9 +185,13 @@ class Lease:
             raise ConnectionError(f"the channel of {self.name} is closed")
         started = time.monotonic()
         self._arrived.clear()
-        self._ping()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._arrived.wait(), wait)
+        self._trying = True
+        try:
+            self._ping()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), wait)
+        finally:
+            self._trying = False
         if self._last_own < started or self.closed:
             return False
         self.held = True
@@ -293,7 +308,7 @@ async def drop_connection(conn: aio_pika.abc.AbstractRobustConnection) -> None:
         )
 
 
-_TASKS: set[asyncio.Task[None]] = set()  # running drops (kept from the GC)
+_TASKS: set[asyncio.Task[None]] = set()  # running drops and closes (kept from the GC)
 
 
 def _spawn_drop(conn: aio_pika.abc.AbstractRobustConnection) -> None:
