@@ -25,6 +25,8 @@ series                                 kind       what
 ``tasks_cancelled_total``              counter    attempts stopped by a cancel
 ``load``, ``capacity``                 gauge      units of work in flight, and at most
 ``heartbeat_lag_seconds``              gauge      how late the last heartbeat went out
+``heartbeat_receive_seconds``          histogram  from a heartbeat's signed send time to its
+                                                  handler (on the coordinator: to its registry)
 ``reconnects_total``                   counter    broker reconnects
 ``coordinator_active``                 gauge      1 while this coordinator leads
 ``coordinator_epoch``                  gauge      its epoch
@@ -90,13 +92,18 @@ _EVENTS = (
 
 
 class HandlerTimer(Middleware):
-    """Times every handler, by message type (the middleware hooks around handlers)."""
+    """Times every handler, by message type (the middleware hooks around handlers), and
+    how long heartbeats took to reach theirs (sender and receiver clocks: on one machine,
+    or synchronised ones, the broker's queueing plus the receiver's backlog)."""
 
     def __init__(self) -> None:
         self.latency: dict[str, Latency] = {}
+        self.heartbeat_receive = Latency()
         self._started: dict[int, float] = {}
 
     def before_handle(self, agent: AgentContext, message: Message) -> None:
+        if message.type == "heartbeat":
+            self.heartbeat_receive.observe(max(0.0, time.time() - message.envelope.timestamp))
         self._started[id(message)] = time.perf_counter()
 
     def after_handle(
@@ -134,6 +141,8 @@ class AgentCollector:
         ignored = {(): st.ignored_broadcasts}
         yield _counter("broadcasts_ignored", "Broadcasts nobody here handles.", [], ignored)
         yield _histogram("handler_seconds", "Handler latency.", ["type"], self.timer.latency)
+        beats = {(): self.timer.heartbeat_receive}
+        yield _histogram("heartbeat_receive_seconds", "Heartbeat send to handler.", [], beats)
         if self.tasks is not None:
             yield _counter("tasks", "Attempts run.", ["type", "outcome"], dict(self.tasks.outcomes))
             yield _histogram("task_seconds", "Attempt durations.", ["type"], self.tasks.durations)
