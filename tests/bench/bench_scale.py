@@ -88,6 +88,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -567,8 +568,9 @@ def read_stats(paths: Sequence[Path]) -> dict[str, float]:
     return total
 
 
-async def submit_stream(client: Any, n: int, batch: int = 100) -> tuple[float, int]:
-    """Submit ``n`` small tasks for the fleet; (seconds until all finished, how many ok)."""
+async def submit_stream(client: Any, n: int, batch: int = 100) -> tuple[float, Counter[str]]:
+    """Submit ``n`` small tasks for the fleet; (seconds until all ended, their outcomes:
+    final states, or ``no result`` for those without one after two minutes)."""
     from robeing.protocol.envelope import new_id
     from robeing.protocol.taskmsgs import TaskRequest
 
@@ -581,14 +583,15 @@ async def submit_stream(client: Any, n: int, batch: int = 100) -> tuple[float, i
         ]
         handles += await client.submit_many(requests)
 
-    async def ok(handle: Any) -> bool:
+    async def outcome(handle: Any) -> str:
         try:
-            return bool((await handle.result(120)).ok)
+            final = await handle.result(120)
         except Exception:
-            return False
+            return "no result"
+        return "succeeded" if final.ok else f"{final.state}: {str(final.error)[:80]}"
 
-    done = await asyncio.gather(*(ok(h) for h in handles))
-    return time.monotonic() - started, sum(done)
+    done = await asyncio.gather(*(outcome(h) for h in handles))
+    return time.monotonic() - started, Counter(done)
 
 
 async def one_size(n: int, keys: Path, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -601,7 +604,9 @@ async def one_size(n: int, keys: Path, tmp: Path, args: argparse.Namespace) -> d
     url = with_vhost(BASE_URL, vhost)
     port = free_port()
     users: list[str] = []
-    env = {**os.environ, "AMQP_URL": url, "ROBEING_KEYS": str(keys), "ROBEING_LOG_LEVEL": "error"}
+    level = "warning" if args.log else "error"
+    env = {**os.environ, "AMQP_URL": url, "ROBEING_KEYS": str(keys), "ROBEING_LOG_LEVEL": level}
+    log = open(args.log, "ab") if args.log else None
     robeing = str(Path(sys.executable).parent / "robeing")
     mgmt = Management(ManagementSettings.from_amqp_url(BASE_URL))
     await mgmt.create_vhost(vhost)
@@ -612,7 +617,7 @@ async def one_size(n: int, keys: Path, tmp: Path, args: argparse.Namespace) -> d
             coord = subprocess.Popen(
                 [robeing, "agent", "--role", "coordinator", "--id", f"bench-scale-coord-{tag}",
                  "--metrics-port", str(port)],
-                env=env,
+                env=env, stderr=log,
             )  # fmt: skip
             procs.append(coord)
             await wait_active(port, coord)
@@ -691,7 +696,8 @@ async def one_size(n: int, keys: Path, tmp: Path, args: argparse.Namespace) -> d
             async with Client(settings) as client:
                 if args.tasks:
                     a0, c0 = await scrape(port), cpu_of(coord.pid)
-                    elapsed, ok = await submit_stream(client, args.tasks)
+                    elapsed, outcomes = await submit_stream(client, args.tasks)
+                    ok = outcomes.pop("succeeded", 0)
                     a1, c1 = await scrape(port), cpu_of(coord.pid)
                     kind = "robeing_coordinator_events_total"
 
@@ -703,6 +709,7 @@ async def one_size(n: int, keys: Path, tmp: Path, args: argparse.Namespace) -> d
                         reassigned=delta("reassigned"),
                         tasks=args.tasks,
                         tasks_ok=ok,
+                        tasks_not_ok=dict(outcomes),
                         tasks_per_s=round(ok / elapsed, 1),
                         decisions_per_s=round(assigned / elapsed, 1),
                         task_phase_cores=round((c1 - c0) / elapsed, 3),
@@ -723,6 +730,8 @@ async def one_size(n: int, keys: Path, tmp: Path, args: argparse.Namespace) -> d
         with contextlib.suppress(Exception):
             await mgmt.delete_vhost(vhost)
         await mgmt.aclose()
+        if log is not None:
+            log.close()
     return result
 
 
@@ -800,6 +809,7 @@ if __name__ == "__main__":
     parser.add_argument("--crashes", type=int, default=5, help="crash trials per size")
     parser.add_argument("--per-process", type=int, default=2500, help="agents per simulator")
     parser.add_argument("--out", default="bench-results/scale.json")
+    parser.add_argument("--log", help="append the coordinator's warnings to this file")
     parser.add_argument("--simulate", help=argparse.SUPPRESS)
     ns = parser.parse_args()
     signal.signal(signal.SIGTERM, signal.default_int_handler)
