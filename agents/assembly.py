@@ -19,7 +19,7 @@ import time
 
 from ..protocol.errors import ConfigError
 from ..protocol.identity import Authority, Identity
-from . import builtins, membership, metrics
+from . import builtins, leading, membership, metrics
 from .app import App
 from .consensus import install_consensus
 from .keystore import Keystore
@@ -110,6 +110,7 @@ def assemble(agent: Agent, app: App | None = None) -> Agent:
         if agent.settings.role != "coordinator":
             tasks = executor.install(agent)
             membership.install(agent)  # the coordinator's orders move it between clusters
+            leading.install(agent)  # it may lead its named cluster (one leader per term)
     if agent.settings.metrics_port is not None:
         metrics.install(agent, tasks, port=agent.settings.metrics_port)
     return agent

@@ -137,6 +137,11 @@ class Message:
         return self.envelope.id
 
     @property
+    def raw(self) -> bytes | None:
+        """The bytes received, as signed (None for an answer or a relayed message)."""
+        return self._delivery.body if self._delivery is not None else None
+
+    @property
     def deferred(self) -> bool:
         """Whether the handler took over settling the delivery."""
         return self._receipt is not None
@@ -409,6 +414,7 @@ class AgentContext(Protocol):
         observer: bool = False,
         exclusive: bool = False,
         ack_delay: float | None = 0.0,
+        own: bool = False,
     ) -> Consumer:
         """Consume ``spec`` through the inbound path, dispatching by message type.
 
@@ -424,7 +430,8 @@ class AgentContext(Protocol):
         Acks are batched: sent at the end of the loop turn, or ``ack_delay``
         seconds after the first of a batch (``None``: each at once); a
         delivery acknowledged but not yet sent when the connection drops is
-        redelivered (at-least-once).
+        redelivered (at-least-once). With ``own``, our own broadcasts are
+        delivered too (a cluster leader hears its heartbeat among its members').
         """
         ...
 

@@ -5,6 +5,16 @@ Every agent that takes work heartbeats on ``heartbeat.<role>.<id>`` (see
 binds a temporary queue to that topic for a while and returns the latest
 status of each agent heard: what ``robeing status``, the voters of a
 proposal and liveness probes are built on.
+
+Members of a named cluster heartbeat to their leader, not on
+``heartbeat.#``; observers list them from the leader's signed summaries
+(``summary.#``, one per cluster per second), which carry each member's
+heartbeat as the leader heard it. Observers deliberately do not bind the
+members' own keys: a member's beat that no leader takes must come back
+unroutable, which is how members fall back to ``heartbeat.#`` between terms
+(wire contract: :mod:`robeing.protocol.clusters.summary`). A member's status
+from a summary is the leader's report (its ``via`` says which leader), not
+the member's own signature.
 """
 
 from __future__ import annotations
@@ -17,12 +27,19 @@ from typing import Any
 
 from ..broker import topology as topo
 from ..broker.base import Consumer
+from ..protocol.clusters.summary import SUMMARY_TYPE, ClusterSummary
 from ..protocol.errors import DecodeError
 from ..protocol.heartbeat import Heartbeat
 from ..protocol.roles import ROLES
 from .context import AgentContext, Message
 
-__all__ = ["AgentStatus", "follow_heartbeats", "listen_heartbeats", "status_from_heartbeat"]
+__all__ = [
+    "AgentStatus",
+    "follow_heartbeats",
+    "listen_heartbeats",
+    "status_from_heartbeat",
+    "statuses_from_summary",
+]
 
 
 @dataclass
@@ -84,6 +101,20 @@ def status_from_heartbeat(sender: str, role: str, beat: Heartbeat, now: float) -
     )
 
 
+def statuses_from_summary(msg: Message, now: float) -> list[AgentStatus]:
+    """The members a leader's ``cluster.summary`` lists (none if it is malformed)."""
+    try:
+        summary = ClusterSummary.from_data(msg.payload)
+    except DecodeError:
+        return []
+    out = []
+    for entry in summary.members:
+        status = status_from_heartbeat(entry.agent_id, entry.role, entry.beat, now)
+        status.extra["via"] = msg.sender
+        out.append(status)
+    return out
+
+
 async def follow_heartbeats(
     agent: AgentContext, on_status: Callable[[AgentStatus], None], tag: str = ""
 ) -> Consumer:
@@ -110,11 +141,18 @@ async def follow_heartbeats(
             return
         on_status(status_from_heartbeat(msg.sender, msg.sender_role, beat, agent.clock()))
 
+    def on_summary(msg: Message) -> None:
+        for status in statuses_from_summary(msg, agent.clock()):
+            on_status(status)
+
     return await agent.consume(
         spec,
-        {"heartbeat": on_heartbeat},
+        {"heartbeat": on_heartbeat, SUMMARY_TYPE: on_summary},
         prefetch=1000,
-        bindings=[(topo.EVENTS_EXCHANGE, "heartbeat.#")],
+        bindings=[
+            (topo.EVENTS_EXCHANGE, topo.HEARTBEAT_BINDING),
+            (topo.EVENTS_EXCHANGE, topo.SUMMARY_BINDING),
+        ],
         work=False,
         load=False,
         observer=True,

@@ -21,6 +21,7 @@ from ..broker.addresses import amqp_urls, management_urls
 from ..broker.topology import TopologySettings
 from ..protocol.clusters.names import DEFAULT_CLUSTER, check_cluster_name
 from ..protocol.errors import ConfigError
+from ..protocol.failure_detector import DetectorConfig
 from ..protocol.pbft import GroupSpec, parse_groups
 from ..protocol.resources import InvalidResources, Resources, parse_resources
 from ..protocol.roles import AGENT_ROLES, ROLES
@@ -237,6 +238,14 @@ class Settings:
                 raise ConfigError(f"proficiency {spec}:{level} must be in [0, 1] for a skill")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics port must be 0 to 65535, got {self.metrics_port}")
+
+    def detector(self) -> DetectorConfig:
+        """Failure detection tuned by these settings (a coordinator's, a cluster leader's)."""
+        return DetectorConfig(
+            heartbeat_interval=self.heartbeat_interval,
+            acceptable_pause=self.acceptable_pause,
+            dead_after=self.dead_after,
+        )
 
     def state_file(self, kind: str) -> Path:
         """Where this agent keeps its ``kind`` state (see ``state_dir``)."""

@@ -45,8 +45,13 @@ worker, specialist, messenger, guardian
     reply and listener queues); publish to robeing.direct, .broadcast,
     .replies, .dead and .events (keys ``task.*`` and their own
     ``heartbeat.<role>.<id>`` only); bind their queues to robeing.direct,
-    .broadcast, .replies and, with ``heartbeat.*`` keys only, .events. A
-    guardian also binds its watch queue to robeing.dead.
+    .broadcast, .replies and, with ``heartbeat.*`` and ``summary.*`` keys,
+    .events. A guardian also binds its watch queue to robeing.dead. As
+    members of named clusters they publish their own
+    ``member.<c>.<role>.<id>``, and to lead one they configure, write and read
+    ``robeing.cluster.<c>.lock``, ``.term`` and their own
+    ``robeing.members.<c>.<id>`` (bound with ``member.*``/``term.*`` keys) and
+    publish ``summary.<c>`` and ``term.<c>`` (any cluster ``<c>``).
 client
     Its reply and listener queues; publishes like an agent but no
     heartbeats; reads the results stream to fetch results (every record of
@@ -90,6 +95,8 @@ ADMIN_TAGS = ("administrator",)
 # Placeholders passed to the topology's name functions; re.escape keeps them.
 _ID = "AGENTID"
 _SUFFIX = "NAMESUFFIX"
+_CLUSTER = "CLUSTERNAME"
+_CLUSTER_CHARS = r"[A-Za-z0-9_-]+"  # robeing.protocol.clusters.names: no dot
 _ID_CHARS = r"[A-Za-z0-9_.:-]"  # robeing.agents.settings.check_agent_id
 _VALID_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _EXCHANGES = tuple(name for name, _kind in topo.EXCHANGES)
@@ -228,13 +235,42 @@ def _esc(*names: str) -> list[str]:
     return [re.escape(n) for n in names]
 
 
+def _cluster_names(role: str, ids: str) -> tuple[list[str], list[str], list[str]]:
+    """What a member of a named cluster may need to lead it: (queues, topic write, topic read).
+
+    Any member may become its cluster's leader, and ids do not say which
+    cluster an agent is in, so the lock and term queues of every cluster are
+    allowed; the coordinator refuses summaries from non-members, so a
+    squatter can keep a cluster leaderless (its members then heartbeat to the
+    coordinator directly) but not act for it.
+    """
+    c = _CLUSTER
+    queues = [
+        topo.cluster_lock_spec(c).name,
+        topo.cluster_term_spec(c).name,
+        topo.member_queue_spec(c, _ID).name,
+    ]
+    writes = [topo.member_routing_key(c, role, _ID), topo.summary_routing_key(c)]
+    writes.append(topo.term_routing_key(c))
+    named = [_name(n, ids).replace(c, _CLUSTER_CHARS) for n in (*queues, *writes)]
+    return named[:3], named[3:], [r"member\..*", r"term\..*"]
+
+
 def _user(name: str, role: str, ids: str, covers: str, vhost: str, events_vhost: str) -> BrokerUser:
     own = _own_queues(role, ids)
     configure, write, read = list(own), [*own, *_esc(*_EXCHANGES)], list(own)
     topic_write = [r"task\..+"]  # topo.task_routing_key: task.<specialization>
-    topic_read = [r"heartbeat\..*"]  # status listeners bind heartbeat.#
+    # Status listeners bind heartbeat.#, and summary.# for named clusters' members.
+    topic_read = [r"heartbeat\..*", r"summary\..*"]
     if role != "client":
         topic_write.append(_name(topo.heartbeat_routing_key(role, _ID), ids))
+    if ROLES[role].takes_work and role != "coordinator":
+        queues, writes, reads = _cluster_names(role, ids)
+        configure += queues
+        write += queues
+        read += queues
+        topic_write += writes
+        topic_read += reads
     if role == "client":
         read += _esc(topo.REPLY_EXCHANGE, topo.EVENTS_EXCHANGE, topo.RESULTS_STREAM)
     else:

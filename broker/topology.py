@@ -19,6 +19,9 @@ name                        kind      purpose
 ``robeing.coordinator.lock``        exclusive queue; its owner is the active coordinator
 ``robeing.coordinator.epoch``       holds the last coordinator epoch (one message)
 ``robeing.coordinator.clusters``    stream, signed cluster definitions (kept for good)
+``robeing.cluster.<c>.lock``        exclusive queue; its owner leads named cluster ``<c>``
+``robeing.cluster.<c>.term``        holds cluster ``<c>``'s last leader term (one message)
+``robeing.members.<c>.<leader>``    the leader's feed of ``member.<c>.#`` heartbeats (exclusive)
 ``robeing.dead``            fanout    dead-letter exchange
 ``robeing.dead-letters``    queue     dead letters, reason in ``x-robeing-reason`` (bounded)
 ==========================  ========  ==============================================
@@ -31,6 +34,7 @@ Only features of RabbitMQ 3.10 and newer are used (quorum queues with
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +123,45 @@ def task_routing_key(specialization: str | None) -> str:
 
 def heartbeat_routing_key(role: str, agent_id: str) -> str:
     return f"heartbeat.{role}.{agent_id}"
+
+
+# Named clusters (wire contract: robeing.protocol.clusters.summary). Cluster
+# names hold no dot, so ``member.<c>.#`` matches the members of ``<c>`` only,
+# and neither ``member.…`` nor ``summary.…`` matches the coordinator's ``heartbeat.#``.
+SUMMARY_BINDING = "summary.#"
+
+
+def member_routing_key(cluster: str, role: str, agent_id: str) -> str:
+    """A named cluster's member heartbeats: consumed by its leader, not the coordinator."""
+    return f"member.{cluster}.{role}.{agent_id}"
+
+
+def member_binding(cluster: str) -> str:
+    return f"member.{cluster}.#"
+
+
+def summary_routing_key(cluster: str) -> str:
+    return f"summary.{cluster}"
+
+
+def term_routing_key(cluster: str) -> str:
+    """How a leader records its term (members may not write to the default exchange)."""
+    return f"term.{cluster}"
+
+
+def cluster_lock_spec(cluster: str) -> QueueSpec:
+    """The lock of a named cluster's leader: the same primitive as :func:`lock_spec`."""
+    return dataclasses.replace(lock_spec(), name=f"robeing.cluster.{cluster}.lock")
+
+
+def cluster_term_spec(cluster: str, settings: TopologySettings | None = None) -> QueueSpec:
+    """Where a named cluster's last term is kept (like :func:`epoch_spec`)."""
+    return dataclasses.replace(epoch_spec(settings), name=f"robeing.cluster.{cluster}.term")
+
+
+def member_queue_spec(cluster: str, leader_id: str) -> QueueSpec:
+    """A leader's feed of its members' heartbeats; gone with the leader's connection."""
+    return feed_spec(f"robeing.members.{cluster}.{leader_id}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,15 +294,16 @@ def results_spec(settings: TopologySettings) -> QueueSpec:
     )
 
 
+def feed_spec(name: str) -> QueueSpec:
+    """A process's own bounded feed: exclusive, gone with its connection."""
+    return QueueSpec(
+        name, durable=False, exclusive=True, auto_delete=True, arguments={"x-max-length": 100_000}
+    )
+
+
 def connection_watch_spec(agent_id: str, tag: str) -> QueueSpec:
     """A coordinator's feed of the broker's connection events (in the events vhost)."""
-    return QueueSpec(
-        f"robeing.connwatch.{agent_id}.{tag}",
-        durable=False,
-        exclusive=True,
-        auto_delete=True,
-        arguments={"x-max-length": 100_000},
-    )
+    return feed_spec(f"robeing.connwatch.{agent_id}.{tag}")
 
 
 def lock_spec() -> QueueSpec:

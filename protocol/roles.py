@@ -163,6 +163,10 @@ TYPE_CAPABILITY: dict[str, str] = {
     "guardian.audit": ASSIGN,  # a coordinator's sample of finished tasks to validate
     "cluster.": SUBMIT,  # form, dissolve, leave, list, show: asked of the coordinator
     "cluster.member": ASSIGN,  # a coordinator's membership order
+    "cluster.elect": ASSIGN,  # a coordinator's nudge to claim a cluster's lead
+    # A leader's summary and term (records and announcements): agents only, not clients.
+    "cluster.summary": HEARTBEAT,
+    "cluster.term": HEARTBEAT,
     "cluster.record": ASSIGN,  # a clusters-stream record (protocol/clusters/directory.py)
     "pool.": SUBMIT,  # show, request, release: asked of the coordinator
 }

@@ -16,9 +16,10 @@ from typing import IO, TypeVar
 
 from robeing.agents.assembly import build_agent
 from robeing.agents.context import Message
-from robeing.agents.heartbeats import AgentStatus, status_from_heartbeat
+from robeing.agents.heartbeats import AgentStatus, status_from_heartbeat, statuses_from_summary
 from robeing.agents.settings import Settings
 from robeing.broker import topology as topo
+from robeing.protocol.clusters.summary import SUMMARY_TYPE
 from robeing.protocol.errors import DecodeError
 from robeing.protocol.heartbeat import Heartbeat
 
@@ -136,9 +137,13 @@ class HeartbeatWatcher:
         )
         await self.agent.consume(
             spec,
-            {"heartbeat": self._on_heartbeat},
+            # Named clusters' members are heard through their leaders' summaries.
+            {"heartbeat": self._on_heartbeat, SUMMARY_TYPE: self._on_summary},
             prefetch=1000,
-            bindings=[(topo.EVENTS_EXCHANGE, "heartbeat.#")],
+            bindings=[
+                (topo.EVENTS_EXCHANGE, topo.HEARTBEAT_BINDING),
+                (topo.EVENTS_EXCHANGE, topo.SUMMARY_BINDING),
+            ],
             work=False,
             load=False,
             observer=True,
@@ -151,6 +156,11 @@ class HeartbeatWatcher:
             return
         status = status_from_heartbeat(msg.sender, msg.sender_role, beat, time.time())
         self.latest[status.id] = status
+        self._changed.set()
+
+    def _on_summary(self, msg: Message) -> None:
+        for status in statuses_from_summary(msg, time.time()):
+            self.latest[status.id] = status
         self._changed.set()
 
     async def wait_alive(

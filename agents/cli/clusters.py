@@ -123,12 +123,16 @@ def show(common: Common, name: str, timeout: float, as_json: bool, as_id: str) -
     if c.get("formed_by"):
         ago = time.time() - float(c.get("formed_at") or time.time())
         click.echo(f"  formed by {c['formed_by']} {ago:.0f} s ago")
-    leader = c.get("leader")
-    click.echo(f"  leader: {leader or 'none yet'}")
+    leader, term = c.get("leader"), c.get("term")
+    held = f"{leader} (term {term})" if leader and term else leader
+    click.echo(f"  leader: {held or 'none live (its members report to the coordinator)'}")
     if c["kind"] != "coordinator":
+        if c.get("candidate") and c.get("candidate") != leader:
+            click.echo(f"  next in line by score: {c['candidate']} (if the leader leaves)")
         click.echo(
             "  score = 0.3 experience + 0.3 reliability + 0.2 resources + 0.2 availability; "
-            f"a leader keeps the lead until beaten by more than {DEFAULT_MARGIN:g}"
+            f"a leader holds the lock until it leaves; the next is elected with a margin of "
+            f"{DEFAULT_MARGIN:g}"
         )
     table = Table(title_justify="left")
     for col in ("member", "health", "joined", *CRITERIA, "score"):

@@ -485,8 +485,9 @@ class Agent:
         observer: bool = False,
         exclusive: bool = False,
         ack_delay: float | None = 0.0,
+        own: bool = False,
     ) -> Consumer:
-        route = Route(dict(handlers), unknown_reason, load, observer=observer)
+        route = Route(dict(handlers), unknown_reason, load, observer=observer, own=own)
         if spec.arguments and "x-expires" in spec.arguments:
             spec = await own_queue(self.transport, spec)
         consumer = await self.transport.consume(

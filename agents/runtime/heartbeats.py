@@ -4,6 +4,14 @@ Every agent that takes work publishes a signed :class:`~robeing.protocol.heartbe
 on ``heartbeat.<role>.<id>`` every ``heartbeat_interval`` seconds (and a last
 one saying ``leaving`` when it stops). They are transient and expire after
 three intervals: a heartbeat nobody read in time is worthless.
+
+A member of a named cluster publishes on ``member.<cluster>.<role>.<id>``
+instead, which only its cluster's leader consumes (the coordinator hears the
+members through the leader's summaries). Such a beat is ``mandatory``: when
+no leader's queue takes it (between terms, before the first leader) the
+broker returns it and the same beat goes out at once on
+``heartbeat.<role>.<id>``, so the coordinator always hears every agent
+(wire contract: :mod:`robeing.protocol.clusters.summary`).
 """
 
 from __future__ import annotations
@@ -15,7 +23,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ...broker import topology as topo
+from ...protocol.clusters.names import DEFAULT_CLUSTER
 from ...protocol.envelope import Envelope
+from ...protocol.errors import BrokerError, Unroutable
 from ...protocol.heartbeat import Heartbeat
 
 if TYPE_CHECKING:
@@ -36,6 +46,8 @@ class Heartbeats:
         self.agent = agent
         self.extras: list[Callable[[], Mapping[str, Any]]] = []
         self.lag = 0.0  # how late the last beat went out (a busy or paused event loop)
+        self.unrouted = 0  # member beats no leader took, in a row (0: a leader hears us)
+        self.refused = False  # the broker refused a member beat (logged once)
 
     def build(self, state: str | None = None) -> Heartbeat:
         """Our heartbeat now: who we are, our load, and every role's extra section."""
@@ -77,14 +89,32 @@ class Heartbeats:
         beat = self.build(state)
         body = agent.codec.seal(Envelope("heartbeat", beat.to_data(), priority=9), agent.clock())
         interval = agent.settings.heartbeat_interval
+        role, cluster = agent.settings.role, agent.cluster_id
+        options: dict[str, Any] = {
+            "persistent": False,
+            "expiration_s": max(3 * interval, 1.0),
+            "timeout": max(interval * 5, 2.0),
+        }
+        if cluster and cluster != DEFAULT_CLUSTER and role != "coordinator":
+            key = topo.member_routing_key(cluster, role, agent.id)
+            try:
+                await agent.transport.publish(
+                    topo.EVENTS_EXCHANGE, key, body, mandatory=True, **options
+                )
+                self.unrouted = 0
+                return
+            except Unroutable:
+                self.unrouted += 1  # no leader: the coordinator hears us directly
+            except BrokerError as exc:  # refused (a broker user without the member key)
+                if not self.refused:
+                    log.warning("heartbeats to the leader of %s refused: %s", cluster, exc)
+                self.refused = True
         await agent.transport.publish(
             topo.EVENTS_EXCHANGE,
-            topo.heartbeat_routing_key(agent.settings.role, agent.id),
+            topo.heartbeat_routing_key(role, agent.id),
             body,
             mandatory=False,
-            persistent=False,
-            expiration_s=max(3 * interval, 1.0),
-            timeout=max(interval * 5, 2.0),
+            **options,
         )
 
     async def loop(self) -> None:

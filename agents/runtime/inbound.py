@@ -123,6 +123,7 @@ class Route:
         load: each delivery is a unit of load while its handler runs.
         answers: the reply queue (never redelivered, nothing to settle).
         observer: refused messages are counted and dropped, not dead-lettered.
+        own: our own broadcasts are dispatched too (else acked unread).
     """
 
     handlers: Mapping[str, Handler]
@@ -130,6 +131,7 @@ class Route:
     load: bool = True
     answers: bool = False
     observer: bool = False
+    own: bool = False
 
 
 class Inbound:
@@ -214,7 +216,8 @@ class Inbound:
         if route.answers:
             await self._answer(delivery, opened)
             return
-        if env.sender == self.context.id and env.receiver == BROADCAST and not route.observer:
+        mine = env.sender == self.context.id and env.receiver == BROADCAST
+        if mine and not (route.observer or route.own):
             await delivery.ack()  # our own broadcast (an observer sees everything)
             return
         fn = route.handlers.get(env.type)

@@ -35,6 +35,7 @@ from .events import (
     QuarantineChanged,
     ResultsReceived,
     SubmissionReceived,
+    SummaryReceived,
     Tick,
 )
 from .fleet import TASK_ROLES, FleetView, Lost
@@ -69,6 +70,7 @@ __all__ = [
     "ResultsReceived",
     "SendProgress",
     "SubmissionReceived",
+    "SummaryReceived",
     "Tick",
     "queries",
 ]

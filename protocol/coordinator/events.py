@@ -25,6 +25,7 @@ __all__ = [
     "QuarantineChanged",
     "ResultsReceived",
     "SubmissionReceived",
+    "SummaryReceived",
     "Tick",
 ]
 
@@ -142,6 +143,20 @@ class CancelRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class SummaryReceived:
+    """A cluster leader's summary, admitted by the shell (sender and term checked).
+
+    Each ``(agent id, certified role, heartbeat)`` in ``members`` counts as that
+    member's heartbeat heard now (the shell passes only entries newer than the
+    last folded for the member); each ``(agent id, reason)`` in ``lost`` is a
+    member the leader declared lost: its attempts are reassigned at once.
+    """
+
+    members: tuple[tuple[str, str, Heartbeat], ...]
+    lost: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time passed: detect silent agents, expire tasks, retry, dispatch."""
 
@@ -157,5 +172,6 @@ Event = (
     | FinalsNotStored
     | QuarantineChanged
     | CancelRequested
+    | SummaryReceived
     | Tick
 )

@@ -161,6 +161,25 @@ class FleetView:
         self._contribute(agent_id, beat.resources)
         return lost
 
+    def summary(
+        self,
+        members: Collection[tuple[str, str, Heartbeat]],
+        lost: Collection[tuple[str, str]],
+        now: float,
+    ) -> list[Lost]:
+        """A cluster leader's summary: each ``(id, role, beat)`` as if its heartbeat
+        were heard now, each ``(id, reason)`` of a known agent lost.
+
+        Returns:
+            The agents declared lost (the leader's, and what the beats imply).
+        """
+        out = []
+        for agent_id, role, beat in members:
+            out += self.heartbeat(agent_id, role, beat, now)
+        known = [Lost(a, f"leader: {why}") for a, why in lost if a in self.incarnations]
+        self.counters["lost_by_leaders"] += len(known)
+        return out + known
+
     def connection_closed(
         self, agent_id: str, incarnation: str, now: float, *, verified: bool = False
     ) -> list[Lost]:

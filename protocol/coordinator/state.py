@@ -73,6 +73,7 @@ from .events import (
     QuarantineChanged,
     ResultsReceived,
     SubmissionReceived,
+    SummaryReceived,
     Tick,
 )
 from .fleet import TASK_ROLES, FleetView, Lost
@@ -167,6 +168,8 @@ class CoordinatorState:
             self._agents_lost(
                 self.fleet.heartbeat(event.agent_id, event.role, event.beat, now), now
             )
+        elif isinstance(event, SummaryReceived):
+            self._agents_lost(self.fleet.summary(event.members, event.lost, now), now)
         elif isinstance(event, ResultsReceived):
             for res in event.results:
                 self._on_result(res, event.sender, now)

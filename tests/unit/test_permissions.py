@@ -239,6 +239,24 @@ ALLOW: list[tuple[str, tuple[str, ...]]] = [
     ("cli-host", ("consume", topo.RESULTS_STREAM)),
     ("cli-host", ("publish", EVENTS_X, "task.any")),
     ("cli-host", ("publish", DIRECT, "worker-1")),
+    # a named cluster's member: heartbeats to its leader, and what leading it takes
+    *[
+        ("worker-1", op)
+        for op in [
+            ("publish", EVENTS_X, "member.etl.worker.worker-1"),
+            ("declare", topo.cluster_lock_spec("etl").name),
+            ("declare", topo.cluster_term_spec("etl").name),
+            ("bind", topo.cluster_term_spec("etl").name, EVENTS_X, "term.etl"),
+            ("publish", EVENTS_X, "term.etl"),
+            ("get", topo.cluster_term_spec("etl").name),
+            ("declare", topo.member_queue_spec("etl", "worker-1").name),
+            ("bind", topo.member_queue_spec("etl", "worker-1").name, EVENTS_X, "member.etl.#"),
+            ("consume", topo.member_queue_spec("etl", "worker-1").name),
+            ("publish", EVENTS_X, "summary.etl"),
+            ("bind", topo.listen_queue("worker-1", "a1b2c3"), EVENTS_X, "summary.#"),
+        ]
+    ],
+    ("coordinator-1", ("bind", topo.HEARTBEAT_QUEUE, EVENTS_X, topo.SUMMARY_BINDING)),
     # a pool member, and the pool's weaker guarantee
     ("pool.wk", ("declare_dlx", topo.agent_queue("wk-7f9c"))),
     ("pool.wk", ("publish", EVENTS_X, "heartbeat.worker.wk-7f9c")),
@@ -260,6 +278,13 @@ DENY: list[tuple[str, tuple[str, ...]]] = [
         ]
     ],
     ("worker-1", ("bind", topo.agent_queue("worker-1"), DEAD, "")),
+    # a member speaks for itself only, and records its term without the default exchange
+    ("worker-1", ("publish", EVENTS_X, "member.etl.worker.worker-2")),
+    ("worker-1", ("publish", EVENTS_X, "member.etl.coordinator.worker-1")),
+    ("worker-1", ("publish", "", topo.cluster_term_spec("etl").name)),
+    ("worker-1", ("consume", topo.member_queue_spec("etl", "worker-2").name)),
+    ("cli-host", ("declare", topo.cluster_lock_spec("etl").name)),
+    ("cli-host", ("publish", EVENTS_X, "summary.etl")),
     ("specialist-1", ("publish", EVENTS_X, "heartbeat.worker.specialist-1")),
     ("guardian-1", ("declare", topo.watch_queue("guardian-2", "0a1b2c3d"))),
     # what even a coordinator may not do
@@ -490,8 +515,9 @@ def test_definitions_hold_users_permissions_and_the_topology_the_code_declares()
         "user": "worker-1",
         "vhost": "/",
         "exchange": EVENTS_X,
-        "write": r"^(task\..+|heartbeat\.worker\.worker\-1)$",
-        "read": r"^(heartbeat\..*)$",
+        "write": r"^(task\..+|heartbeat\.worker\.worker\-1|member\.[A-Za-z0-9_-]+\.worker"
+        r"\.worker\-1|summary\.[A-Za-z0-9_-]+|term\.[A-Za-z0-9_-]+)$",
+        "read": r"^(heartbeat\..*|summary\..*|member\..*|term\..*)$",
     }
 
 

@@ -41,13 +41,15 @@ from ....protocol.clusters import (
     score_members,
 )
 from ....protocol.clusters.names import cluster_name_problem
-from ....protocol.coordinator import CoordinatorState
+from ....protocol.clusters.summary import TermBook
+from ....protocol.coordinator import CoordinatorState, Event
 from ....protocol.envelope import Envelope
 from ....protocol.errors import DecodeError, ProtocolError
 from ....protocol.fields import count, need, strings, text
 from ....protocol.heartbeat import Heartbeat
 from ...context import AgentContext, Message
 from .pool import PoolHost
+from .summaries import Summaries
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,10 @@ class ClusterHost:
     """Keeps the directory for the active coordinator and answers ``cluster.*``."""
 
     def __init__(
-        self, agent: AgentContext, spawn: Callable[[Coroutine[Any, Any, None]], None]
+        self,
+        agent: AgentContext,
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
+        feed: Callable[[Event], None] = lambda _e: None,
     ) -> None:
         self.agent = agent
         self._spawn = spawn
@@ -74,6 +79,8 @@ class ClusterHost:
         self.leaders: dict[str, str] = {}  # named cluster -> the member the score designates
         self.pool = PoolHost(self.live_members)  # the pools of the clusters, and leases
         self._next_election = 0.0
+        self.terms = TermBook()  # the leaders' terms, from their summaries
+        self.summaries = Summaries(agent, self, feed, spawn)
 
     def handlers(self) -> dict[str, Any]:
         """The questions this host and its pool answer, by message type."""
@@ -111,10 +118,16 @@ class ClusterHost:
 
     # -- membership orders ---------------------------------------------------------
 
-    def on_heartbeat(self, sender: str, beat: Heartbeat) -> None:
-        """Order an agent that announces another cluster than the directory's back in line."""
+    def on_heartbeat(self, sender: str, beat: Heartbeat, direct: bool = True) -> None:
+        """Order an agent that announces another cluster than the directory's back in line.
+
+        ``direct``: we heard the agent's own heartbeat (not a leader's summary of it).
+        """
         if self.state is None or beat.role == "coordinator":
             return
+        if direct and beat.cluster_id != DEFAULT_CLUSTER:
+            # A named cluster's member heard directly: its cluster has no live leader.
+            self.state.counters["member_heartbeats_direct"] += 1
         self._observe(sender, beat)
         if beat.state != "alive":
             return
@@ -145,18 +158,31 @@ class ClusterHost:
             return
         self._next_election = now + ELECT_S
         for name in self._names():
-            leader = choose_leader(self._scores(name), self.leaders.get(name))
+            # The member holding the lead is the sitting one, so the designation
+            # agrees with the lock while it lives (and the margin keeps it).
+            held = self.summaries.holder(name)
+            sitting = held[1] if held is not None else self.leaders.get(name)
+            leader = choose_leader(self._scores(name), sitting)
             if leader != self.leaders.get(name):
-                log.info("cluster %s: leader %s (was %s)", name, leader, self.leaders.get(name))
+                log.info("cluster %s: candidate %s (was %s)", name, leader, self.leaders.get(name))
             if leader is None:
                 self.leaders.pop(name, None)
             else:
                 self.leaders[name] = leader
+        self.summaries.tick()
 
     def live_members(self, name: str) -> set[str]:
         """The live agents the coordinator schedules on that are in cluster ``name`` now."""
         announced = self._announced()
         return {a for a, c in announced.items() if self.directory.cluster_of(a, c) == name}
+
+    def scores(self, name: str) -> dict[str, LeaderScore]:
+        """The leader score of each live member of ``name``."""
+        return self._scores(name)
+
+    def names(self) -> list[str]:
+        """The named clusters (defined or announced)."""
+        return self._names()
 
     def _scores(self, name: str) -> dict[str, LeaderScore]:
         ids = sorted(self.live_members(name))
@@ -258,6 +284,18 @@ class ClusterHost:
         known = ", ".join(self._names()) or "none"
         return f"no cluster named {name!r}; named clusters: {known}"
 
+    def _leadership(self, name: str) -> dict[str, Any]:
+        """Who leads ``name`` (the lock's holder, by its last summary), in which term,
+        and whom the score designates."""
+        if name == DEFAULT_CLUSTER:
+            return {"leader": self.agent.id, "term": self.state.epoch if self.state else None}
+        held = self.summaries.holder(name)
+        return {
+            "leader": held[1] if held else None,
+            "term": held[0] if held else None,
+            "candidate": self.leaders.get(name),
+        }
+
     def _describe(self, name: str, brief: bool = False) -> dict[str, Any]:
         assert self.state is not None
         announced = self._announced()
@@ -271,7 +309,7 @@ class ClusterHost:
             "skills": list(defined.skills) if defined else [],
             "members": len(defined.members) if defined else len(live),
             "live": len(live),
-            "leader": self.agent.id if name == DEFAULT_CLUSTER else self.leaders.get(name),
+            **self._leadership(name),
         }
         if brief:
             return out

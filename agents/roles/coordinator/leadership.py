@@ -19,10 +19,10 @@ import time
 from typing import Any
 
 from ....broker import topology as topo
-from ....protocol.envelope import Envelope
 from ....protocol.errors import DecodeError, ProtocolError
 from ....protocol.fields import count, need
 from ....protocol.records import EPOCH_TYPE, MAX_EPOCH
+from ... import epochs
 from ...context import AgentContext
 from ...heartbeats import listen_heartbeats
 
@@ -94,22 +94,12 @@ async def next_epoch(agent: AgentContext) -> int:
     """An epoch newer than any before it, recorded (signed) for the next coordinator.
 
     The epoch queue holds the last epoch as a signed ``coordinator.epoch``
-    record naming the coordinator and its incarnation. A record that does
-    not verify, or holds no plausible epoch, is ignored and reported: the
-    wall clock in milliseconds still gives an epoch newer than any real one.
+    record naming the coordinator and its incarnation (see
+    :func:`robeing.agents.epochs.next_epoch`, which cluster leaders' terms share).
     """
-    broker, last = agent.broker, 0
-    await broker.declare_queue(topo.epoch_spec(agent.settings.topology))
-    raw = await broker.peek(topo.EPOCH_QUEUE)
-    if raw is not None:
-        try:
-            last = read_epoch(agent, raw)
-        except ProtocolError as exc:
-            log.error("ignoring the epoch queue's record, which is not authentic: %s", exc)
-    epoch = max(last + 1, int(time.time() * 1000))
-    claim = {"epoch": epoch, "coordinator": agent.id, "incarnation": agent.incarnation}
-    await broker.publish("", topo.EPOCH_QUEUE, agent.seal(Envelope(EPOCH_TYPE, claim), False))
-    return epoch
+    claim = {"coordinator": agent.id, "incarnation": agent.incarnation}
+    spec = topo.epoch_spec(agent.settings.topology)
+    return await epochs.next_epoch(agent, spec, EPOCH_TYPE, claim, lambda r: read_epoch(agent, r))
 
 
 def read_epoch(agent: AgentContext, raw: bytes) -> int:

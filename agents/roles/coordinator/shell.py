@@ -57,7 +57,6 @@ from ....protocol.coordinator import (
 from ....protocol.envelope import Envelope, pack
 from ....protocol.errors import DecodeError, ProtocolError, TooLarge, Unroutable
 from ....protocol.evidence import ed25519_signer
-from ....protocol.failure_detector import DetectorConfig
 from ....protocol.heartbeat import Heartbeat
 from ....protocol.taskgraph import SplitStrategy, merge_results, split_list
 from ....protocol.taskmsgs import ResultMsg, Submission, TaskQuery
@@ -99,16 +98,12 @@ class Coordinator:
         self._beats: dict[str, tuple[Any, Heartbeat]] = {}
         self._audits = 0
         self._sign = ed25519_signer(agent.identity.signing_key)
-        self.clusters = ClusterHost(agent, self._spawn)
+        self.clusters = ClusterHost(agent, self._spawn, self._feed)
 
     def _machine(self) -> CoordinatorState:
         """Built at start, once the app's task types are known."""
         st, defs = self.agent.settings, self.agent.task_defs.values()
-        detector = DetectorConfig(
-            heartbeat_interval=st.heartbeat_interval,
-            acceptable_pause=st.acceptable_pause,
-            dead_after=st.dead_after,
-        )
+        detector = st.detector()
         state = CoordinatorState(
             CoordinatorConfig(
                 self.agent.id, detector, st.max_attempts, attempt_timeout=st.attempt_timeout
@@ -160,7 +155,8 @@ class Coordinator:
         await agent.watch_connections(self._on_connection_closed)
         await agent.consume(
             topo.heartbeat_queue_spec(topology),
-            {"heartbeat": self._on_heartbeat},
+            {"heartbeat": self._on_heartbeat, **self.clusters.summaries.handlers()},
+            bindings=[(topo.EVENTS_EXCHANGE, topo.SUMMARY_BINDING)],  # leaders' summaries
             prefetch=1000,
             work=False,
             load=False,
@@ -301,6 +297,7 @@ class Coordinator:
     def _on_connection_closed(self, agent_id: str, incarnation: str, user: str | None) -> None:
         # Proof only when the broker saw the agent's own per-agent user open it.
         self._feed(ConnectionClosed(agent_id, incarnation, verified=user == agent_id))
+        self.clusters.summaries.on_connection_closed(agent_id)
 
     async def _pump(self) -> None:
         next_check = 0.0
