@@ -67,9 +67,15 @@ its Prometheus metrics, the broker's from the management API):
 * ``loadavg_1m``: the machine's load at the window's end (the simulators, the
   broker and the coordinator share its cores — and with other work).
 
-``--mode clustered`` (clusters of 100, each led by a real leader process) is
-reported as unavailable when this tree has no cluster summaries (members
-heartbeating to their leader); no figure is ever made up. Results go to
+``--mode clustered`` puts the agents in clusters of 100 (``c0``, ``c1``, …;
+the crash candidates in ``c0``), each with one real agent process started
+with its ``--cluster-id``, which the coordinator's leader score elects (it
+alone contributes resources); members then heartbeat to their leader
+(``member.<cluster>.…``) and the leader sends the coordinator one summary a
+second (:mod:`robeing.protocol.clusters.summary`). The lag is then from a
+member's beat to the summary that carries it to the coordinator; also
+reported: ``clusters``, ``summaries_per_s`` the coordinator read, and
+``leaders_cores``, the leaders' CPU together. Results go to
 ``bench-results/scale.json``.
 """
 
@@ -78,7 +84,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
 import math
 import os
@@ -111,6 +116,7 @@ PAYLOAD = "robeing scale bench"
 CLUSTER_SIZE = 100
 SLICES = 50  # heartbeats go out in 20 ms slices: evenly enough, cheap to pace
 LAG = "robeing_heartbeat_receive_seconds"
+SUMMARY = "cluster.summary"
 
 # -- pure helpers (tests/unit/test_bench_scale.py) ------------------------------------
 
@@ -167,17 +173,6 @@ def metric(samples: Samples, name: str, **labels: str) -> float:
 def split_evenly(n: int, parts: int) -> list[int]:
     """``n`` items in ``parts`` shares differing by at most one, largest first."""
     return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
-
-
-def clustered_available() -> str | None:
-    """None when this tree has cluster summaries (members heartbeat to their leader),
-    else why clustered mode cannot run."""
-    if importlib.util.find_spec("robeing.protocol.clusters.summary") is None:
-        return (
-            "not available on this branch: members of a named cluster still heartbeat to "
-            "the coordinator (no leader summaries), so a clustered run would measure flat"
-        )
-    return None
 
 
 # -- a simulated agent ------------------------------------------------------------------
@@ -433,9 +428,10 @@ class Candidate:
 
 
 async def start_candidates(
-    n: int, keys: Path, vhost: str, prefix: str
+    n: int, keys: Path, vhost: str, prefix: str, cluster: str
 ) -> tuple[list[Candidate], list[str]]:
-    """``n`` crash candidates, each with its own broker user (returned, to delete)."""
+    """``n`` crash candidates in ``cluster``, each with its own broker user (returned,
+    to delete)."""
     from robeing.broker.amqp import AmqpTransport
     from robeing.broker.management import (
         Management,
@@ -447,7 +443,7 @@ async def start_candidates(
 
     url = with_vhost(BASE_URL, vhost)
     ids = [f"{prefix}-{i}" for i in range(n)]
-    agents = make_agents(keys, url, ids, (CRASH_SKILL,), None)
+    agents = make_agents(keys, url, ids, (CRASH_SKILL,), None, lambda _i: cluster)
     out: list[Candidate] = []
     async with Management(ManagementSettings.from_amqp_url(BASE_URL)) as mgmt:
         for agent in agents:
@@ -462,7 +458,9 @@ async def start_candidates(
     return out, ids
 
 
-async def crash_trials(client: Any, candidates: list[Candidate], trials: int) -> list[float]:
+async def crash_trials(
+    client: Any, candidates: list[Candidate], trials: int, cluster: str | None
+) -> list[float]:
     """Crash the holder of a fresh task ``trials`` times; seconds to the next attempt."""
     from robeing.protocol.envelope import new_id
 
@@ -473,7 +471,12 @@ async def crash_trials(client: Any, candidates: list[Candidate], trials: int) ->
             break
         task_id = new_id()
         handle = await client.submit(
-            "sha256", PAYLOAD, task_id=task_id, skills=[CRASH_SKILL], max_attempts=3
+            "sha256",
+            PAYLOAD,
+            task_id=task_id,
+            skills=[CRASH_SKILL],
+            max_attempts=3,
+            cluster=cluster,
         )
         holder = await _until(lambda t=task_id: next((c for c in alive if t in c.held), None), 20)
         if holder is None:
@@ -568,9 +571,12 @@ def read_stats(paths: Sequence[Path]) -> dict[str, float]:
     return total
 
 
-async def submit_stream(client: Any, n: int, batch: int = 100) -> tuple[float, Counter[str]]:
-    """Submit ``n`` small tasks for the fleet; (seconds until all ended, their outcomes:
-    final states, or ``no result`` for those without one after two minutes)."""
+async def submit_stream(
+    client: Any, n: int, clusters: int, batch: int = 100
+) -> tuple[float, Counter[str]]:
+    """Submit ``n`` small tasks for the fleet (round robin over the named clusters, if
+    any); (seconds until all ended, their outcomes: final states, or ``no result`` for
+    those without one after two minutes)."""
     from robeing.protocol.envelope import new_id
     from robeing.protocol.taskmsgs import TaskRequest
 
@@ -578,8 +584,13 @@ async def submit_stream(client: Any, n: int, batch: int = 100) -> tuple[float, C
     handles = []
     for k in range(0, n, batch):
         requests = [
-            TaskRequest(id=new_id(), type="sha256", payload=PAYLOAD)
-            for _ in range(min(batch, n - k))
+            TaskRequest(
+                id=new_id(),
+                type="sha256",
+                payload=PAYLOAD,
+                cluster=f"c{(k + i) % clusters}" if clusters else None,
+            )
+            for i in range(min(batch, n - k))
         ]
         handles += await client.submit_many(requests)
 
@@ -594,8 +605,12 @@ async def submit_stream(client: Any, n: int, batch: int = 100) -> tuple[float, C
     return time.monotonic() - started, Counter(done)
 
 
-async def one_size(n: int, keys: Path, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Measure ``n`` agents against a fresh coordinator in a fresh vhost."""
+async def one_size(
+    n: int, mode: str, keys: Path, tmp: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Measure ``n`` agents against a fresh coordinator in a fresh vhost: all in
+    ``default`` (``flat``), or in clusters of :data:`CLUSTER_SIZE` each led by a real
+    agent process (``clustered``)."""
     from robeing.agents import Client, Settings
     from robeing.broker.management import Management, ManagementSettings, with_vhost
 
@@ -610,7 +625,9 @@ async def one_size(n: int, keys: Path, tmp: Path, args: argparse.Namespace) -> d
     robeing = str(Path(sys.executable).parent / "robeing")
     mgmt = Management(ManagementSettings.from_amqp_url(BASE_URL))
     await mgmt.create_vhost(vhost)
-    result: dict[str, Any] = {"mode": "flat", "agents": n}
+    result: dict[str, Any] = {"mode": mode, "agents": n}
+    clustered = mode == "clustered"
+    n_clusters = -(-n // CLUSTER_SIZE) if clustered else 0
     try:
         with processes() as procs:
             mem0 = await broker_mem_mb()
@@ -626,20 +643,31 @@ async def one_size(n: int, keys: Path, tmp: Path, args: argparse.Namespace) -> d
             await asyncio.sleep(args.idle)
             result["idle_cores"] = (cpu_of(coord.pid) - c0) / (time.monotonic() - t0)
 
+            # One real agent per cluster, the one the coordinator's score elects: it alone
+            # contributes resources (simulated members contribute none), and the others
+            # being equal, the resources weight (0.2) decides.
+            leaders = []
+            for c in range(n_clusters):
+                cmd = [robeing, "agent", "--role", "worker", "--id", f"l{tag}-{c}",
+                       "--cluster-id", f"c{c}", "--resources", "cpu=1"]  # fmt: skip
+                leaders.append(subprocess.Popen(cmd, env=env, stderr=log))
+            procs.extend(leaders)
             k = max(1, -(-n // args.per_process))
             stats = [tmp / f"sim-{n}-{i}.json" for i in range(k)]
             first = 0
             for i, count in enumerate(split_evenly(n, k)):
                 spec = {
                     "url": url, "keys": str(keys), "stats": str(stats[i]), "prefix": f"s{tag}",
-                    "first": first, "count": count, "clustered": False,
+                    "first": first, "count": count, "clustered": clustered,
                     "cluster_size": CLUSTER_SIZE,
                 }  # fmt: skip
                 first += count
                 procs.append(
                     subprocess.Popen([sys.executable, __file__, "--simulate", json.dumps(spec)])
                 )
-            candidates, users = await start_candidates(args.crashes + 1, keys, vhost, f"x{tag}")
+            candidates, users = await start_candidates(
+                args.crashes + 1, keys, vhost, f"x{tag}", "c0" if clustered else "default"
+            )
             started = time.monotonic()
             while read_stats(stats)["ready"] < k:
                 if time.monotonic() - started > READY_TIMEOUT:
@@ -649,20 +677,33 @@ async def one_size(n: int, keys: Path, tmp: Path, args: argparse.Namespace) -> d
                 await asyncio.sleep(0.5)
             result["simulators"] = k
             result["fleet_ready_s"] = round(time.monotonic() - started, 1)
-            want = n + len(candidates)
-            while time.monotonic() - started < READY_TIMEOUT:
-                if metric(await scrape(port), "robeing_coordinator_agents") >= want:
+            want = n + len(candidates) + n_clusters
+            summaries = "robeing_messages_received_total"
+            while time.monotonic() - started < READY_TIMEOUT + 2 * n_clusters:
+                before = await scrape(port)
+                await asyncio.sleep(2.0)
+                after = await scrape(port)
+                led = (
+                    metric(after, summaries, type=SUMMARY) - metric(before, summaries, type=SUMMARY)
+                ) / 2.0
+                # Every cluster led (about one summary a second each) and every agent known.
+                if metric(after, "robeing_coordinator_agents") >= want and led >= 0.9 * n_clusters:
                     break
-                await asyncio.sleep(1.0)
+            result["ready_s"] = round(time.monotonic() - started, 1)
             await asyncio.sleep(args.warmup)
 
             # The steady window: heartbeats alone.
             async def snapshot() -> tuple[Samples, dict[str, float], float, float]:
                 return await scrape(port), read_stats(stats), cpu_of(coord.pid), time.monotonic()
 
+            def leaders_cpu() -> float:
+                return sum(cpu_of(p.pid) for p in leaders if p.poll() is None)
+
             s0, st0, cpu0, t0 = await snapshot()
+            lc0 = leaders_cpu()
             await asyncio.sleep(args.window)
             s1, st1, cpu1, t1 = await snapshot()
+            lc1 = leaders_cpu()
             wall = t1 - t0
             mem1 = await broker_mem_mb()
             load1 = os.getloadavg()[0]
@@ -687,6 +728,13 @@ async def one_size(n: int, keys: Path, tmp: Path, args: argparse.Namespace) -> d
                 broker_mem_delta_mb=round(mem1 - mem0),
                 loadavg_1m=round(load1, 2),
             )
+            if clustered:
+                got = metric(s1, summaries, type=SUMMARY) - metric(s0, summaries, type=SUMMARY)
+                result.update(
+                    clusters=n_clusters,
+                    summaries_per_s=round(got / wall, 1),
+                    leaders_cores=round((lc1 - lc0) / wall, 3),
+                )
             result["idle_cores"] = round(result["idle_cores"], 3)
 
             # Scheduling: a stream of small tasks the simulated agents answer.
@@ -696,7 +744,7 @@ async def one_size(n: int, keys: Path, tmp: Path, args: argparse.Namespace) -> d
             async with Client(settings) as client:
                 if args.tasks:
                     a0, c0 = await scrape(port), cpu_of(coord.pid)
-                    elapsed, outcomes = await submit_stream(client, args.tasks)
+                    elapsed, outcomes = await submit_stream(client, args.tasks, n_clusters)
                     ok = outcomes.pop("succeeded", 0)
                     a1, c1 = await scrape(port), cpu_of(coord.pid)
                     kind = "robeing_coordinator_events_total"
@@ -714,7 +762,8 @@ async def one_size(n: int, keys: Path, tmp: Path, args: argparse.Namespace) -> d
                         decisions_per_s=round(assigned / elapsed, 1),
                         task_phase_cores=round((c1 - c0) / elapsed, 3),
                     )
-                lags = await crash_trials(client, candidates, args.crashes)
+                cluster = "c0" if clustered else None
+                lags = await crash_trials(client, candidates, args.crashes, cluster)
             result["crash_to_reassign"] = summary(lags)
             for c in candidates:
                 with contextlib.suppress(Exception):
@@ -751,16 +800,19 @@ def table(results: list[dict[str, Any]]) -> str:
     )
     rows = [head]
     for r in results:
-        if r.get("unavailable"):
-            rows.append(f"| {r['mode']} | {r['agents']:,} | {r['unavailable']} ||||||||")
-            continue
         crash = r.get("crash_to_reassign", {})
         crash_s = (
             f"{crash['p50']:.2f} / {crash['p99']:.2f} ({crash['n']})" if crash.get("n") else "-"
         )
         tasks = f"{r['decisions_per_s']} ({r['tasks_ok']}/{r['tasks']})" if "tasks" in r else "-"
+        mode = r["mode"]
+        if "clusters" in r:
+            mode += (
+                f" ({r['clusters']} leaders: {r['leaders_cores']:.2f} cores, "
+                f"{r['summaries_per_s']} summaries/s)"
+            )
         rows.append(
-            f"| {r['mode']} | {r['agents']:,} | {r['coordinator_cores']:.3f} "
+            f"| {mode} | {r['agents']:,} | {r['coordinator_cores']:.3f} "
             f"| {r['cpu_ms_per_heartbeat']:.3f} ({r['cores_for_all']}) "
             f"| {r['heartbeats_per_s']:,} ({r['sent_per_s']:,}) "
             f"| {_ms(r['lag_p50_ms'])} / {_ms(r['lag_p99_ms'])} | {r['registry']:,} "
@@ -781,13 +833,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         Keystore(keys).init()
         for n in sizes:
             for mode in modes:
-                if mode == "clustered":
-                    why = clustered_available()
-                    if why is not None:
-                        results.append({"mode": mode, "agents": n, "unavailable": why})
-                        print(f"{n:6d} agents, clustered: {why}", flush=True)
-                        continue
-                res = await one_size(n, keys, Path(tmp), args)
+                res = await one_size(n, mode, keys, Path(tmp), args)
                 results.append(res)
                 print(f"{n:6d} agents, {mode}: {json.dumps(res)}", flush=True)
     return {
