@@ -102,7 +102,7 @@ from typing import Any, cast
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_failover import git_head, summary  # noqa: E402
+from bench_failover import git_head, summary, write  # noqa: E402
 
 sys.path.insert(0, str(HERE.parent))
 from agentproc import Samples, free_port, scrape_metrics  # noqa: E402
@@ -605,6 +605,30 @@ async def submit_stream(
     return time.monotonic() - started, Counter(done)
 
 
+async def task_phase(
+    client: Any, port: int, pid: int, n_clusters: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Scheduling: a stream of small tasks the simulated agents answer."""
+    a0, c0 = await scrape(port), cpu_of(pid)
+    elapsed, outcomes = await submit_stream(client, args.tasks, n_clusters)
+    ok = outcomes.pop("succeeded", 0)
+    a1, c1 = await scrape(port), cpu_of(pid)
+    kind = "robeing_coordinator_events_total"
+
+    def delta(event: str) -> int:
+        return int(metric(a1, kind, kind=event) - metric(a0, kind, kind=event))
+
+    return {
+        "reassigned": delta("reassigned"),
+        "tasks": args.tasks,
+        "tasks_ok": ok,
+        "tasks_not_ok": dict(outcomes),
+        "tasks_per_s": round(ok / elapsed, 1),
+        "decisions_per_s": round(delta("assigned") / elapsed, 1),
+        "task_phase_cores": round((c1 - c0) / elapsed, 3),
+    }
+
+
 async def one_size(
     n: int, mode: str, keys: Path, tmp: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -737,33 +761,19 @@ async def one_size(
                 )
             result["idle_cores"] = round(result["idle_cores"], 3)
 
-            # Scheduling: a stream of small tasks the simulated agents answer.
             settings = Settings(
                 role="client", agent_id=f"bench-scale-client-{tag}", amqp_url=url, keys_dir=keys
             )
+            lags: list[float] = []
             async with Client(settings) as client:
-                if args.tasks:
-                    a0, c0 = await scrape(port), cpu_of(coord.pid)
-                    elapsed, outcomes = await submit_stream(client, args.tasks, n_clusters)
-                    ok = outcomes.pop("succeeded", 0)
-                    a1, c1 = await scrape(port), cpu_of(coord.pid)
-                    kind = "robeing_coordinator_events_total"
-
-                    def delta(event: str) -> int:
-                        return int(metric(a1, kind, kind=event) - metric(a0, kind, kind=event))
-
-                    assigned = delta("assigned")
-                    result.update(
-                        reassigned=delta("reassigned"),
-                        tasks=args.tasks,
-                        tasks_ok=ok,
-                        tasks_not_ok=dict(outcomes),
-                        tasks_per_s=round(ok / elapsed, 1),
-                        decisions_per_s=round(assigned / elapsed, 1),
-                        task_phase_cores=round((c1 - c0) / elapsed, 3),
-                    )
-                cluster = "c0" if clustered else None
-                lags = await crash_trials(client, candidates, args.crashes, cluster)
+                try:
+                    if args.tasks:
+                        result.update(await task_phase(client, port, coord.pid, n_clusters, args))
+                    cluster = "c0" if clustered else None
+                    lags = await crash_trials(client, candidates, args.crashes, cluster)
+                except Exception as exc:  # a swamped coordinator: keep what was measured
+                    result["phase_error"] = f"{type(exc).__name__}: {exc}"[:300]
+                    print(f"  {n} agents, {mode}: {result['phase_error']}", flush=True)
             result["crash_to_reassign"] = summary(lags)
             for c in candidates:
                 with contextlib.suppress(Exception):
@@ -776,8 +786,12 @@ async def one_size(
         for user in users:
             with contextlib.suppress(Exception):
                 await mgmt.delete_user(user)
-        with contextlib.suppress(Exception):
-            await mgmt.delete_vhost(vhost)
+        for _ in range(5):  # a broker busy with thousands of queues may time out
+            try:
+                await mgmt.delete_vhost(vhost)
+                break
+            except Exception:
+                await asyncio.sleep(5.0)
         await mgmt.aclose()
         if log is not None:
             log.close()
@@ -836,6 +850,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 res = await one_size(n, mode, keys, Path(tmp), args)
                 results.append(res)
                 print(f"{n:6d} agents, {mode}: {json.dumps(res)}", flush=True)
+                write(report(results, args), Path(args.out))  # what is done survives a crash
+    return report(results, args)
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     return {
         "commit": git_head(),
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
@@ -865,5 +884,4 @@ if __name__ == "__main__":
         sys.exit(0)
     out = asyncio.run(main(ns))
     print(table(out["results"]))
-    Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(ns.out).write_text(json.dumps(out, indent=2))
+    write(out, Path(ns.out))
