@@ -822,7 +822,8 @@ def table(results: list[dict[str, Any]]) -> str:
         mode = r["mode"]
         if "clusters" in r:
             mode += (
-                f" ({r['clusters']} leaders: {r['leaders_cores']:.2f} cores, "
+                f" ({r['clusters']} leader{'s' if r['clusters'] > 1 else ''}: "
+                f"{r['leaders_cores']:.2f} cores, "
                 f"{r['summaries_per_s']} summaries/s)"
             )
         rows.append(
