@@ -840,6 +840,11 @@ def table(results: list[dict[str, Any]]) -> str:
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     from robeing.agents.keystore import Keystore
 
+    # SIGTERM (like Ctrl-C) cancels the run once, so each size's cleanup still runs:
+    # processes stopped, broker users and the vhost deleted.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     sizes = [int(x) for x in args.sizes.split(",")]
     modes = ["flat", "clustered"] if args.mode == "both" else [args.mode]
     results: list[dict[str, Any]] = []
@@ -878,11 +883,14 @@ if __name__ == "__main__":
     parser.add_argument("--log", help="append the coordinator's warnings to this file")
     parser.add_argument("--simulate", help=argparse.SUPPRESS)
     ns = parser.parse_args()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if ns.simulate:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(simulate(json.loads(ns.simulate)))
         sys.exit(0)
-    out = asyncio.run(main(ns))
+    try:
+        out = asyncio.run(main(ns))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        sys.exit(f"stopped; {ns.out} holds the sizes finished before")
     print(table(out["results"]))
     write(out, Path(ns.out))
