@@ -31,6 +31,9 @@ series                                 kind       what
 ``tasks_cancelled_total``              counter    attempts stopped by a cancel
 ``load``, ``capacity``                 gauge      units of work in flight, and at most
 ``heartbeat_lag_seconds``              gauge      how late the last heartbeat went out
+``heartbeat_receive_seconds``          histogram  from a heartbeat's signed send time to its
+                                                  handler (on the coordinator: to its registry),
+                                                  directly or folded in a leader's summary
 ``reconnects_total``                   counter    broker reconnects
 ``coordinator_active``                 gauge      1 while this coordinator leads
 ``coordinator_epoch``                  gauge      its epoch
@@ -64,6 +67,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from ..protocol.clusters.summary import MAX_MEMBERS, SUMMARY_TYPE
 from ..protocol.errors import ConfigError
 from .app import App, Middleware
 from .context import AgentContext, Message
@@ -78,6 +82,7 @@ __all__ = ["HandlerTimer", "MetricsServer", "health_of", "install"]
 log = logging.getLogger(__name__)
 
 P = "robeing_"
+MAX_MEMBERS_TIMED = 100_000  # members whose newest summarised beat is remembered
 # Coordinator counters served as coordinator_events_total{kind} (the rest of its report
 # is served as gauges or finals).
 _EVENTS = (
@@ -96,14 +101,44 @@ _EVENTS = (
 
 
 class HandlerTimer(Middleware):
-    """Times every handler, by message type (the middleware hooks around handlers)."""
+    """Times every handler, by message type (the middleware hooks around handlers), and
+    how long heartbeats took to reach theirs (sender and receiver clocks: on one machine,
+    or synchronised ones, the broker's queueing plus the receiver's backlog).
+
+    A leader's ``cluster.summary`` carries each member's latest beat with its
+    signed send time (``at``); each beat newer than the last one seen of that
+    member is timed too — from the member's send to the summary's handler,
+    which is when the coordinator's registry learns of it. Nothing here is
+    trusted: a malformed summary is timed for what reads as a time, and its
+    handler refuses it as ever.
+    """
 
     def __init__(self) -> None:
         self.latency: dict[str, Latency] = {}
+        self.heartbeat_receive = Latency()
         self._started: dict[int, float] = {}
+        self._member_at: dict[str, float] = {}  # member -> newest beat timed from summaries
 
     def before_handle(self, agent: AgentContext, message: Message) -> None:
+        if message.type == "heartbeat":
+            self.heartbeat_receive.observe(max(0.0, time.time() - message.envelope.timestamp))
+        elif message.type == SUMMARY_TYPE:
+            self._time_summary(message.payload)
         self._started[id(message)] = time.perf_counter()
+
+    def _time_summary(self, payload: Any) -> None:
+        members = payload.get("members") if isinstance(payload, dict) else None
+        if not isinstance(members, list):
+            return
+        now, seen = time.time(), self._member_at
+        if len(seen) > MAX_MEMBERS_TIMED:
+            seen.clear()  # bound memory against churn; a few beats are timed twice
+        for entry in members[:MAX_MEMBERS]:
+            at = entry.get("at") if isinstance(entry, dict) else None
+            member = entry.get("id") if isinstance(entry, dict) else None
+            if type(at) is float and isinstance(member, str) and at > seen.get(member, 0.0):
+                seen[member] = at
+                self.heartbeat_receive.observe(max(0.0, now - at))
 
     def after_handle(
         self, agent: AgentContext, message: Message, result: Any, error: BaseException | None
@@ -140,6 +175,8 @@ class AgentCollector:
         ignored = {(): st.ignored_broadcasts}
         yield _counter("broadcasts_ignored", "Broadcasts nobody here handles.", [], ignored)
         yield _histogram("handler_seconds", "Handler latency.", ["type"], self.timer.latency)
+        beats = {(): self.timer.heartbeat_receive}
+        yield _histogram("heartbeat_receive_seconds", "Heartbeat send to handler.", [], beats)
         if self.tasks is not None:
             yield _counter("tasks", "Attempts run.", ["type", "outcome"], dict(self.tasks.outcomes))
             yield _histogram("task_seconds", "Attempt durations.", ["type"], self.tasks.durations)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -212,3 +213,39 @@ async def eventually(
         if value or time.monotonic() > deadline:
             return value
         await asyncio.sleep(every)
+
+
+# -- metrics -------------------------------------------------------------------------
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (for an agent's --metrics-port or --http)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def scrape_metrics(port: int, timeout: float = 10.0) -> Samples:
+    """An agent's Prometheus series at ``port``, keyed by (name, sorted labels).
+
+    Raises:
+        AssertionError: the answer is not a 200 with Prometheus' text format.
+    """
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        resp = await http.get(f"http://127.0.0.1:{port}/metrics", timeout=timeout)
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    return parse_metrics(resp.text)
+
+
+def parse_metrics(text: str) -> Samples:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }

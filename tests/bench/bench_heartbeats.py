@@ -70,12 +70,17 @@ if _out:
 """
 
 
+def stat_cpu(stat: str, clk_tck: int = CLK_TCK) -> float:
+    """User + system CPU seconds in the text of a ``/proc/<pid>/stat`` file (the command
+    name, in parentheses, may itself hold spaces and parentheses)."""
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / clk_tck
+
+
 def cpu_of(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far."""
     with open(f"/proc/{pid}/stat") as fh:
-        stat = fh.read()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return stat_cpu(fh.read())
 
 
 async def queue_depth(url: str, queue: str) -> int:

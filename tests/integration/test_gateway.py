@@ -4,14 +4,13 @@ agents: tasks, agents, messages; bad tokens, oversized and malformed bodies, lim
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from agentproc import AgentProcess, HeartbeatWatcher
+from agentproc import AgentProcess, HeartbeatWatcher, free_port
 
 from robeing.agents.keystore import Keystore
 from robeing.protocol.evidence import ed25519_signer
@@ -20,12 +19,6 @@ from robeing.protocol.tokens import issue_token
 pytestmark = pytest.mark.broker
 
 FAST = ("--acceptable-pause", "0.5", "--dead-after", "0.5")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def token_for(keys_dir: Path, client: str, ttl: float = 600.0) -> str:

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from agentproc import eventually
+from agentproc import Samples, eventually, free_port, scrape_metrics
 from clitools import RunCli
-from prometheus_client.parser import text_string_to_metric_families
 
 from robeing.agents import Client
 from robeing.broker import topology as topo
@@ -24,24 +23,7 @@ from robeing.protocol.taskmsgs import TaskRequest
 
 pytestmark = pytest.mark.broker
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def scrape(port: int) -> Samples:
-    async with httpx.AsyncClient() as http:
-        resp = await http.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
-    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(resp.text)
-        for s in family.samples
-    }
+scrape = scrape_metrics
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -111,6 +93,9 @@ async def test_agents_serve_the_documented_series_with_real_values(
         assert value(c, "robeing_coordinator_finals_total", state="failed") >= 1
         assert value(c, "robeing_coordinator_events_total", kind="submissions") >= 3
         assert value(c, "robeing_coordinator_decision_seconds_count") > 0
+        beats = value(c, "robeing_heartbeat_receive_seconds_count")
+        assert beats >= 1, "the coordinator timed no heartbeat to its handler"
+        assert 0 <= value(c, "robeing_heartbeat_receive_seconds_sum") / beats < 5
         assert value(c, "robeing_messages_received_total", type="task.submit") >= 3
 
         assert (await client.cancel("m-wait"))["outcome"] == "cancelled"
