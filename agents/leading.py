@@ -199,7 +199,9 @@ class Leadership:
         if beat.cluster_id != lead.cluster:
             return  # a late beat of an agent that moved on
         now = time.time()
-        entry = MemberEntry(msg.sender, msg.sender_role, msg.envelope.timestamp, beat)
+        entry = MemberEntry(
+            msg.sender, msg.sender_role, msg.envelope.timestamp, beat, msg.certificate.raw
+        )
         first = msg.sender not in lead.members
         lead.members[msg.sender] = (entry, msg.raw or b"")
         self._lost(lead, lead.fleet.heartbeat(msg.sender, msg.sender_role, beat, now))

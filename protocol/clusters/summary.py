@@ -14,9 +14,10 @@ unless it names a queue):
   coordinator hears members directly, so no visibility is lost.
 * **The leader's queue** — ``robeing.members.<cluster>.<leader-id>`` (exclusive,
   auto-delete), bound to ``member.<cluster>.#``.
-* **Lock and term** — the leader owns the exclusive queue
+* **Lock and term** — the leader holds the lock queue
   ``robeing.cluster.<cluster>.lock`` (the coordinator's lock primitive,
-  ``BrokerOps.try_exclusive``); its term comes from the one-message queue
+  ``BrokerOps.try_exclusive``: a quorum queue's single active consumer, see
+  :mod:`robeing.broker.lease`); its term comes from the one-message queue
   ``robeing.cluster.<cluster>.term``, which holds the last term as a signed
   ``cluster.term`` record ``{cluster, term, leader, incarnation}``.
 * **Summaries** — once per ``heartbeat_interval`` the leader publishes a signed,
@@ -26,7 +27,8 @@ unless it names a queue):
   Payload (:class:`ClusterSummary`)::
 
       {"cluster": str, "term": int, "leader": str, "sent_at": float,
-       "members": [{"id": str, "role": str, "at": float, "beat": <heartbeat map>}],
+       "members": [{"id": str, "role": str, "at": float, "beat": <heartbeat map>,
+                    "cert": <bytes: the member's certificate>}],
        "lost": [{"id": str, "reason": str}],
        "skills": {skill: {"agents": int, "capacity": int, "free": int}},
        "pool": {"total": <resources>, "free": <resources>, "largest": <resources>},
@@ -35,16 +37,21 @@ unless it names a queue):
   ``beat`` is the member's heartbeat payload without ``stats`` and with only the
   ``attempts`` and ``leader`` sections (what the leader score and observers read); ``at`` is
   the timestamp of the member's own envelope; ``role`` is its *certified* role
-  as the leader verified it. ``skills`` counts live members per skill with
-  their summed capacity and free slots (capacity - load). ``pool`` sums what
-  live members contribute; ``largest`` is, per dimension, the most one member
-  has free. ``lost`` names members the leader declared dead or gone since its
-  previous summary. ``samples`` holds up to :data:`MAX_SAMPLES` raw member
-  heartbeats, rotating through the members.
-* **Size** — about 300 bytes a member, so a summary of 100 members is ~30 KB
-  and the 1 MiB message limit holds ~3,000: clusters are meant for tens to a
-  few hundred members (the scale target is 100 clusters of 100). A summary
-  lists at most :data:`MAX_MEMBERS`; a leader with more logs an error.
+  as the leader verified it; ``cert`` is the member's certificate, from which the
+  coordinator learns the key to encrypt assignments to a member it has never
+  heard directly (it checks the certificate against the authority, and its id
+  and role against the entry, only when it differs from the one it knows).
+  ``skills`` counts live members per skill with their summed capacity and free
+  slots (capacity - load). ``pool`` sums what live members contribute;
+  ``largest`` is, per dimension, the most one member has free. ``lost`` names
+  members the leader declared dead or gone since its previous summary.
+  ``samples`` holds up to :data:`MAX_SAMPLES` raw member heartbeats, rotating
+  through the members.
+* **Size** — about 500 bytes a member (300 without the certificate), so a
+  summary of 100 members is ~50 KB and the 1 MiB message limit holds ~2,000:
+  clusters are meant for tens to a few hundred members (the scale target is
+  100 clusters of 100). A summary lists at most :data:`MAX_MEMBERS`; a leader
+  with more logs an error.
 * **Nudge** — the coordinator sends the member the score elects a
   ``cluster.elect {cluster}`` message when the cluster has no live leader; it
   grants nothing: the member must still win the lock and take a term.
@@ -88,9 +95,10 @@ __all__ = [
 ]
 
 SUMMARY_TYPE = "cluster.summary"
-MAX_MEMBERS = 3_000
+MAX_MEMBERS = 2_000
 MAX_SAMPLES = 4
 MAX_ID = 128
+MAX_CERT = 1024  # a serialised certificate is ~200 bytes
 # Heartbeat sections a summary keeps: the leader score reads ``attempts``; observers
 # see who leads in the leader's own ``leader`` section.
 KEPT_SECTIONS = ("attempts", "leader")
@@ -110,19 +118,27 @@ class MemberEntry:
     role: str
     at: float
     beat: Heartbeat
+    cert: bytes = b""  # the member's certificate as the leader verified it (may be empty)
 
     def to_data(self) -> dict[str, Any]:
-        return {"id": self.agent_id, "role": self.role, "at": self.at, "beat": self.beat.to_data()}
+        data = {"id": self.agent_id, "role": self.role, "at": self.at, "beat": self.beat.to_data()}
+        if self.cert:
+            data["cert"] = self.cert
+        return data
 
     @classmethod
     def from_data(cls, data: Any) -> MemberEntry:
         """Raises: DecodeError: malformed."""
         data = mapping(data, "member")
+        cert = data.get("cert", b"")
+        if not isinstance(cert, bytes) or len(cert) > MAX_CERT:
+            raise DecodeError(f"member cert: bytes of at most {MAX_CERT} expected")
         return cls(
             text(need(data, "id", str), "member id", MAX_ID),
             text(need(data, "role", str), "member role", 32),
             finite(need(data, "at", (int, float)), "member at"),
             Heartbeat.from_data(need(data, "beat", dict)),
+            cert,
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -228,3 +229,46 @@ def test_a_dead_member_is_due_for_removal_once_after_the_grace_unless_it_returns
     r.alive("w2")  # restarted in time: keeps its place
     assert r.due(30.0) == [("w1", "etl")]
     assert r.due(100.0) == [] and len(r) == 0
+
+
+# --- certificates of members heard only through summaries ------------------------------
+
+
+def test_members_certificates_travel_and_are_learned_only_when_they_check() -> None:
+    """Given members a coordinator never heard directly, Expect their certificates learned
+    from the summary (so assignments can be encrypted to them); a certificate of another
+    agent, or not from the authority, refused as a bad summary and nothing learned."""
+    import time
+    from types import SimpleNamespace
+
+    import nacl.signing
+
+    from robeing.agents.roles.coordinator.summaries import BadSummary, Summaries
+    from robeing.protocol.identity import Authority, TrustStore
+
+    authority, now = Authority.generate(), time.time()
+
+    def cert(agent: str, by: Authority = authority) -> bytes:
+        key = nacl.signing.SigningKey.generate()
+        return by.issue(agent, "worker", bytes(key.verify_key), now, 3600).raw
+
+    def with_certs(certs: dict[str, bytes]) -> ClusterSummary:
+        members = [replace(entry(m), cert=c) for m, c in certs.items()]
+        s = summarise("c1", 5, "w1", members, now)
+        assert ClusterSummary.from_data(s.to_data()) == s
+        return s
+
+    trust = TrustStore(authority.verify_key)
+    host = SimpleNamespace(agent=SimpleNamespace(trust=trust))
+    good = with_certs({"w1": cert("w1"), "w2": cert("w2")})
+    Summaries._learn_certificates(host, good)  # type: ignore[arg-type]
+    assert {trust.peer(m).raw for m in ("w1", "w2")} == {e.cert for e in good.members}
+
+    for bad in ({"w3": cert("w4")}, {"w3": cert("w3", Authority.generate())}):
+        with pytest.raises(BadSummary):
+            Summaries._learn_certificates(host, with_certs(bad))  # type: ignore[arg-type]
+        assert trust.peer("w3") is None
+    oversized = with_certs({"w2": cert("w2")}).to_data()
+    oversized["members"][0]["cert"] = b"x" * 2000
+    with pytest.raises(DecodeError):
+        ClusterSummary.from_data(oversized)

@@ -135,6 +135,7 @@ class Summaries:
         )
         try:
             self._check_samples(summary)
+            self._learn_certificates(summary)
         except ProtocolError:
             state.counters["summaries_bad"] += 1
             raise
@@ -159,6 +160,39 @@ class Summaries:
         self._nudged.pop(summary.cluster, None)
         if summary.cluster in self._standing:
             self._spawn(self._stand_down(summary.cluster))
+
+    def _learn_certificates(self, summary: ClusterSummary) -> None:
+        """Learn the certificates of members this coordinator has not heard directly.
+
+        Assignments are encrypted to the receiver's key: a member heard only
+        through summaries (it joined while its leader was live, or this
+        coordinator took over since) would otherwise get none. A certificate
+        equal to the one known costs a comparison; another one is checked
+        against the authority, expiry and revocations, and must name the
+        entry's id and role.
+
+        Raises:
+            BadSummary: a certificate that does not check or names someone else.
+        """
+        trust, now = self.agent.trust, time.time()
+        for entry in summary.members:
+            if not entry.cert:
+                continue
+            known = trust.peer(entry.agent_id)
+            if known is not None and known.raw == entry.cert:
+                continue
+            try:
+                cert = trust.check_certificate(entry.cert, now)
+            except ProtocolError as exc:
+                raise BadSummary(
+                    f"{summary.leader}'s certificate of {entry.agent_id}: {exc}"
+                ) from None
+            if (cert.agent_id, cert.role) != (entry.agent_id, entry.role):
+                raise BadSummary(
+                    f"{summary.leader} listed {entry.agent_id} ({entry.role}) with the "
+                    f"certificate of {cert.agent_id} ({cert.role})"
+                )
+            trust.learn(cert)
 
     def _check_samples(self, summary: ClusterSummary) -> None:
         """Every sample is its member's own signed heartbeat, and its entry agrees with it.
