@@ -200,6 +200,7 @@ class SimAgent:
         self.settings = settings
         self.id = settings.agent_id
         self.cluster_id = settings.cluster_id
+        self.resources = settings.resources  # what it contributes (the context attribute)
         self.role = get_role(settings.role)
         self.identity = identity
         self.codec = Codec(identity, trust)
@@ -293,7 +294,10 @@ async def beat_forever(agents: Sequence[SimAgent], counts: dict[str, int]) -> No
             done = await asyncio.gather(
                 *(a.heartbeats.send() for a in batch), return_exceptions=True
             )
-            failed = sum(isinstance(d, BaseException) for d in done)
+            errors = [d for d in done if isinstance(d, BaseException)]
+            failed = len(errors)
+            if errors and not counts["beat_errors"]:  # say why once, not 10,000 times a second
+                print(f"simulator: a heartbeat failed: {errors[0]!r}", file=sys.stderr, flush=True)
             counts["beats"] += len(batch) - failed
             counts["beat_errors"] += failed
             tick += 1
