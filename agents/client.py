@@ -47,7 +47,7 @@ from .handles import TaskHandle
 from .heartbeats import AgentStatus, listen_heartbeats
 from .roles.messenger.transfer import send_file
 from .settings import Settings
-from .tasking.finals import read_finals
+from .tasking.finals import fetch_final
 
 log = logging.getLogger(__name__)
 
@@ -374,14 +374,7 @@ class Client:
 
     async def fetch_result(self, task_id: str, since_s: float = 24 * 3600.0) -> FinalResult | None:
         """Look a finished task up in the results stream (no coordinator needed)."""
-        found: list[FinalResult] = []
-
-        def on_final(final: FinalResult) -> None:
-            if final.task_id == task_id:
-                found.append(final)
-
-        await read_finals(self._agent, since_s, on_final)
-        return found[-1] if found else None
+        return await fetch_final(self._agent, task_id, since_s)
 
     async def __aenter__(self) -> Client:
         await self._agent.start()

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .clusters.orders import OrderFence
 from .errors import DecodeError
 from .fields import count, need
 from .resources import InvalidResources, Resources
@@ -54,18 +55,5 @@ class ContributionOrder:
         )
 
 
-class ContributionFence:
-    """The newest order stamp obeyed. Invariant: it only grows; older orders are refused."""
-
-    __slots__ = ("stamp",)
-
-    def __init__(self) -> None:
-        self.stamp = (0, 0)
-
-    def admit(self, order: ContributionOrder) -> bool:
-        """Whether to obey ``order`` (recording its stamp when so)."""
-        stamp = (order.epoch, order.seq)
-        if stamp < self.stamp:
-            return False
-        self.stamp = stamp
-        return True
+# The same fence as membership orders': one stamp that only grows, per kind of order.
+ContributionFence = OrderFence

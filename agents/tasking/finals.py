@@ -112,6 +112,18 @@ async def read_finals(
     return found
 
 
+async def fetch_final(agent: AgentContext, task_id: str, since_s: float) -> FinalResult | None:
+    """The newest final of ``task_id`` in the results stream that ``agent`` may read."""
+    found: list[FinalResult] = []
+
+    def on_final(final: FinalResult) -> None:
+        if final.task_id == task_id:
+            found.append(final)
+
+    await read_finals(agent, since_s, on_final)
+    return found[-1] if found else None
+
+
 Item = tuple[FinalResult, Sequence[Recipient]]
 
 

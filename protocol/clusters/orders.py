@@ -14,7 +14,7 @@ or a lost order), so agents converge on the directory.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import DecodeError
 from ..fields import count, need
@@ -50,8 +50,21 @@ class MembershipOrder:
         )
 
 
+class Stamped(Protocol):
+    """An order stamped ``(epoch, seq)`` by the coordinator that sent it."""
+
+    @property
+    def epoch(self) -> int: ...
+
+    @property
+    def seq(self) -> int: ...
+
+
 class OrderFence:
     """The newest order stamp obeyed; older ones are refused.
+
+    One fence per kind of order an agent obeys (membership here, pool
+    contributions in :mod:`robeing.protocol.contributions`).
 
     Invariant: the stamp only grows, so once an agent obeyed ``(e, s)`` it
     obeys nothing stamped before it.
@@ -62,7 +75,7 @@ class OrderFence:
     def __init__(self) -> None:
         self.stamp = (0, 0)
 
-    def admit(self, order: MembershipOrder) -> bool:
+    def admit(self, order: Stamped) -> bool:
         """Whether to obey ``order`` (recording its stamp when so)."""
         stamp = (order.epoch, order.seq)
         if stamp < self.stamp:
