@@ -97,7 +97,8 @@ async def test_deleting_a_queue_one_does_not_own(fleet: Fleet, victim: str, find
     Expect least privilege to refuse it (configure permission) and the queue to keep
     serving; on guest the deletion succeeds, and what the fleet meets without the queue
     is recorded — submissions refused as unroutable (none accepted and lost), messages to
-    w1 unacknowledged, dead letters dropped — until the queue's owner is restarted."""
+    w1 unacknowledged, dead letters dropped — until the queue's owner is restarted, or
+    until the owner, its consumer cancelled by the broker, declares the queue again."""
     name_of, owner = VICTIMS[victim]
     queue = name_of(fleet.ids)
     async with Attacker(fleet.login("mallory")) as mallory:
@@ -109,10 +110,11 @@ async def test_deleting_a_queue_one_does_not_own(fleet: Fleet, victim: str, find
         if owner != "coordinator":  # a new inbox is not a new agent: let it be seen again
             await fleet.healthy()
     repaired = await _use(fleet, victim)
+    state = "gone" if gone else "declared again by its owner" if deleted.allowed else "kept"
     finding(
         f"2 delete {victim}",
         "broker permission (configure)" if not deleted.allowed else "nobody",
-        f"delete {deleted}; queue {'gone' if gone else 'kept'}; then: {after}; "
+        f"delete {deleted}; queue {state}; then: {after}; "
         f"{f'after restarting {owner}' if deleted.allowed else 'later'}: {repaired}",
     )
 
@@ -121,5 +123,9 @@ async def test_deleting_a_queue_one_does_not_own(fleet: Fleet, victim: str, find
         assert deleted.by_permission, deleted
         assert not gone and after == "works"
     else:
-        assert deleted.allowed and gone
-        assert after != "works"  # refused, never silently accepted and lost
+        assert deleted.allowed
+        # Either the fleet meets the missing queue and is refused (never silently
+        # accepted and lost), or the queue's owner already declared it again: an
+        # agent whose consumer the broker cancels attaches it again, declaring its
+        # queue, and "works" means the message was delivered (acked, answered, kept).
+        assert after == "works" or gone, (after, gone)
