@@ -15,8 +15,8 @@ import logging
 from typing import Any
 
 from ..protocol.contributions import ORDER_TYPE, ContributionFence, ContributionOrder
-from ..protocol.election import StaleEpoch
 from .context import AgentContext, Message
+from .orders import obey
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +25,8 @@ __all__ = ["install"]
 
 def install(agent: AgentContext) -> ContributionFence:
     """Handle contribution orders on ``agent``; returns the fence (for tests and reports)."""
-    fence = ContributionFence()
 
-    def on_order(msg: Message) -> dict[str, Any]:
-        order = ContributionOrder.from_data(msg.payload)
-        if not fence.admit(order):
-            raise StaleEpoch(order.epoch, fence.stamp[0])
+    def apply(msg: Message, order: ContributionOrder) -> dict[str, Any]:
         before = msg.agent.resources
         msg.agent.resources = None if order.resources.is_zero() else order.resources
         if before != msg.agent.resources:
@@ -43,5 +39,4 @@ def install(agent: AgentContext) -> ContributionFence:
             )
         return {"resources": order.resources.to_mapping()}
 
-    agent.handle(ORDER_TYPE, on_order)
-    return fence
+    return obey(agent, ORDER_TYPE, ContributionOrder.from_data, apply)

@@ -17,8 +17,8 @@ import logging
 from typing import Any
 
 from ..protocol.clusters import ORDER_TYPE, MembershipOrder, OrderFence
-from ..protocol.election import StaleEpoch
 from .context import AgentContext, Message
+from .orders import obey
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +27,8 @@ __all__ = ["install"]
 
 def install(agent: AgentContext) -> OrderFence:
     """Handle membership orders on ``agent``; returns the fence (for tests and reports)."""
-    fence = OrderFence()
 
-    def on_order(msg: Message) -> dict[str, Any]:
-        order = MembershipOrder.from_data(msg.payload)
-        if not fence.admit(order):
-            raise StaleEpoch(order.epoch, fence.stamp[0])
+    def apply(msg: Message, order: MembershipOrder) -> dict[str, Any]:
         if msg.agent.cluster_id != order.cluster:
             log.warning(
                 "%s moves from cluster %s to %s (ordered by %s)",
@@ -44,5 +40,4 @@ def install(agent: AgentContext) -> OrderFence:
             msg.agent.cluster_id = order.cluster
         return {"cluster": msg.agent.cluster_id}
 
-    agent.handle(ORDER_TYPE, on_order)
-    return fence
+    return obey(agent, ORDER_TYPE, MembershipOrder.from_data, apply)
