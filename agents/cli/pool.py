@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import click
 
 from ...protocol.leases import format_resources
 from ...protocol.resources import InvalidResources, Resources, parse_resources
 from ..client import Client
-from ..clusters import InsufficientPool
+from ..clusters import InsufficientPool, Pool
 from .common import EXIT_CODES_HELP, Common, ConfigFailure, GaveUp, emit_json, pass_common, run
 from .options import RESOURCES, question_options
 
 WAIT_EVERY_S = 0.5
+T = TypeVar("T")
 
 
 @click.group(epilog=EXIT_CODES_HELP)
@@ -37,6 +39,17 @@ def _figures(data: dict[str, Any], key: str) -> str:
     return format_resources(Resources.from_mapping(data.get(key, {})))
 
 
+def _ask(common: Common, as_id: str, timeout: float, call: Callable[[Pool], Awaitable[T]]) -> T:
+    """Run one question to the pool as ``as_id``, answered within ``timeout`` s."""
+
+    async def go() -> T:
+        async with Client(common.client_settings(as_id)) as client:
+            client.pool.timeout = timeout
+            return await call(client.pool)
+
+    return run(go())
+
+
 @pool.command("show")
 @click.option("--cluster", default=None, help="A named cluster (default: the default cluster).")
 @question_options()
@@ -44,12 +57,7 @@ def _figures(data: dict[str, Any], key: str) -> str:
 def show(common: Common, cluster: str | None, timeout: float, as_json: bool, as_id: str) -> None:
     """Free / total per resource, and the most one agent can take."""
 
-    async def go() -> dict[str, Any]:
-        async with Client(common.client_settings(as_id)) as client:
-            client.pool.timeout = timeout
-            return await client.pool.show(cluster)
-
-    view = run(go())
+    view = _ask(common, as_id, timeout, lambda pool: pool.show(cluster))
     if as_json:
         emit_json(view)
         return
@@ -96,23 +104,20 @@ def request(
     or released first.
     """
 
-    async def go() -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        async with Client(common.client_settings(as_id)) as client:
-            client.pool.timeout = timeout
-            while True:
-                try:
-                    return await client.pool.request(
-                        resources, cluster=cluster, ttl=ttl, renew=False
-                    )
-                except InsufficientPool as exc:
-                    if not wait:
-                        raise
-                    if time.monotonic() + WAIT_EVERY_S > deadline:
-                        raise GaveUp(f"gave up after {timeout:g} s: {exc}") from None
-                    await asyncio.sleep(WAIT_EVERY_S)
+    deadline = time.monotonic() + timeout
 
-    lease = run(go())
+    async def ask(pool: Pool) -> dict[str, Any]:
+        while True:
+            try:
+                return await pool.request(resources, cluster=cluster, ttl=ttl, renew=False)
+            except InsufficientPool as exc:
+                if not wait:
+                    raise
+                if time.monotonic() + WAIT_EVERY_S > deadline:
+                    raise GaveUp(f"gave up after {timeout:g} s: {exc}") from None
+                await asyncio.sleep(WAIT_EVERY_S)
+
+    lease = _ask(common, as_id, timeout, ask)
     if as_json:
         emit_json(lease)
         return
@@ -132,12 +137,7 @@ def request(
 def release(common: Common, lease_id: str, timeout: float, as_json: bool, as_id: str) -> None:
     """End a lease you hold."""
 
-    async def go() -> None:
-        async with Client(common.client_settings(as_id)) as client:
-            client.pool.timeout = timeout
-            await client.pool.release(lease_id)
-
-    run(go())
+    _ask(common, as_id, timeout, lambda pool: pool.release(lease_id))
     if as_json:
         emit_json({"released": lease_id})
     else:
@@ -151,12 +151,7 @@ def release(common: Common, lease_id: str, timeout: float, as_json: bool, as_id:
 def renew(common: Common, lease_id: str, timeout: float, as_json: bool, as_id: str) -> None:
     """Move the end of a lease you hold to now + its TTL."""
 
-    async def go() -> dict[str, Any]:
-        async with Client(common.client_settings(as_id)) as client:
-            client.pool.timeout = timeout
-            return await client.pool.renew(lease_id)
-
-    lease = run(go())
+    lease = _ask(common, as_id, timeout, lambda pool: pool.renew(lease_id))
     if as_json:
         emit_json(lease)
     else:
@@ -183,12 +178,7 @@ def contribute(
     except InvalidResources as exc:
         raise ConfigFailure(f"invalid resources: {exc}") from None
 
-    async def go() -> dict[str, Any]:
-        async with Client(common.client_settings(as_id)) as client:
-            client.pool.timeout = timeout
-            return await client.pool.contribute(agent_id, offered)
-
-    done = run(go())
+    done = _ask(common, as_id, timeout, lambda pool: pool.contribute(agent_id, offered))
     if as_json:
         emit_json(done)
         return
